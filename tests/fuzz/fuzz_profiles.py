@@ -1,0 +1,54 @@
+"""Hypothesis budgets for the fuzz suite, applied per test (never as the global default).
+
+``HYPOTHESIS_PROFILE=long`` (what ``tools/fuzz.py`` sets) raises the budget for manual runs;
+anything else gets the CI budget. The example database lives under ``.cache/`` (git-ignored)
+so a failure found by a long run replays first in the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+BUDGETS = {"ci": 200, "long": 20_000}
+DATABASE = DirectoryBasedExampleDatabase(str(ROOT / ".cache" / "hypothesis"))
+
+
+def fuzz_settings(examples: int | None = None) -> settings:
+    """Settings for one fuzz test: ``examples`` is its CI budget (default 200)."""
+    ci = BUDGETS["ci"] if examples is None else examples
+    n = BUDGETS["long"] if PROFILE == "long" else ci
+    return settings(
+        max_examples=n,
+        deadline=None,
+        database=DATABASE,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+class Hang(Exception):
+    """One example ran past its time limit."""
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging the suite) if the block runs longer than ``seconds``."""
+
+    def on_alarm(signum, frame):
+        raise Hang(f"example still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
