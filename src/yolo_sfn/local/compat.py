@@ -1,0 +1,189 @@
+"""The moto 5.2.5 internals the local runner patches, checked in one place.
+
+Every hook below touches a private moto attribute. ``check_moto()`` verifies the pinned
+version and that each attribute still exists with the expected shape, and raises
+``LocalEngineError`` naming what moved, so an upgrade fails loudly instead of silently
+running something else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from yolo_sfn.errors import YoloSfnError
+
+MOTO_VERSION = "5.2.5"
+
+LAMBDA_MODELS = "moto.awslambda.models"
+BOTO_CLIENT = "moto.stepfunctions.parser.asl.utils.boto_client"
+RETRIER = "moto.stepfunctions.parser.asl.component.common.retry.retrier_decl"
+SFN_MODELS = "moto.stepfunctions.models"
+SFN_PARSER_MODELS = "moto.stepfunctions.parser.models"
+PARSER_PACKAGE = "moto.stepfunctions.parser"
+
+
+class LocalEngineError(YoloSfnError):
+    """The local engine cannot run (moto missing/moved, template unreadable, deploy failed)."""
+
+
+def _require(module: str, attr: str) -> Any:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise LocalEngineError(f"moto internals moved: cannot import {module} ({e})") from e
+    if not hasattr(mod, attr):
+        raise LocalEngineError(f"moto internals moved: {module}.{attr} is gone")
+    return getattr(mod, attr)
+
+
+def check_moto() -> None:
+    """Fail loudly unless moto==5.2.5 with every internal we patch in place."""
+    try:
+        import moto
+    except ImportError as e:
+        raise LocalEngineError(
+            "the local runner needs moto: pip install 'yolo-sfn[local]'"
+        ) from e
+    if moto.__version__ != MOTO_VERSION:
+        raise LocalEngineError(
+            f"the local runner is pinned to moto=={MOTO_VERSION} (it patches moto internals); "
+            f"found moto {moto.__version__}"
+        )
+    fn_cls = _require(LAMBDA_MODELS, "LambdaFunction")
+    invoke = getattr(fn_cls, "_invoke_lambda", None)
+    if invoke is None or list(inspect.signature(invoke).parameters) != ["self", "event"]:
+        raise LocalEngineError("moto internals moved: LambdaFunction._invoke_lambda(self, event)")
+    client_for = _require(BOTO_CLIENT, "boto_client_for")
+    if list(inspect.signature(client_for).parameters)[:2] != ["region", "service"]:
+        raise LocalEngineError("moto internals moved: boto_client_for(region, service, ...)")
+    retrier_time = _require(RETRIER, "time")
+    if not hasattr(retrier_time, "sleep"):
+        raise LocalEngineError(f"moto internals moved: {RETRIER}.time is not the time module")
+    _require(SFN_MODELS, "stepfunctions_backends")
+    _require(SFN_PARSER_MODELS, "stepfunctions_parser_backends")
+    _require("moto.core.exceptions", "JsonRESTError")
+
+
+@contextmanager
+def patched(module: str, attr: str, value: Any) -> Iterator[Any]:
+    """Replace ``module.attr`` for the duration of the block; yields the original."""
+    mod = importlib.import_module(module)
+    original = getattr(mod, attr)
+    setattr(mod, attr, value)
+    try:
+        yield original
+    finally:
+        setattr(mod, attr, original)
+
+
+# --- boto client cache ------------------------------------------------------------------
+def _parser_modules_using(original: Callable) -> list[Any]:
+    """Every loaded moto Step Functions parser module holding ``boto_client_for``."""
+    # Import the modules that bind the name at import time, so the patch reaches them.
+    for name in (
+        "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils",
+        "moto.stepfunctions.parser.asl.component.state.exec.state_task.service."
+        "state_task_service_aws_sdk",
+        "moto.stepfunctions.parser.asl.component.state.exec.state_task.service."
+        "state_task_service_dynamodb",
+        "moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval."
+        "resource_eval_s3",
+    ):
+        importlib.import_module(name)
+    import sys
+
+    return [
+        mod
+        for name, mod in list(sys.modules.items())
+        if name.startswith(PARSER_PACKAGE) and getattr(mod, "boto_client_for", None) is original
+    ]
+
+
+@contextmanager
+def cached_boto_clients() -> Iterator[None]:
+    """One boto3 client per (region, service, endpoint mode) for moto's ASL interpreter.
+
+    moto builds a fresh client for every Task; caching them is the main per-item speedup.
+    """
+    original = _require(BOTO_CLIENT, "boto_client_for")
+    from moto.core.models import botocore_stubber
+
+    cache: dict[tuple, Any] = {}
+    lock = threading.Lock()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        key = (region, service, botocore_stubber.enabled)
+        client = cache.get(key)
+        if client is None:
+            with lock:
+                client = cache.get(key)
+                if client is None:
+                    client = cache[key] = original(region, service, state_credentials)
+        return client
+
+    modules = _parser_modules_using(original)
+    for mod in modules:
+        mod.boto_client_for = boto_client_for
+    try:
+        yield
+    finally:
+        for mod in modules:
+            mod.boto_client_for = original
+
+
+# --- retry sleeps ------------------------------------------------------------------------
+class RecordingClock:
+    """Stands in for ``time`` inside moto's retrier: records retry waits, sleeps a fraction."""
+
+    def __init__(self, real_time: Any, scale: float) -> None:
+        self._time = real_time
+        self.scale = scale
+        self.waits: list[float] = []
+        self._lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(float(seconds))
+        if self.scale > 0:
+            self._time.sleep(seconds * self.scale)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._time, name)
+
+
+@contextmanager
+def retry_clock(scale: float) -> Iterator[RecordingClock]:
+    """Record every ASL Retry wait; ``scale`` 1.0 sleeps for real, 0.0 not at all."""
+    import time as real_time
+
+    clock = RecordingClock(real_time, scale)
+    with patched(RETRIER, "time", clock):
+        yield clock
+
+
+@contextmanager
+def executing_cloudformation_state_machines() -> Iterator[None]:
+    """Make moto's CloudFormation create state machines in the executing (parser) backend."""
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    with patched(SFN_MODELS, "stepfunctions_backends", stepfunctions_parser_backends):
+        yield
+
+
+@contextmanager
+def quiet_interpreter_logs() -> Iterator[None]:
+    """moto's ASL interpreter logs whole parse trees on every caught error; keep them out."""
+    import logging
+
+    logger = logging.getLogger(PARSER_PACKAGE)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

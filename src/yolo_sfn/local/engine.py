@@ -1,0 +1,348 @@
+"""The embedded local engine: template.yaml + the ASL on moto's Step Functions interpreter.
+
+```python
+with LocalEngine() as engine:                 # moto in-process, hooks installed
+    engine.deploy(model_path)                 # template.yaml -> moto CloudFormation
+    uris, missing = engine.upload_inputs([...])
+    run = engine.execute({"images": uris})    # start + wait; run.summary, run.attempts
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yolo_sfn.local import compat, features
+from yolo_sfn.local.deploy import Stack, create_stack, package, translate
+from yolo_sfn.local.invoke import Attempt, Fault, Router
+from yolo_sfn.local.template import Template, find_project_root, read_template
+
+INPUT_BUCKET = "yolo-sfn-input"
+MODEL_BUCKET = "yolo-sfn-local-models"
+STACK_NAME = "yolo-sfn-local"
+REGION = "us-east-1"
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+@dataclass
+class Progress:
+    status: str
+    total: int | None
+    done: int
+    failed: int
+    elapsed_s: float
+
+
+@dataclass
+class LocalRun:
+    """Outcome of one execution on the local engine."""
+
+    execution_arn: str
+    status: str
+    output: dict | None
+    error: str | None
+    cause: str | None
+    summary: dict | None
+    attempts: list[Attempt]
+    retry_waits: list[float]
+    notes: list[str]
+    elapsed_s: float
+    batch_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+
+class LocalEngine:
+    """moto in-process with our hooks; deploys the template and runs executions.
+
+    ``retry_scale``: fraction of each ASL Retry wait really slept (1.0 = as on AWS, 0 = none;
+    waits are recorded either way). ``faults``: see ``yolo_sfn.local.invoke.Fault``.
+    """
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        *,
+        region: str = REGION,
+        faults: list[Fault] | tuple = (),
+        retry_scale: float = 1.0,
+        stack_name: str = STACK_NAME,
+        input_bucket: str = INPUT_BUCKET,
+    ) -> None:
+        self.root = find_project_root(Path(root) if root else None)
+        self.template: Template = read_template(self.root / "template.yaml")
+        self.region = region
+        self.router = Router(faults)
+        self.retry_scale = retry_scale
+        self.stack_name = stack_name
+        self.input_bucket = input_bucket
+        self.notes: list[str] = features.scan(self.template.asl)
+        self.stack: Stack | None = None
+        self._exit: ExitStack | None = None
+        self._clients: dict[str, Any] = {}
+        self.clock: compat.RecordingClock | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> LocalEngine:
+        compat.check_moto()
+        from moto import mock_aws
+
+        stack = ExitStack()
+        try:
+            stack.enter_context(_environ({
+                "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region,
+                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing", "AWS_ENDPOINT_URL": None,
+            }))
+            # (not lambda use_docker=False: that swaps in moto's echo backend)
+            stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+            stack.enter_context(compat.quiet_interpreter_logs())
+            stack.enter_context(compat.cached_boto_clients())
+            self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))
+            stack.enter_context(self.router.installed())
+        except BaseException:
+            stack.close()
+            raise
+        self._exit = stack
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._exit is not None:
+            self._exit.close()
+            self._exit = None
+
+    def client(self, service: str) -> Any:
+        client = self._clients.get(service)
+        if client is None:
+            import boto3
+
+            client = self._clients[service] = boto3.client(service, region_name=self.region)
+        return client
+
+    # --- deploy ------------------------------------------------------------------------
+    def upload_model(self, model_path: Path | str) -> str:
+        """Upload ``M.tflite`` + ``M.tflite.json``; returns the s3:// URI of the model."""
+        model_path = Path(model_path)
+        sidecar = model_path.with_name(model_path.name + ".json")
+        for path in (model_path, sidecar):
+            if not path.is_file():
+                from yolo_sfn.errors import InputFileError
+
+                raise InputFileError(f"{path}: model file missing")
+        s3 = self.client("s3")
+        _make_bucket(s3, MODEL_BUCKET, self.region)
+        key = f"models/{model_path.name}"
+        s3.upload_file(str(model_path), MODEL_BUCKET, key)
+        s3.upload_file(str(sidecar), MODEL_BUCKET, key + ".json")
+        return f"s3://{MODEL_BUCKET}/{key}"
+
+    def deploy(self, model_path: Path | str | None = None, **parameters: Any) -> Stack:
+        """Create the stack from template.yaml. ``parameters`` override template defaults."""
+        params = {}
+        if model_path is not None:
+            params["ModelUri"] = self.upload_model(model_path)
+        if "InputBucketNames" in self.template.parameters:
+            params["InputBucketNames"] = self.input_bucket
+        params.update({k: str(v) for k, v in parameters.items() if v is not None})
+        _make_bucket(self.client("s3"), self.input_bucket, self.region)
+        sam = package(self.template, self.client("s3"))
+        cfn = translate(sam, params, self.region)
+        self.stack = create_stack(self.client("cloudformation"), self.stack_name, cfn, params,
+                                  self.region)
+        self._bind_functions()
+        return self.stack
+
+    def _bind_functions(self) -> None:
+        lam = self.client("lambda")
+        envs = {}
+        for stage, name in self.stack.functions.items():
+            spec = self.template.functions[stage]
+            self.router.bind(name, spec)
+            cfg = lam.get_function_configuration(FunctionName=name)
+            envs[name] = (cfg.get("Environment") or {}).get("Variables") or {}
+        timeouts = features.task_timeouts(self.template.asl)
+        self.router.task_timeouts = _stage_timeouts(self.template, timeouts)
+        self._env_notes = self._exit.enter_context(self.router.environment(envs))
+        self.notes += self._env_notes
+
+    # --- inputs ------------------------------------------------------------------------
+    def upload_inputs(self, paths: list[Path | str]) -> tuple[list[str], list[dict]]:
+        """Upload local image files (folders expanded, sorted) to the input bucket.
+
+        Returns ``(uris, missing)``; ``missing`` has ``{"path", "uri", "error"}`` for files
+        that do not exist: their URIs are still returned so the workflow records them failed.
+        """
+        s3 = self.client("s3")
+        uris, missing = [], []
+        for item in paths:
+            path = Path(item)
+            files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+            for f in files:
+                uri = f"s3://{self.input_bucket}/{f.name}"
+                if f.is_file():
+                    s3.upload_file(str(f), self.input_bucket, f.name)
+                else:
+                    missing.append({"path": str(f), "uri": uri, "error": "local file not found"})
+                uris.append(uri)
+        return uris, missing
+
+    # --- executions --------------------------------------------------------------------
+    def start(self, execution_input: dict, name: str | None = None) -> str:
+        sfn = self.client("stepfunctions")
+        name = name or f"local-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        return sfn.start_execution(
+            stateMachineArn=self.stack.state_machine_arn,
+            name=name,
+            input=json.dumps(execution_input),
+        )["executionArn"]
+
+    def progress(self, arn: str, started: float) -> Progress:
+        sfn = self.client("stepfunctions")
+        status = sfn.describe_execution(executionArn=arn)["status"]
+        total, done = None, 0
+        for counts in self._map_run_counts(arn):
+            total = (total or 0) + counts.get("total", 0)
+            done += sum(counts.get(k, 0) for k in ("succeeded", "failed", "timedOut", "aborted"))
+        return Progress(status, total, done, self._failed_images(), time.monotonic() - started)
+
+    def _map_run_counts(self, arn: str) -> list[dict]:
+        sfn = self.client("stepfunctions")
+        try:
+            runs = sfn.list_map_runs(executionArn=arn).get("mapRuns", [])
+            return [sfn.describe_map_run(mapRunArn=r["mapRunArn"])["itemCounts"] for r in runs]
+        except Exception:  # moto 5.2.5 raises AttributeError before the execution's env exists
+            return []
+
+    def _failed_images(self) -> int:
+        """Images whose last attempt at some stage errored with a non-retried error type."""
+        last: dict[tuple, Attempt] = {}
+        for a in self.router.attempts_for():
+            if a.image is not None:
+                last[(a.stage, a.image)] = a
+        return len({img for (_, img), a in last.items()
+                    if a.outcome != "ok" and a.error_type not in _RETRIED})
+
+    def wait(
+        self, arn: str, *, on_progress: Callable[[Progress], None] | None = None,
+        poll_s: float = 0.25, timeout_s: float | None = None,
+    ) -> dict:
+        sfn = self.client("stepfunctions")
+        started = time.monotonic()
+        while True:
+            desc = sfn.describe_execution(executionArn=arn)
+            if on_progress is not None:
+                on_progress(self.progress(arn, started))
+            if desc["status"] in TERMINAL:
+                return desc
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                sfn.stop_execution(executionArn=arn, error="LocalTimeout")
+                return sfn.describe_execution(executionArn=arn)
+            time.sleep(poll_s)
+
+    def execute(
+        self, execution_input: dict, *, name: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None, timeout_s: float | None = None,
+    ) -> LocalRun:
+        """Start an execution, wait for it, fetch the summary it wrote."""
+        started = time.monotonic()
+        first_attempt = len(self.router.attempts)
+        first_wait = len(self.clock.waits)
+        arn = self.start(execution_input, name)
+        desc = self.wait(arn, on_progress=on_progress, timeout_s=timeout_s)
+        output = json.loads(desc["output"]) if desc.get("output") else None
+        run = LocalRun(
+            execution_arn=arn, status=desc["status"], output=output,
+            error=desc.get("error"), cause=desc.get("cause"), summary=None,
+            attempts=self.router.attempts[first_attempt:],
+            retry_waits=self.clock.waits[first_wait:], notes=list(self.notes),
+            elapsed_s=time.monotonic() - started,
+        )
+        run.summary = self._fetch_summary(output)
+        if run.summary:
+            run.batch_id = run.summary.get("batch_id")
+        return run
+
+    def _fetch_summary(self, output: dict | None) -> dict | None:
+        uri = _find_summary_uri(output)
+        if not uri:
+            return None
+        return self.get_json(uri)
+
+    def get_json(self, uri: str) -> Any:
+        bucket, key = split_s3_uri(uri)
+        body = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return json.loads(body)
+
+
+_RETRIED = {
+    "TransientS3Error", "Lambda.TooManyRequestsException", "Lambda.ServiceException",
+    "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+}
+
+
+def _find_summary_uri(output: Any) -> str | None:
+    if isinstance(output, dict):
+        uri = output.get("summary_uri")
+        if isinstance(uri, str):
+            return uri
+        for value in output.values():
+            found = _find_summary_uri(value)
+            if found:
+                return found
+    return None
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        from yolo_sfn.errors import S3UriError
+
+        raise S3UriError(f"{uri}: not an s3://bucket/key URI")
+    bucket, key = uri[5:].split("/", 1)
+    return bucket, key
+
+
+def _stage_timeouts(tpl: Template, by_state: dict[str, tuple[int, str]]) -> dict[str, float]:
+    """Smallest Task TimeoutSeconds per stage, by the function the Task invokes."""
+    out: dict[str, float] = {}
+    for seconds, ref in by_state.values():
+        for stage, spec in tpl.functions.items():
+            if spec.logical_id.lower() in ref.lower() or f"{stage}function" in ref.lower():
+                out[stage] = min(out.get(stage, seconds), seconds)
+    return out
+
+
+def _make_bucket(s3: Any, bucket: str, region: str) -> None:
+    kwargs = {}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    with suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket, **kwargs)
+
+
+@contextmanager
+def _environ(values: dict[str, str | None]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,94 @@
+"""Which ASL features of our state machine moto 5.2.5 cannot run the way AWS does.
+
+``scan(asl)`` walks every state (Map item processors and Parallel branches included) and
+returns one plain sentence per finding. The runner prints them and puts them in its output
+as ``local_engine_notes`` so a local run never silently differs from AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+ALWAYS = (
+    "Lambda functions run in-process from functions/<stage>/app.py with this Python "
+    "environment (the template's layers, MemorySize and Timeout are not applied; Timeout is "
+    "only used by injected 'timeout' faults).",
+)
+
+
+def _walk(states: dict, path: str = "") -> Iterator[tuple[str, dict]]:
+    for name, state in (states or {}).items():
+        where = f"{path}{name}"
+        yield where, state
+        proc = state.get("ItemProcessor") or state.get("Iterator")
+        if proc:
+            yield from _walk(proc.get("States"), f"{where}/")
+        for i, branch in enumerate(state.get("Branches") or []):
+            yield from _walk(branch.get("States"), f"{where}[{i}]/")
+
+
+def _map_notes(where: str, state: dict) -> list[str]:
+    proc = state.get("ItemProcessor") or {}
+    config = proc.get("ProcessorConfig") or {}
+    if config.get("Mode") != "DISTRIBUTED":
+        return []
+    notes = [
+        f"{where}: DISTRIBUTED Map runs as local threads; a failing child execution does NOT fail "
+        "the Map (its output is null) and child executions have no history, so per-image "
+        "errors must be caught inside the iteration (as this workflow does)."
+    ]
+    if config.get("ExecutionType") == "EXPRESS":
+        notes.append(f"{where}: ExecutionType EXPRESS is rejected by moto.")
+    if "ItemBatcher" in state:
+        notes.append(f"{where}: ItemBatcher is not parsed by moto; items are not batched.")
+    if "ResultWriter" in state:
+        notes.append(f"{where}: ResultWriter writes only an empty manifest on moto.")
+    tolerated = [k for k in state if k.startswith("ToleratedFailure")]
+    if tolerated:
+        notes.append(f"{where}: {', '.join(sorted(tolerated))} has no effect on moto.")
+    reader = (state.get("ItemReader") or {}).get("ReaderConfig") or {}
+    if reader.get("InputType") in ("JSONL", "MANIFEST"):
+        notes.append(f"{where}: ItemReader InputType {reader['InputType']} is unsupported.")
+    return notes
+
+
+def _task_notes(where: str, state: dict) -> list[str]:
+    resource = str(state.get("Resource", ""))
+    notes = []
+    if resource.startswith("arn:aws:states:::states:startExecution"):
+        notes.append(f"{where}: states:startExecution integrations are broken on moto.")
+    if resource.startswith("arn:aws:states:::aws-sdk:s3:getObject"):
+        notes.append(f"{where}: aws-sdk:s3:getObject output cannot be serialised on moto.")
+    return notes
+
+
+def scan(asl: dict) -> list[str]:
+    """Plain-language notes on what the local engine runs differently from AWS."""
+    notes = list(ALWAYS)
+    if asl.get("QueryLanguage") == "JSONata":
+        notes.append("QueryLanguage JSONata is parsed but not evaluated by moto.")
+    for where, state in _walk(asl.get("States") or {}):
+        if state.get("QueryLanguage") == "JSONata":
+            notes.append(f"{where}: JSONata is parsed but not evaluated by moto.")
+        if state.get("Type") == "Map":
+            notes += _map_notes(where, state)
+        elif state.get("Type") == "Task":
+            notes += _task_notes(where, state)
+    timed = [w for w, s in _walk(asl.get("States") or {}) if "TimeoutSeconds" in s]
+    if timed:
+        notes.append(
+            "On States.Timeout moto stops waiting but the in-process handler call keeps running "
+            f"({len(timed)} Task(s) with TimeoutSeconds)."
+        )
+    return notes
+
+
+def task_timeouts(asl: dict) -> dict[str, tuple[int, str]]:
+    """``{state name: (TimeoutSeconds, function reference)}`` for Tasks with a fixed timeout."""
+    out = {}
+    for where, state in _walk(asl.get("States") or {}):
+        if state.get("Type") == "Task" and isinstance(state.get("TimeoutSeconds"), int):
+            params = state.get("Parameters") or state.get("Arguments") or {}
+            ref = str(params.get("FunctionName") or state.get("Resource", ""))
+            out[where.rsplit("/", 1)[-1]] = (int(state["TimeoutSeconds"]), ref)
+    return out

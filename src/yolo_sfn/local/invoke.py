@@ -1,0 +1,324 @@
+"""In-process Lambda invokes for moto, with fault injection and an attempt log.
+
+moto's ``LambdaFunction._invoke_lambda(self, event)`` would start Docker. ``Router.install()``
+replaces it with a call of ``functions/<stage>/app.py:handler`` in this process: each module is
+imported once, exceptions become ``{"errorType", "errorMessage"}`` payloads (the error type is
+the exception class name, as on AWS), and every attempt is recorded.
+
+Environment: moto resolves each function's template ``Environment`` at deploy time. Values that
+are the same for every function are put into ``os.environ`` once before the execution starts
+(Map iterations run on threads and ``os.environ`` is process-global). Keys whose values differ
+between functions are set per call under a lock, which serialises those calls; the runner
+reports that as a local engine note.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from yolo_sfn.errors import TransientS3Error, error_payload
+from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
+from yolo_sfn.local.template import FunctionSpec
+
+FAULT_KINDS = ("s3_transient", "throttle", "crash", "timeout")
+
+
+@dataclass
+class Fault:
+    """Inject a failure before the handler of ``stage`` runs.
+
+    ``match`` is a glob against the image key or URI (None: every invoke of the stage);
+    ``times`` how many matching invokes fail (None: all of them).
+    """
+
+    stage: str
+    kind: str
+    match: str | None = None
+    times: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind {self.kind!r} not in {FAULT_KINDS}")
+        self._fired = 0
+
+    def applies(self, stage: str, image: str | None) -> bool:
+        if stage != self.stage or (self.times is not None and self._fired >= self.times):
+            return False
+        if self.match is None:
+            return True
+        return image is not None and (
+            fnmatch.fnmatchcase(image, self.match)
+            or fnmatch.fnmatchcase(image.rsplit("/", 1)[-1], self.match)
+        )
+
+
+@dataclass
+class Attempt:
+    """One Lambda invoke as the state machine made it."""
+
+    stage: str
+    image: str | None  # image key (or URI) found in the event; None for plan/summarize
+    attempt: int  # 1-based, per (stage, image)
+    outcome: str  # "ok" | "error" | "throttled" | "timeout"
+    error_type: str | None
+    duration_ms: float
+    injected: str | None = None  # the fault kind, when one fired
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def throttle_error() -> Exception:
+    """A 429 that the state sees as ``Lambda.TooManyRequestsException``."""
+    from moto.core.exceptions import JsonRESTError
+
+    class TooManyRequestsException(JsonRESTError):
+        code = 429
+
+        def __init__(self) -> None:
+            super().__init__("TooManyRequestsException", "Rate exceeded (injected by yolo-sfn)")
+
+    return TooManyRequestsException()
+
+
+_IMAGE_FIELDS = ("uri", "key", "image_uri", "image_key")
+
+
+def image_of(event: Any, depth: int = 0) -> str | None:
+    """The image an event is about: the first ``uri``/``key`` string found (shallow search)."""
+    if not isinstance(event, dict) or depth > 3:
+        return None
+    for name in _IMAGE_FIELDS:
+        value = event.get(name)
+        if isinstance(value, str) and value:
+            return value
+    for value in event.values():
+        found = image_of(value, depth + 1)
+        if found:
+            return found
+    return None
+
+
+class LambdaContext:
+    """The attributes handlers and Powertools read from the Lambda context."""
+
+    def __init__(self, function_name: str, memory: int, timeout_s: float, arn: str) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = int(memory)
+        self.invoked_function_arn = arn
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + float(timeout_s)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def split_environment(envs: dict[str, dict[str, str]]) -> tuple[dict, dict[str, dict]]:
+    """``(common, per_function)``: values shared by every function, and the differing ones."""
+    keys = {k for env in envs.values() for k in env}
+    common, differing = {}, set()
+    for key in keys:
+        values = {env.get(key) for env in envs.values()}
+        if len(values) == 1:
+            common[key] = values.pop()
+        else:
+            differing.add(key)
+    per_fn = {name: {k: env[k] for k in differing if k in env} for name, env in envs.items()}
+    return common, per_fn
+
+
+class Router:
+    """Maps moto Lambda functions to ``functions/<stage>/app.py`` and runs them in-process."""
+
+    def __init__(self, faults: list[Fault] | tuple = ()) -> None:
+        self.faults = list(faults)
+        self.attempts: list[Attempt] = []
+        self.functions: dict[str, FunctionSpec] = {}  # moto function name -> spec
+        self.task_timeouts: dict[str, float] = {}  # stage -> smallest Task TimeoutSeconds
+        self._per_fn_env: dict[str, dict] = {}
+        self._env_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._handlers: dict[str, Any] = {}
+        self._counts: dict[tuple, int] = {}
+
+    # --- setup -------------------------------------------------------------------------
+    def bind(self, function_name: str, spec: FunctionSpec) -> None:
+        self.functions[function_name] = spec
+
+    @contextmanager
+    def environment(self, envs: dict[str, dict[str, str]]) -> Iterator[list[str]]:
+        """Set the functions' shared environment in ``os.environ``; yields notes."""
+        common, self._per_fn_env = split_environment(envs)
+        saved = {k: os.environ.get(k) for k in common}
+        os.environ.update({k: str(v) for k, v in common.items()})
+        differing = sorted({k for env in self._per_fn_env.values() for k in env})
+        notes = (
+            [f"environment differs between functions for {differing}: those invokes run one at a "
+             "time locally"]
+            if differing
+            else []
+        )
+        try:
+            yield notes
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    @contextmanager
+    def installed(self) -> Iterator[Router]:
+        router = self
+
+        def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
+            return router.invoke(fn, event)
+
+        fn_cls = importlib.import_module(LAMBDA_MODELS).LambdaFunction
+        original = fn_cls._invoke_lambda
+        fn_cls._invoke_lambda = _invoke_lambda
+        try:
+            yield self
+        finally:
+            fn_cls._invoke_lambda = original
+
+    # --- handler loading ---------------------------------------------------------------
+    def _handler(self, spec: FunctionSpec) -> Any:
+        handler = self._handlers.get(spec.stage)
+        if handler is not None:
+            return handler
+        with self._lock:
+            if spec.stage not in self._handlers:
+                self._handlers[spec.stage] = load_handler(spec)
+            return self._handlers[spec.stage]
+
+    # --- the invoke --------------------------------------------------------------------
+    def _next_attempt(self, stage: str, image: str | None) -> int:
+        with self._lock:
+            key = (stage, image)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            return self._counts[key]
+
+    def _fault_for(self, stage: str, image: str | None) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.applies(stage, image):
+                    fault._fired += 1
+                    return fault
+        return None
+
+    def _record(self, stage, image, attempt, outcome, error_type, start, injected) -> None:
+        rec = Attempt(stage, image, attempt, outcome, error_type,
+                      round((time.perf_counter() - start) * 1000, 3), injected)
+        with self._lock:
+            self.attempts.append(rec)
+
+    def invoke(self, fn: Any, event: Any) -> tuple[str, bool, str]:
+        spec = self.functions.get(fn.function_name)
+        if spec is None:
+            raise LocalEngineError(f"no local code bound to Lambda function {fn.function_name}")
+        if isinstance(event, str):
+            event = json.loads(event or "{}")
+        image = image_of(event)
+        attempt = self._next_attempt(spec.stage, image)
+        fault = self._fault_for(spec.stage, image)
+        start = time.perf_counter()
+        injected = fault.kind if fault else None
+        if injected == "throttle":
+            self._record(spec.stage, image, attempt, "throttled",
+                         "Lambda.TooManyRequestsException", start, injected)
+            raise throttle_error()
+        if injected == "timeout":
+            payload = self._sleep_past_timeout(spec, fn)
+            self._record(spec.stage, image, attempt, "timeout", "Sandbox.Timedout", start, injected)
+            return json.dumps(payload), True, ""
+        try:
+            result = self._call(spec, fn, event, injected)
+            body = json.dumps(result)
+        except Exception as err:  # every handler error becomes a Lambda error payload
+            payload = error_payload(err)
+            if isinstance(err, TypeError) and "JSON serializable" in str(err):
+                payload["errorType"] = "Runtime.MarshalError"
+            self._record(spec.stage, image, attempt, "error", payload["errorType"], start,
+                         injected)
+            return json.dumps(payload), True, ""
+        self._record(spec.stage, image, attempt, "ok", None, start, injected)
+        return body, False, ""
+
+    def _call(self, spec: FunctionSpec, fn: Any, event: Any, injected: str | None) -> Any:
+        if injected == "s3_transient":
+            raise TransientS3Error(f"injected transient S3 error in {spec.stage}")
+        if injected == "crash":
+            raise RuntimeError(f"injected crash in {spec.stage}")
+        handler = self._handler(spec)
+        context = LambdaContext(fn.function_name, fn.memory_size, float(fn.timeout),
+                                fn.function_arn)
+        per_fn = self._per_fn_env.get(fn.function_name)
+        if not per_fn:
+            return handler(event, context)
+        with self._env_lock:
+            saved = {k: os.environ.get(k) for k in per_fn}
+            os.environ.update(per_fn)
+            try:
+                return handler(event, context)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+    def _sleep_past_timeout(self, spec: FunctionSpec, fn: Any) -> dict:
+        """Wait past the Task's TimeoutSeconds (or the function Timeout, whichever is first)."""
+        limit = float(fn.timeout)
+        task_limit = self.task_timeouts.get(spec.stage)
+        if task_limit:
+            limit = min(limit, task_limit)
+        time.sleep(limit + 0.5)
+        return {"errorType": "Sandbox.Timedout",
+                "errorMessage": f"Task timed out after {limit:.2f} seconds (injected)"}
+
+    # --- reading the log -----------------------------------------------------------------
+    def attempts_for(self, stage: str | None = None, image: str | None = None) -> list[Attempt]:
+        with self._lock:
+            return [a for a in self.attempts
+                    if (stage is None or a.stage == stage)
+                    and (image is None or a.image == image
+                         or (a.image or "").rsplit("/", 1)[-1] == image)]
+
+
+def load_handler(spec: FunctionSpec) -> Any:
+    """Import ``<CodeUri>/<module>.py`` once under a unique name and return its handler."""
+    module_name, _, attr = spec.handler.rpartition(".")
+    path = Path(spec.code_dir) / f"{module_name.replace('.', '/')}.py"
+    if not path.is_file():
+        raise LocalEngineError(f"{spec.logical_id}: handler file {path} does not exist")
+    unique = f"yolo_sfn_local_fn_{spec.stage}"
+    mod_spec = importlib.util.spec_from_file_location(unique, path)
+    module = importlib.util.module_from_spec(mod_spec)
+    import sys
+
+    sys.modules[unique] = module
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(unique, None)
+        raise
+    handler = getattr(module, attr, None)
+    if handler is None:
+        raise LocalEngineError(f"{path}: no function {attr}")
+    return handler

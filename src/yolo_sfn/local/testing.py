@@ -1,0 +1,308 @@
+"""A toy project with the workflow contract's shape, for testing the local engine itself.
+
+``write_toy_project(root)`` writes ``template.yaml``, ``statemachine/detect.asl.json`` and six
+tiny ``functions/<stage>/app.py`` handlers that follow the contract (logical ids, env var names,
+result/summary schemas) without any model: "detections" are one box per image whose label is
+the file extension. The engine tests use it so they do not depend on the real stages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STAGES = ("preprocess", "infer", "postprocess", "store")
+
+TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Description: toy yolo-sfn stack (local engine tests)
+Parameters:
+  ModelUri: {Type: String, Default: "s3://none/model.tflite"}
+  InputBucketNames: {Type: String, Default: "yolo-sfn-input"}
+  MapConcurrency: {Type: Number, Default: 4}
+Globals:
+  Function:
+    Runtime: python3.12
+    Handler: app.handler
+    Timeout: 30
+    MemorySize: 256
+    Environment:
+      Variables:
+        RESULTS_BUCKET: !Ref ArtifactsBucket
+        RESULTS_TABLE: !Ref ResultsTable
+        MODEL_URI: !Ref ModelUri
+        INPUT_BUCKETS: !Ref InputBucketNames
+        RESULTS_PREFIX: results/
+Resources:
+  ArtifactsBucket:
+    Type: AWS::S3::Bucket
+  ResultsTable:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions:
+        - {AttributeName: batch_id, AttributeType: S}
+        - {AttributeName: image_id, AttributeType: S}
+      KeySchema:
+        - {AttributeName: batch_id, KeyType: HASH}
+        - {AttributeName: image_id, KeyType: RANGE}
+{functions}
+  DetectStateMachine:
+    Type: AWS::Serverless::StateMachine
+    Properties:
+      DefinitionUri: statemachine/detect.asl.json
+      DefinitionSubstitutions:
+        ArtifactsBucket: !Ref ArtifactsBucket
+{substitutions}
+      Policies:
+        - LambdaInvokePolicy: {FunctionName: !Ref PlanFunction}
+Outputs:
+  StateMachineArn: {Value: !Ref DetectStateMachine}
+  ArtifactsBucketName: {Value: !Ref ArtifactsBucket}
+  ResultsTableName: {Value: !Ref ResultsTable}
+"""
+
+FUNCTION = """\
+  {lid}:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/{stage}/
+      Environment:
+        Variables:
+          STAGE_NAME: {stage}
+"""
+
+RETRY = [{
+    "ErrorEquals": ["Lambda.ServiceException", "Lambda.AWSLambdaException",
+                    "Lambda.SdkClientException", "Lambda.TooManyRequestsException",
+                    "TransientS3Error"],
+    "IntervalSeconds": 1, "MaxAttempts": 3, "BackoffRate": 2.0,
+}]
+
+
+def _lid(stage: str) -> str:
+    return f"{stage.capitalize()}Function"
+
+
+def _task(stage: str, nxt: str | None) -> dict:
+    state = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke",
+        "Parameters": {"FunctionName": f"${{{_lid(stage)}Arn}}", "Payload.$": "$"},
+        "OutputPath": "$.Payload",
+        "TimeoutSeconds": 2 if stage == "infer" else 30,
+        "Retry": RETRY,
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                   "Next": f"Record{stage.capitalize()}Failure"}],
+    }
+    if nxt:
+        state["Next"] = nxt
+    else:
+        state["End"] = True
+    return state
+
+
+def _record(stage: str) -> dict:
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke",
+        "Parameters": {
+            "FunctionName": "${StoreFunctionArn}",
+            "Payload": {"batch_id.$": "$.batch_id", "bucket.$": "$.bucket", "key.$": "$.key",
+                        "failed_stage": stage, "error.$": "$.error"},
+        },
+        "OutputPath": "$.Payload",
+        "Retry": RETRY,
+        "End": True,
+    }
+
+
+def asl() -> dict:
+    states = {}
+    for i, stage in enumerate(STAGES):
+        nxt = STAGES[i + 1].capitalize() if i + 1 < len(STAGES) else None
+        states[stage.capitalize()] = _task(stage, nxt)
+        states[f"Record{stage.capitalize()}Failure"] = _record(stage)
+    return {
+        "Comment": "toy detect workflow",
+        "StartAt": "Plan",
+        "States": {
+            "Plan": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                     "Parameters": {"FunctionName": "${PlanFunctionArn}", "Payload.$": "$"},
+                     "OutputPath": "$.Payload", "Next": "DetectImages"},
+            "DetectImages": {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:getObject",
+                    "ReaderConfig": {"InputType": "JSON"},
+                    "Parameters": {"Bucket.$": "$.items.bucket", "Key.$": "$.items.key"},
+                },
+                "ItemSelector": {"batch_id.$": "$.batch_id",
+                                 "bucket.$": "$$.Map.Item.Value.bucket",
+                                 "key.$": "$$.Map.Item.Value.key"},
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "Preprocess",
+                    "States": states,
+                },
+                "MaxConcurrency": 4,
+                "Label": "DetectImages",
+                "ResultPath": None,
+                "Next": "Summarize",
+            },
+            "Summarize": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                          "Parameters": {"FunctionName": "${SummarizeFunctionArn}",
+                                         "Payload": {"batch_id.$": "$.batch_id",
+                                                     "execution_arn.$": "$$.Execution.Id"}},
+                          "OutputPath": "$.Payload", "End": True},
+        },
+    }
+
+
+COMMON = '''
+import hashlib, json, os, time
+import boto3
+from yolo_sfn import env
+from yolo_sfn.errors import ObjectNotFoundError
+
+s3 = boto3.client("s3")
+BUCKET = os.environ[env.BUCKET]
+TABLE = os.environ[env.TABLE]
+
+
+def image_id(bucket, key):
+    return hashlib.sha256(f"s3://{bucket}/{key}".encode()).hexdigest()[:16]
+'''
+
+HANDLERS = {
+    "plan": '''
+def handler(event, context):
+    batch_id = event.get("batch_id") or "b" + hashlib.sha1(
+        json.dumps(event, sort_keys=True).encode()).hexdigest()[:10]
+    seen, items, dups = set(), [], []
+    for uri in event["images"]:
+        if uri in seen:
+            dups.append(uri)
+            continue
+        seen.add(uri)
+        bucket, key = uri[5:].split("/", 1)
+        items.append({"bucket": bucket, "key": key})
+    manifest_key = f"batches/{batch_id}/items.json"
+    s3.put_object(Bucket=BUCKET, Key=manifest_key, Body=json.dumps(items))
+    s3.put_object(Bucket=BUCKET, Key=f"batches/{batch_id}/plan.json",
+                  Body=json.dumps({"submitted": len(event["images"]), "duplicates": dups}))
+    return {"batch_id": batch_id, "count": len(items),
+            "items": {"bucket": BUCKET, "key": manifest_key}}
+''',
+    "preprocess": '''
+def handler(event, context):
+    t = time.perf_counter()
+    try:
+        size = s3.head_object(Bucket=event["bucket"], Key=event["key"])["ContentLength"]
+    except s3.exceptions.ClientError as e:
+        raise ObjectNotFoundError(f"s3://{event['bucket']}/{event['key']}: {e}") from e
+    return {**event, "size": size,
+            "timings_ms": {"preprocess": (time.perf_counter() - t) * 1000}}
+''',
+    "infer": '''
+def handler(event, context):
+    return {**event, "timings_ms": {**event["timings_ms"], "infer": 1.0}}
+''',
+    "postprocess": '''
+def handler(event, context):
+    label = event["key"].rsplit(".", 1)[-1].lower()
+    det = {"label": label, "class_id": 0, "score": 0.9, "box": [0, 0, 1, 1],
+           "box_norm": [0, 0, 1, 1]}
+    return {**event, "detections": [det],
+            "timings_ms": {**event["timings_ms"], "postprocess": 1.0}}
+''',
+    "store": '''
+ddb = boto3.client("dynamodb")
+
+
+def handler(event, context):
+    iid = image_id(event["bucket"], event["key"])
+    uri = f"s3://{event['bucket']}/{event['key']}"
+    error = None
+    if event.get("error"):
+        cause = event["error"].get("Cause") or "{}"
+        try:
+            msg = json.loads(cause).get("errorMessage", cause)
+        except ValueError:
+            msg = cause
+        error = {"stage": event["failed_stage"], "type": event["error"].get("Error"),
+                 "message": msg}
+    result = {"image_id": iid, "uri": uri, "status": "failed" if error else "succeeded",
+              "width": 1, "height": 1, "detections": event.get("detections", []),
+              "timings_ms": {**event.get("timings_ms", {}), "store": 1.0},
+              "model": {"name": "toy", "precision": "none", "weights_sha256": ""},
+              "error": error}
+    key = f"results/{event['batch_id']}/{iid}.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(result))
+    ddb.put_item(TableName=TABLE, Item={
+        "batch_id": {"S": event["batch_id"]}, "image_id": {"S": iid},
+        "uri": {"S": uri}, "status": {"S": result["status"]},
+        "result_uri": {"S": f"s3://{BUCKET}/{key}"},
+        "num_detections": {"N": str(len(result["detections"]))},
+        "error": {"S": json.dumps(error)}})
+    return {"image_id": iid, "status": result["status"]}
+''',
+    "summarize": '''
+ddb = boto3.client("dynamodb")
+
+
+def handler(event, context):
+    batch_id = event["batch_id"]
+    plan = json.loads(s3.get_object(Bucket=BUCKET, Key=f"batches/{batch_id}/plan.json")
+                      ["Body"].read())
+    items = json.loads(s3.get_object(Bucket=BUCKET, Key=f"batches/{batch_id}/items.json")
+                       ["Body"].read())
+    rows = ddb.query(TableName=TABLE, KeyConditionExpression="batch_id = :b",
+                     ExpressionAttributeValues={":b": {"S": batch_id}})["Items"]
+    by_id = {r["image_id"]["S"]: r for r in rows}
+    images, counts = [], {}
+    for it in items:
+        iid = image_id(it["bucket"], it["key"])
+        row = by_id.get(iid)
+        status = row["status"]["S"] if row else "failed"
+        images.append({"image_id": iid, "uri": f"s3://{it['bucket']}/{it['key']}",
+                       "status": status,
+                       "result_uri": row["result_uri"]["S"] if row else None,
+                       "num_detections": int(row["num_detections"]["N"]) if row else 0,
+                       "error": json.loads(row["error"]["S"]) if row else
+                       {"stage": "unknown", "type": "Missing", "message": "no record"}})
+        if row and status == "succeeded":
+            label = it["key"].rsplit(".", 1)[-1].lower()
+            counts[label] = counts.get(label, 0) + 1
+    ok = sum(1 for i in images if i["status"] == "succeeded")
+    uri = f"s3://{BUCKET}/results/{batch_id}/summary.json"
+    summary = {"batch_id": batch_id, "execution_arn": event.get("execution_arn"),
+               "submitted": plan["submitted"], "unique": len(items),
+               "duplicates": plan["duplicates"], "succeeded": ok,
+               "failed": len(images) - ok, "class_counts": counts, "summary_uri": uri,
+               "results_prefix": f"s3://{BUCKET}/results/{batch_id}/", "images": images}
+    s3.put_object(Bucket=BUCKET, Key=f"results/{batch_id}/summary.json",
+                  Body=json.dumps(summary))
+    return {"batch_id": batch_id, "succeeded": ok, "failed": len(images) - ok,
+            "summary_uri": uri}
+''',
+}
+
+
+def write_toy_project(root: Path | str) -> Path:
+    """Write the toy project under ``root``; returns ``root``."""
+    root = Path(root)
+    all_stages = ("plan", *STAGES, "summarize")
+    functions = "".join(FUNCTION.format(lid=_lid(s), stage=s) for s in all_stages)
+    subs = "".join(f"        {_lid(s)}Arn: !GetAtt {_lid(s)}.Arn\n" for s in all_stages)
+    (root / "statemachine").mkdir(parents=True, exist_ok=True)
+    (root / "template.yaml").write_text(
+        TEMPLATE.replace("{functions}\n", functions).replace("{substitutions}\n", subs)
+    )
+    (root / "statemachine" / "detect.asl.json").write_text(json.dumps(asl(), indent=2))
+    for stage in all_stages:
+        folder = root / "functions" / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "app.py").write_text(COMMON + HANDLERS[stage])
+    return root
