@@ -1,0 +1,189 @@
+"""Darknet ``[yolo]`` heads -> candidate boxes. Numpy only, float32 throughout.
+
+Input head ``i``: ``(1, H, W, A * (5 + C))`` NHWC, channel ``a * (5 + C) + k`` (see
+:mod:`yolo_sfn.model.meta`). Reshaped without a copy to rows ``(H * W * A, 5 + C)``, so the row
+order inside a head is ``for y, for x, for anchor`` -- the order of OpenCV's darknet importer
+(``region_layer.cpp``: ``index = (y * cols + x) * anchors + a``); heads are concatenated in meta
+order, so rows line up 1:1 with ``cv2.dnn`` yolo outputs.
+
+Formulas (darknet ``get_yolo_box``, ``s`` = ``scale_x_y``, W/H = grid, net = input size):
+    plain:       x = (col + sigmoid(tx) * s - (s - 1) / 2) / W     w = exp(tw) * anchor_w / net_w
+                 obj = sigmoid(to), cls = sigmoid(tc)
+    new_coords:  x = (col + tx * s - (s - 1) / 2) / W              w = (2 * tw)^2 * anchor_w / net_w
+                 obj = to, cls = tc   (the conv already applied the logistic)
+    class_score = obj * cls    (as OpenCV's yolo output columns 5..)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from yolo_sfn.errors import ModelError
+from yolo_sfn.model.meta import HeadMeta, ModelMeta
+
+
+@dataclass(frozen=True)
+class _HeadConsts:
+    """Per-head constants, one value per row (H * W * A,), float32."""
+
+    col: np.ndarray
+    row: np.ndarray
+    anchor_w_norm: np.ndarray  # anchor_w / net_w
+    anchor_h_norm: np.ndarray  # anchor_h / net_h
+    inv_w: np.float32  # 1 / grid W
+    inv_h: np.float32
+    scale: np.float32  # scale_x_y
+    offset: np.float32  # (scale_x_y - 1) / 2
+    new_coords: bool
+
+
+@lru_cache(maxsize=64)
+def _head_consts_cached(
+    grid: tuple[int, int],
+    anchors: tuple[tuple[float, float], ...],
+    net_hw: tuple[int, int],
+    scale_x_y: float,
+    new_coords: bool,
+) -> _HeadConsts:
+    gh, gw = grid
+    na = len(anchors)
+    ys, xs, _ = np.meshgrid(np.arange(gh), np.arange(gw), np.arange(na), indexing="ij")
+    anc = np.asarray(anchors, dtype=np.float64)
+    aw = np.broadcast_to(anc[:, 0] / net_hw[1], (gh, gw, na))
+    ah = np.broadcast_to(anc[:, 1] / net_hw[0], (gh, gw, na))
+    consts = [a.reshape(-1).astype(np.float32) for a in (xs, ys, aw, ah)]
+    for a in consts:
+        a.flags.writeable = False
+    return _HeadConsts(
+        *consts,
+        np.float32(1.0 / gw),
+        np.float32(1.0 / gh),
+        np.float32(scale_x_y),
+        np.float32((scale_x_y - 1.0) / 2.0),
+        new_coords,
+    )
+
+
+def _head_consts(head: HeadMeta, net_hw: tuple[int, int]) -> _HeadConsts:
+    return _head_consts_cached(
+        tuple(head.grid),
+        tuple(tuple(map(float, a)) for a in head.anchors),
+        tuple(net_hw),
+        float(head.scale_x_y),
+        bool(head.new_coords),
+    )
+
+
+def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 logistic, no overflow warnings: 0.5 + 0.5 * tanh(x / 2)."""
+    out = np.multiply(x, np.float32(0.5), out=out)
+    np.tanh(out, out=out)
+    out *= np.float32(0.5)
+    out += np.float32(0.5)
+    return out
+
+
+def head_rows(head: np.ndarray, meta: ModelMeta, i: int) -> np.ndarray:
+    """Head ``i`` (1, H, W, A*(5+C)) -> (H*W*A, 5+C) float32 rows (a view when possible)."""
+    want = meta.head_shape(i)
+    if tuple(head.shape) != want:
+        raise ModelError(
+            f"model {meta.name!r}: head {i} has shape {tuple(head.shape)}, expected {want}"
+        )
+    return np.asarray(head, dtype=np.float32).reshape(-1, 5 + meta.num_classes)
+
+
+def decode_rows(
+    rows_raw: np.ndarray, idx: np.ndarray | None, consts: _HeadConsts
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode the raw rows ``rows_raw[idx]`` (all rows if idx is None) of one head.
+
+    Returns (boxes_cxcywh_norm (n, 4), objectness (n,), class_scores (n, C)), float32.
+    """
+    t = rows_raw if idx is None else rows_raw[idx]
+    col = consts.col if idx is None else consts.col[idx]
+    row = consts.row if idx is None else consts.row[idx]
+    aw = consts.anchor_w_norm if idx is None else consts.anchor_w_norm[idx]
+    ah = consts.anchor_h_norm if idx is None else consts.anchor_h_norm[idx]
+    n = t.shape[0]
+    boxes = np.empty((n, 4), dtype=np.float32)
+    if consts.new_coords:
+        xy = t[:, 0:2] * consts.scale
+        wh = t[:, 2:4] * np.float32(2.0)
+        np.square(wh, out=wh)
+        obj = np.array(t[:, 4], dtype=np.float32)
+        cls = np.array(t[:, 5:], dtype=np.float32)
+    else:
+        xy = _sigmoid(t[:, 0:2])
+        xy *= consts.scale
+        with np.errstate(over="ignore", under="ignore"):  # darknet gives inf too
+            wh = np.exp(t[:, 2:4])
+        obj = _sigmoid(t[:, 4])
+        cls = _sigmoid(t[:, 5:])
+    xy -= consts.offset
+    np.add(xy[:, 0], col, out=boxes[:, 0])
+    np.add(xy[:, 1], row, out=boxes[:, 1])
+    boxes[:, 0] *= consts.inv_w
+    boxes[:, 1] *= consts.inv_h
+    np.multiply(wh[:, 0], aw, out=boxes[:, 2])
+    np.multiply(wh[:, 1], ah, out=boxes[:, 3])
+    cls *= obj[:, None]
+    return boxes, obj, cls
+
+
+def decode_heads(
+    heads: list[np.ndarray], meta: ModelMeta
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All heads -> every candidate row.
+
+    heads: list of (1, H, W, A*(5+C)) float32 in ``meta.heads`` order.
+    Returns (boxes_cxcywh_norm (N, 4), objectness (N,), class_scores (N, C) = obj * cls_prob),
+    float32, N = sum(H * W * A); box coordinates normalized to the network input (0..1).
+    """
+    if len(heads) != len(meta.heads):
+        raise ModelError(
+            f"model {meta.name!r}: {len(heads)} heads, metadata declares {len(meta.heads)}"
+        )
+    parts = [
+        decode_rows(head_rows(h, meta, i), None, _head_consts(meta.heads[i], meta.input_size))
+        for i, h in enumerate(heads)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))  # type: ignore[return-value]
+
+
+def decode_candidates(
+    heads: list[np.ndarray], meta: ModelMeta, min_objectness: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`decode_heads` but only rows with objectness >= ``min_objectness``.
+
+    Since class_score = obj * cls_prob <= obj, no row with a class score >= the threshold is
+    lost. Returns (row_index (n,) into decode_heads' rows, boxes_cxcywh_norm (n, 4),
+    class_scores (n, C)).
+    """
+    if len(heads) != len(meta.heads):
+        raise ModelError(
+            f"model {meta.name!r}: {len(heads)} heads, metadata declares {len(meta.heads)}"
+        )
+    thr = np.float32(min_objectness)
+    rows_out, boxes_out, scores_out = [], [], []
+    base = 0
+    for i, h in enumerate(heads):
+        raw = head_rows(h, meta, i)
+        consts = _head_consts(meta.heads[i], meta.input_size)
+        obj = raw[:, 4] if consts.new_coords else _sigmoid(raw[:, 4])
+        idx = np.flatnonzero(obj >= thr)
+        if idx.size:
+            boxes, _, cls = decode_rows(raw, idx, consts)
+            rows_out.append(idx + base)
+            boxes_out.append(boxes)
+            scores_out.append(cls)
+        base += raw.shape[0]
+    if not rows_out:
+        c = meta.num_classes
+        return np.zeros((0,), np.int64), np.zeros((0, 4), np.float32), np.zeros((0, c), np.float32)
+    return np.concatenate(rows_out), np.concatenate(boxes_out), np.concatenate(scores_out)

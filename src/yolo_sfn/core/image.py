@@ -1,0 +1,222 @@
+"""Image bytes -> (H, W, 3) uint8 RGB, with a decompression-bomb guard.
+
+Decoding is OpenCV's (``cv2.imdecode`` with ``IMREAD_COLOR_RGB``), which
+    * applies the EXIF orientation tag (JPEG; ``IMREAD_IGNORE_ORIENTATION`` is not set),
+    * converts CMYK/YCCK JPEG, grayscale, palette and 16-bit images to 8-bit RGB,
+    * drops an alpha channel (no blending) -- what darknet (stb_image, 3 channels) and
+      ``cv2.imread`` do, so detections match those tools on RGBA input,
+    * takes the first frame of an animated GIF/WebP/APNG and the first page of a TIFF.
+
+Before any pixel is decoded, the declared dimensions are read from the header (JPEG SOF,
+PNG IHDR, GIF screen, WebP VP8/VP8L/VP8X, BMP, TIFF IFD0, PNM) and checked against
+``max_pixels``; formats whose header we cannot read are refused. JPEG without an EOI marker
+after the scan data and PNG without IEND are reported as truncated (libjpeg would otherwise
+return a partially grey image with only a warning).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from yolo_sfn.errors import ImageDecodeError, ImageTooLargeError, InputFileError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+_JPEG_SOF = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_PNM_HEADER = re.compile(rb"\AP[1-6](?:\s+|#[^\n]*\n)+?(\d+)(?:\s+|#[^\n]*\n)+?(\d+)")
+
+
+class _Bad(Exception):
+    """Internal: header problem, turned into ImageDecodeError with the input's name."""
+
+
+def _jpeg_complete(data: bytes, scan_start: int) -> None:
+    if data.find(b"\xff\xd9", scan_start) < 0:
+        raise _Bad("truncated JPEG (no end-of-image marker)")
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, int]:
+    """-> (width, height, offset of the first scan's data) from the markers before SOS."""
+    i, n = 2, len(data)
+    size = None
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise _Bad(f"corrupt JPEG (bad marker at byte {i})")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            i += 2
+            continue
+        if marker == 0xD9:
+            break
+        seg_len = struct.unpack_from(">H", data, i + 2)[0]
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                break
+            h, w = struct.unpack_from(">HH", data, i + 5)
+            size = (w, h)
+        if marker == 0xDA:  # start of scan: entropy-coded data follows, no FFD9 inside it
+            if size is None:
+                raise _Bad("corrupt JPEG (scan before frame header)")
+            return (*size, i + 2 + seg_len)
+        i += 2 + seg_len
+    raise _Bad("truncated JPEG (no image data)" if size else "truncated JPEG (no frame header)")
+
+
+def _png_header(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise _Bad("corrupt PNG (no IHDR)")
+    return struct.unpack_from(">II", data, 16)
+
+
+def _png_complete(data: bytes) -> None:
+    if data.rfind(_PNG_IEND) < 0:
+        raise _Bad("truncated PNG (no IEND chunk)")
+
+
+def _gif_header(data: bytes) -> tuple[int, int]:
+    if len(data) < 10:
+        raise _Bad("truncated GIF header")
+    return struct.unpack_from("<HH", data, 6)
+
+
+def _webp_header(data: bytes) -> tuple[int, int]:
+    if len(data) < 30:
+        raise _Bad("truncated WebP header")
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        w = int.from_bytes(data[24:27], "little") + 1
+        h = int.from_bytes(data[27:30], "little") + 1
+        return w, h
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 ":
+        if data[23:26] != b"\x9d\x01\x2a":
+            raise _Bad("corrupt WebP (bad VP8 start code)")
+        w, h = struct.unpack_from("<HH", data, 26)
+        return w & 0x3FFF, h & 0x3FFF
+    raise _Bad(f"unsupported WebP chunk {chunk!r}")
+
+
+def _bmp_header(data: bytes) -> tuple[int, int]:
+    if len(data) < 26:
+        raise _Bad("truncated BMP header")
+    if struct.unpack_from("<I", data, 14)[0] == 12:  # OS/2 BITMAPCOREHEADER
+        return struct.unpack_from("<HH", data, 18)
+    w, h = struct.unpack_from("<ii", data, 18)
+    return abs(w), abs(h)
+
+
+def _tiff_header(data: bytes) -> tuple[int, int]:
+    e = "<" if data[:2] == b"II" else ">"
+    try:
+        off = struct.unpack_from(e + "I", data, 4)[0]
+        count = struct.unpack_from(e + "H", data, off)[0]
+        dims = {}
+        for k in range(count):
+            tag, typ = struct.unpack_from(e + "HH", data, off + 2 + 12 * k)
+            if tag in (256, 257):
+                fmt = e + ("H" if typ == 3 else "I")
+                dims[tag] = struct.unpack_from(fmt, data, off + 2 + 12 * k + 8)[0]
+    except struct.error:
+        raise _Bad("truncated TIFF header") from None
+    if 256 not in dims or 257 not in dims:
+        raise _Bad("corrupt TIFF (no ImageWidth/ImageLength)")
+    return dims[256], dims[257]
+
+
+def _pnm_header(data: bytes) -> tuple[int, int]:
+    m = _PNM_HEADER.match(data[:1024])
+    if not m:
+        raise _Bad("corrupt PNM header")
+    return int(m.group(1)), int(m.group(2))
+
+
+def sniff_dimensions(data: bytes) -> tuple[str, int, int]:
+    """Read (format, width, height) from the header only; raises _Bad on an unknown format."""
+    if data[:3] == b"\xff\xd8\xff":
+        return ("JPEG", *_jpeg_header(data)[:2])
+    if data[:8] == _PNG_SIG:
+        return ("PNG", *_png_header(data))
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return ("GIF", *_gif_header(data))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ("WebP", *_webp_header(data))
+    if data[:2] == b"BM":
+        return ("BMP", *_bmp_header(data))
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return ("TIFF", *_tiff_header(data))
+    if re.match(rb"P[1-6]\s", data[:3]):
+        return ("PNM", *_pnm_header(data))
+    raise _Bad("not a supported image (JPEG, PNG, GIF, WebP, BMP, TIFF, PNM)")
+
+
+def decode_image(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes -> (H, W, 3) uint8 RGB (EXIF orientation applied).
+
+    name: how to refer to the input in errors (path or URI).
+    Raises ImageDecodeError (empty, truncated, corrupt, unsupported) or ImageTooLargeError
+    (declared width * height > max_pixels; checked before decoding).
+    """
+    if not isinstance(data, bytes | bytearray):
+        data = bytes(data)
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+    try:
+        fmt, w, h = sniff_dimensions(data)
+        if w <= 0 or h <= 0:
+            raise _Bad(f"{fmt} declares an empty image ({w}x{h})")
+        if w * h > max_pixels:
+            raise ImageTooLargeError(
+                f"{name}: {fmt} image is {w}x{h} = {w * h:,} pixels, "
+                f"over the limit of {max_pixels:,}"
+            )
+        if fmt == "JPEG":
+            _jpeg_complete(data, _jpeg_header(data)[2])
+        elif fmt == "PNG":
+            _png_complete(data)
+    except _Bad as e:
+        raise ImageDecodeError(f"{name}: {e}") from None
+    try:
+        rgb = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB)
+    except cv2.error as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ImageDecodeError(f"{name}: {fmt} could not be decoded ({msg})") from None
+    if rgb is None or rgb.size == 0:
+        raise ImageDecodeError(f"{name}: {fmt} could not be decoded (corrupt or truncated data)")
+    if rgb.shape[0] * rgb.shape[1] > max_pixels:  # header lied
+        h, w = rgb.shape[:2]
+        raise ImageTooLargeError(f"{name}: decoded {w}x{h} image is over {max_pixels:,} pixels")
+    return rgb
+
+
+def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode a local image -> (H, W, 3) uint8 RGB.
+
+    Raises InputFileError (missing, a directory, unreadable, empty) or ImageDecodeError /
+    ImageTooLargeError (see :func:`decode_image`).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a directory, not an image file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputFileError(f"{p}: cannot read ({e.strerror or e})") from None
+    if not data:
+        raise InputFileError(f"{p}: empty file (0 bytes)")
+    return decode_image(data, name=str(p), max_pixels=max_pixels)

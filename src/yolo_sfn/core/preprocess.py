@@ -1,0 +1,122 @@
+"""RGB image -> network input tensor, and the :class:`Transform` that maps boxes back.
+
+Modes:
+    stretch    cv2.resize to (h, w), INTER_LINEAR on uint8 -- the numerics of
+               ``cv2.dnn.blobFromImage(img, 1/255, (w, h), swapRB=...)`` before the /255
+               (which :meth:`yolo_sfn.core.runtime.Model.run` does). darknet's default.
+    letterbox  keep the aspect ratio: resize by ``min(w/W, h/H)`` (INTER_LINEAR), centre it,
+               pad with 128 (darknet ``letter_box=1``).
+
+Coordinates: boxes are continuous pixel coordinates (edges, not pixel centres), so
+``x_net = x_src * scale_x + pad_x`` and ``x_src = (x_net - pad_x) / scale_x``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+RESIZE_MODES = ("stretch", "letterbox")
+LETTERBOX_FILL = 128
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How an original image became the network input.
+
+    mode: "stretch" | "letterbox"; src_hw: original (H, W); dst_hw: network input (h, w);
+    scale_xy: (sx, sy) resized / original size per axis; pad_xy: (px, py) left/top padding
+    in network pixels.
+    """
+
+    mode: str
+    src_hw: tuple[int, int]
+    dst_hw: tuple[int, int]
+    scale_xy: tuple[float, float]
+    pad_xy: tuple[int, int]
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "src_hw": list(self.src_hw),
+            "dst_hw": list(self.dst_hw),
+            "scale_xy": list(self.scale_xy),
+            "pad_xy": list(self.pad_xy),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Transform:
+        return cls(
+            mode=str(d["mode"]),
+            src_hw=(int(d["src_hw"][0]), int(d["src_hw"][1])),
+            dst_hw=(int(d["dst_hw"][0]), int(d["dst_hw"][1])),
+            scale_xy=(float(d["scale_xy"][0]), float(d["scale_xy"][1])),
+            pad_xy=(int(d["pad_xy"][0]), int(d["pad_xy"][1])),
+        )
+
+    def norm_to_src_xyxy(self, boxes_xyxy_norm: np.ndarray) -> np.ndarray:
+        """(N, 4) xyxy normalized to the network input (0..1) -> original-image pixels, float32.
+
+        Not clipped.
+        """
+        h, w = self.dst_hw
+        sx, sy = self.scale_xy
+        px, py = self.pad_xy
+        # x_src = (x_norm * w - px) / sx, as one multiply-add per axis
+        mul = np.array([w / sx, h / sy, w / sx, h / sy], dtype=np.float32)
+        add = np.array([-px / sx, -py / sy, -px / sx, -py / sy], dtype=np.float32)
+        out = np.multiply(boxes_xyxy_norm, mul, dtype=np.float32)
+        out += add
+        return out
+
+    def src_to_norm_xyxy(self, boxes_xyxy_src: np.ndarray) -> np.ndarray:
+        """(N, 4) xyxy original-image pixels -> normalized network input coordinates."""
+        h, w = self.dst_hw
+        sx, sy = self.scale_xy
+        px, py = self.pad_xy
+        mul = np.array([sx / w, sy / h, sx / w, sy / h], dtype=np.float32)
+        add = np.array([px / w, py / h, px / w, py / h], dtype=np.float32)
+        out = np.multiply(boxes_xyxy_src, mul, dtype=np.float32)
+        out += add
+        return out
+
+
+def letterbox_geometry(
+    src_hw: tuple[int, int], dst_hw: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """-> (new_w, new_h, pad_x, pad_y) for a centred aspect-preserving resize."""
+    sh, sw = src_hw
+    dh, dw = dst_hw
+    r = min(dw / sw, dh / sh)
+    new_w = min(dw, max(1, round(sw * r)))
+    new_h = min(dh, max(1, round(sh * r)))
+    return new_w, new_h, (dw - new_w) // 2, (dh - new_h) // 2
+
+
+def preprocess(
+    rgb: np.ndarray, size_hw: tuple[int, int], mode: str = "stretch"
+) -> tuple[np.ndarray, Transform]:
+    """(H, W, 3) uint8 RGB -> ((1, h, w, 3) uint8 RGB, Transform). No normalization here."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode {mode!r} not in {RESIZE_MODES}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    sh, sw = int(rgb.shape[0]), int(rgb.shape[1])
+    dh, dw = int(size_hw[0]), int(size_hw[1])
+    batch = np.empty((1, dh, dw, 3), dtype=np.uint8)
+    if mode == "stretch":
+        if (sh, sw) == (dh, dw):
+            batch[0] = rgb
+        else:
+            cv2.resize(rgb, (dw, dh), dst=batch[0], interpolation=cv2.INTER_LINEAR)
+        return batch, Transform(mode, (sh, sw), (dh, dw), (dw / sw, dh / sh), (0, 0))
+    new_w, new_h, px, py = letterbox_geometry((sh, sw), (dh, dw))
+    batch.fill(LETTERBOX_FILL)
+    inner = batch[0, py : py + new_h, px : px + new_w]
+    if (new_h, new_w) == (sh, sw):
+        inner[...] = rgb
+    else:
+        inner[...] = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return batch, Transform(mode, (sh, sw), (dh, dw), (new_w / sw, new_h / sh), (px, py))
