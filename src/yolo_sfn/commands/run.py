@@ -1,0 +1,129 @@
+"""``yolo-sfn run``: run a batch through template.yaml + the ASL on the embedded local engine.
+
+    yolo-sfn run testdata/images/                   # folder(s) or files
+    yolo-sfn run events/batch.json --out out/ --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RESIZE_MODES = ("stretch", "letterbox")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a batch locally on the real state machine (moto, in-process)",
+        description="Deploy template.yaml into an in-process moto, run the Step Functions "
+        "workflow on local images (or an events/*.json execution input) and write "
+        "DIR/summary.json, DIR/results/<image_id>.json and DIR/annotated/<name>.jpg.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE|EVENT.json",
+                   help="image files/folders, or one execution-input event file")
+    p.add_argument("--model", type=Path, help="M.tflite (+ M.tflite.json); default: demo model")
+    p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
+    p.add_argument("--score", type=float, help="score threshold")
+    p.add_argument("--iou", type=float, help="NMS IoU threshold")
+    p.add_argument("--resize", choices=RESIZE_MODES, help="resize mode")
+    p.add_argument("--concurrency", type=int, help="Map MaxConcurrency (template parameter)")
+    p.add_argument("--project", type=Path, help="project root holding template.yaml")
+    p.add_argument("--json", action="store_true", help="print the run as JSON, no progress")
+    p.set_defaults(func=main)
+
+
+def _is_event(inputs: list[str]) -> bool:
+    return len(inputs) == 1 and inputs[0].endswith(".json") and Path(inputs[0]).is_file()
+
+
+def _progress_printer():
+    def show(p) -> None:
+        total = "?" if p.total is None else str(p.total)
+        sys.stderr.write(
+            f"\r{p.status.lower():9s} items {p.done}/{total} done, {p.failed} failed  "
+            f"{p.elapsed_s:5.1f}s"
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+def main(args: argparse.Namespace) -> int:
+    from yolo_sfn.local import features
+    from yolo_sfn.local.runner import (
+        RunOptions,
+        format_table,
+        inputs_from_event,
+        inputs_from_paths,
+        run_batch,
+        table_rows,
+    )
+    from yolo_sfn.local.template import find_project_root
+
+    root = find_project_root(args.project)
+    if _is_event(args.inputs):
+        inputs = inputs_from_event(Path(args.inputs[0]), root)
+    else:
+        inputs = inputs_from_paths(args.inputs)
+    opts = RunOptions(model=args.model, out_dir=args.out, score=args.score, iou=args.iou,
+                      resize=args.resize, concurrency=args.concurrency, root=root)
+    shown: list[str] = []
+    if not args.json:
+        from yolo_sfn.local.template import read_template
+
+        shown = features.scan(read_template(root / "template.yaml").asl)
+        _print_notes(shown)
+    run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
+    rows = table_rows(run)
+    if args.json:
+        print(json.dumps(_as_json(run, written, rows), indent=2, default=str))
+    else:
+        sys.stderr.write("\n")
+        _print_notes([n for n in run.notes if n not in shown])
+        _print_human(run, written, rows, format_table)
+    return 0 if run.succeeded else 1
+
+
+def _print_notes(notes: list[str]) -> None:
+    if notes:
+        print("local engine notes (where this run differs from AWS):", file=sys.stderr)
+        for note in notes:
+            print(f"  - {note}", file=sys.stderr)
+
+
+def _as_json(run, written: dict, rows: list[dict]) -> dict:
+    return {
+        "execution_arn": run.execution_arn,
+        "status": run.status,
+        "error": run.error,
+        "cause": run.cause,
+        "elapsed_s": round(run.elapsed_s, 3),
+        "summary": run.summary,
+        "missing_inputs": run.extra.get("missing_inputs", []),
+        "images": rows,
+        "written": written,
+        "attempts": [a.to_dict() for a in run.attempts],
+        "retry_waits_s": run.retry_waits,
+        "local_engine_notes": run.notes,
+    }
+
+
+def _print_human(run, written: dict, rows: list[dict], format_table) -> None:
+    print(format_table(rows))
+    s = run.summary or {}
+    print(
+        f"\nexecution {run.status} in {run.elapsed_s:.1f}s: {s.get('succeeded', 0)} succeeded, "
+        f"{s.get('failed', 0)} failed of {s.get('unique', len(rows))} "
+        f"({s.get('submitted', len(rows))} submitted)"
+    )
+    retries = sum(1 for a in run.attempts if a.attempt > 1)
+    if retries:
+        print(f"retried invokes: {retries}")
+    if not run.succeeded:
+        print(f"error: {run.error}: {run.cause}")
+    if written.get("summary"):
+        print(f"wrote {written['summary']}, {len(written['results'])} results, "
+              f"{len(written['annotated'])} annotated images")
