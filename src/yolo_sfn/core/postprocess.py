@@ -1,0 +1,100 @@
+"""Heads -> :class:`Detection` list in original-image pixels. Numpy only.
+
+Pipeline: decode (rows with objectness >= score only) -> candidates = every (row, class) pair
+with ``obj * cls_prob >= score`` (darknet/OpenCV style: one box may yield several classes) ->
+class-aware NMS (greedy IoU or darknet DIoU) on boxes in normalized original-image coordinates
+(darknet's convention; IoU itself is invariant to per-axis scaling) -> map to original pixels,
+clip to the image -> sort by score desc, class asc, box asc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from yolo_sfn.core.boxes import clip_boxes_xyxy, xywh_to_xyxy
+from yolo_sfn.core.decode import decode_candidates
+from yolo_sfn.core.nms import NMS_KINDS, nms
+from yolo_sfn.core.preprocess import Transform
+from yolo_sfn.model.meta import ModelMeta
+
+
+@dataclass
+class Detection:
+    """One detection.
+
+    box: (x1, y1, x2, y2) original-image pixels, clipped to the image.
+    box_norm: the same box divided by (W, H, W, H) of the original image (0..1).
+    """
+
+    label: str
+    class_id: int
+    score: float
+    box: tuple[float, float, float, float]
+    box_norm: tuple[float, float, float, float]
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "class_id": int(self.class_id),
+            "score": round(float(self.score), 4),
+            "box": [round(float(v), 2) for v in self.box],
+            "box_norm": [round(float(v), 5) for v in self.box_norm],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Detection:
+        return cls(
+            label=str(d["label"]),
+            class_id=int(d["class_id"]),
+            score=float(d["score"]),
+            box=tuple(float(v) for v in d["box"]),  # type: ignore[arg-type]
+            box_norm=tuple(float(v) for v in d["box_norm"]),  # type: ignore[arg-type]
+        )
+
+
+def postprocess(
+    heads: list[np.ndarray],
+    meta: ModelMeta,
+    transform: Transform,
+    *,
+    score: float = 0.25,
+    iou: float = 0.45,
+    nms_kind: str | None = None,
+) -> list[Detection]:
+    """heads: (1, H, W, A*(5+C)) float32 in meta order -> detections, best first.
+
+    nms_kind: "greedy" | "diou" | None (= ``meta.nms_kind``, darknet's cfg choice).
+    """
+    kind = nms_kind or meta.nms_kind
+    if kind not in NMS_KINDS:
+        raise ValueError(f"nms kind {kind!r} not in {NMS_KINDS}")
+    _, boxes_cxcywh, class_scores = decode_candidates(heads, meta, score)
+    # candidates: (K,) row into the decoded subset, (K,) class id
+    cand_row, cand_cls = np.nonzero(class_scores >= np.float32(score))
+    if cand_row.size == 0:
+        return []
+    cand_score = class_scores[cand_row, cand_cls]
+    # (K, 4) xyxy original pixels, unclipped
+    src_h, src_w = transform.src_hw
+    boxes_src = transform.norm_to_src_xyxy(xywh_to_xyxy(boxes_cxcywh[cand_row]))
+    inv_wh = np.array([1 / src_w, 1 / src_h, 1 / src_w, 1 / src_h], dtype=np.float32)
+    boxes_unit = boxes_src * inv_wh  # (K, 4) xyxy normalized to the original image
+    keep = nms(boxes_unit, cand_score, cand_cls, iou, kind=kind, beta=meta.beta_nms)
+    boxes = clip_boxes_xyxy(boxes_src[keep], src_w, src_h)
+    boxes_n = boxes * inv_wh
+    scores = cand_score[keep]
+    classes = cand_cls[keep]
+    order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], classes, -scores))
+    names = meta.names
+    return [
+        Detection(
+            label=names[int(classes[i])],
+            class_id=int(classes[i]),
+            score=float(scores[i]),
+            box=tuple(boxes[i].tolist()),
+            box_norm=tuple(boxes_n[i].tolist()),
+        )
+        for i in order
+    ]
