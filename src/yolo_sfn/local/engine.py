@@ -258,6 +258,7 @@ class LocalEngine:
         started = time.monotonic()
         first_attempt = len(self.router.attempts)
         first_wait = len(self.clock.waits)
+        self.router.reset_attempt_numbers()
         arn = self.start(execution_input, name)
         desc = self.wait(arn, on_progress=on_progress, timeout_s=timeout_s)
         output = json.loads(desc["output"]) if desc.get("output") else None

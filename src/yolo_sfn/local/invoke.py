@@ -69,7 +69,7 @@ class Attempt:
 
     stage: str
     image: str | None  # image key (or URI) found in the event; None for plan/summarize
-    attempt: int  # 1-based, per (stage, image)
+    attempt: int  # 1-based, per (batch_id, stage, image) within one execution
     outcome: str  # "ok" | "error" | "throttled" | "timeout"
     error_type: str | None
     duration_ms: float
@@ -207,9 +207,14 @@ class Router:
             return self._handlers[spec.stage]
 
     # --- the invoke --------------------------------------------------------------------
-    def _next_attempt(self, stage: str, image: str | None) -> int:
+    def reset_attempt_numbers(self) -> None:
+        """Attempt numbers count per execution: the engine calls this before each start."""
         with self._lock:
-            key = (stage, image)
+            self._counts.clear()
+
+    def _next_attempt(self, stage: str, image: str | None, batch: Any) -> int:
+        with self._lock:
+            key = (batch, stage, image)
             self._counts[key] = self._counts.get(key, 0) + 1
             return self._counts[key]
 
@@ -234,7 +239,8 @@ class Router:
         if isinstance(event, str):
             event = json.loads(event or "{}")
         image = image_of(event)
-        attempt = self._next_attempt(spec.stage, image)
+        batch = event.get("batch_id") if isinstance(event, dict) else None
+        attempt = self._next_attempt(spec.stage, image, batch)
         fault = self._fault_for(spec.stage, image)
         start = time.perf_counter()
         injected = fault.kind if fault else None

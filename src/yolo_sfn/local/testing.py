@@ -180,8 +180,16 @@ HANDLERS = {
 def handler(event, context):
     batch_id = event.get("batch_id") or "b" + hashlib.sha1(
         json.dumps(event, sort_keys=True).encode()).hexdigest()[:10]
+    uris = event.get("images")
+    if "manifest" in event:
+        b, k = event["manifest"][5:].split("/", 1)
+        uris = json.loads(s3.get_object(Bucket=b, Key=k)["Body"].read())
+    elif "prefix" in event:
+        b, p = event["prefix"][5:].split("/", 1)
+        listed = s3.list_objects_v2(Bucket=b, Prefix=p).get("Contents", [])
+        uris = [f"s3://{b}/{o['Key']}" for o in listed]
     seen, items, dups = set(), [], []
-    for uri in event["images"]:
+    for uri in uris:
         if uri in seen:
             dups.append(uri)
             continue
@@ -191,7 +199,7 @@ def handler(event, context):
     manifest_key = f"batches/{batch_id}/items.json"
     s3.put_object(Bucket=BUCKET, Key=manifest_key, Body=json.dumps(items))
     s3.put_object(Bucket=BUCKET, Key=f"batches/{batch_id}/plan.json",
-                  Body=json.dumps({"submitted": len(event["images"]), "duplicates": dups}))
+                  Body=json.dumps({"submitted": len(uris), "duplicates": dups}))
     return {"batch_id": batch_id, "count": len(items),
             "items": {"bucket": BUCKET, "key": manifest_key}}
 ''',
@@ -218,7 +226,15 @@ def handler(event, context):
             "timings_ms": {**event["timings_ms"], "postprocess": 1.0}}
 ''',
     "store": '''
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from decimal import Decimal
+
 ddb = boto3.client("dynamodb")
+
+
+def to_item(record):
+    plain = json.loads(json.dumps(record), parse_float=Decimal)
+    return {k: TypeSerializer().serialize(v) for k, v in plain.items()}
 
 
 def handler(event, context):
@@ -233,23 +249,32 @@ def handler(event, context):
             msg = cause
         error = {"stage": event["failed_stage"], "type": event["error"].get("Error"),
                  "message": msg}
+    dets = [] if error else event.get("detections", [])
+    timings = {**event.get("timings_ms", {}), "store": 1.0}
     result = {"image_id": iid, "uri": uri, "status": "failed" if error else "succeeded",
-              "width": 1, "height": 1, "detections": event.get("detections", []),
-              "timings_ms": {**event.get("timings_ms", {}), "store": 1.0},
+              "width": 1, "height": 1, "detections": dets, "timings_ms": timings,
               "model": {"name": "toy", "precision": "none", "weights_sha256": ""},
               "error": error}
     key = f"results/{event['batch_id']}/{iid}.json"
     s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(result))
-    ddb.put_item(TableName=TABLE, Item={
-        "batch_id": {"S": event["batch_id"]}, "image_id": {"S": iid},
-        "uri": {"S": uri}, "status": {"S": result["status"]},
-        "result_uri": {"S": f"s3://{BUCKET}/{key}"},
-        "num_detections": {"N": str(len(result["detections"]))},
-        "error": {"S": json.dumps(error)}})
+    counts = {}
+    for d in dets:
+        counts[d["label"]] = counts.get(d["label"], 0) + 1
+    ddb.put_item(TableName=TABLE, Item=to_item({
+        "batch_id": event["batch_id"], "image_id": iid, "uri": uri,
+        "status": result["status"], "result_uri": f"s3://{BUCKET}/{key}",
+        "num_detections": len(dets), "class_counts": counts, "timings_ms": timings,
+        "error": error}))
     return {"image_id": iid, "status": result["status"]}
 ''',
     "summarize": '''
+from boto3.dynamodb.types import TypeDeserializer
+
 ddb = boto3.client("dynamodb")
+
+
+def plain(v):
+    return json.loads(json.dumps(v, default=float))
 
 
 def handler(event, context):
@@ -260,21 +285,20 @@ def handler(event, context):
                        ["Body"].read())
     rows = ddb.query(TableName=TABLE, KeyConditionExpression="batch_id = :b",
                      ExpressionAttributeValues={":b": {"S": batch_id}})["Items"]
-    by_id = {r["image_id"]["S"]: r for r in rows}
+    des = TypeDeserializer()
+    by_id = {r["image_id"]["S"]: plain({k: des.deserialize(v) for k, v in r.items()})
+             for r in rows}
     images, counts = [], {}
     for it in items:
         iid = image_id(it["bucket"], it["key"])
-        row = by_id.get(iid)
-        status = row["status"]["S"] if row else "failed"
+        row = by_id.get(iid) or {"status": "failed", "result_uri": None, "num_detections": 0,
+                                 "error": {"stage": "unknown", "type": "MissingResult",
+                                           "message": "no record"}, "class_counts": {}}
         images.append({"image_id": iid, "uri": f"s3://{it['bucket']}/{it['key']}",
-                       "status": status,
-                       "result_uri": row["result_uri"]["S"] if row else None,
-                       "num_detections": int(row["num_detections"]["N"]) if row else 0,
-                       "error": json.loads(row["error"]["S"]) if row else
-                       {"stage": "unknown", "type": "Missing", "message": "no record"}})
-        if row and status == "succeeded":
-            label = it["key"].rsplit(".", 1)[-1].lower()
-            counts[label] = counts.get(label, 0) + 1
+                       "status": row["status"], "result_uri": row["result_uri"],
+                       "num_detections": row["num_detections"], "error": row["error"]})
+        for label, n in (row.get("class_counts") or {}).items():
+            counts[label] = counts.get(label, 0) + n
     ok = sum(1 for i in images if i["status"] == "succeeded")
     uri = f"s3://{BUCKET}/results/{batch_id}/summary.json"
     summary = {"batch_id": batch_id, "execution_arn": event.get("execution_arn"),
@@ -285,7 +309,7 @@ def handler(event, context):
     s3.put_object(Bucket=BUCKET, Key=f"results/{batch_id}/summary.json",
                   Body=json.dumps(summary))
     return {"batch_id": batch_id, "succeeded": ok, "failed": len(images) - ok,
-            "summary_uri": uri}
+            "summary_uri": uri, "results_prefix": summary["results_prefix"]}
 ''',
 }
 

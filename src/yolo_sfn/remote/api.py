@@ -1,0 +1,425 @@
+"""The CLI's view of a deployed stack: submit, status, results, describe, list.
+
+Everything goes through boto3's normal credential/region chain (``AWS_PROFILE``,
+``AWS_REGION``, ``AWS_ENDPOINT_URL`` ...), so the same code talks to AWS, to moto server
+mode, or to an in-process ``mock_aws``.
+
+Where the data comes from:
+
+* stack: CloudFormation Outputs ``StateMachineArn`` / ``ArtifactsBucketName`` (falling back to
+  the logical ids ``DetectStateMachine`` / ``ArtifactsBucket`` / ``ResultsTable``);
+* progress: the Distributed Map run's item counts (``list_map_runs`` / ``describe_map_run``);
+* per-image records: the results table (``--stack``), else the per-image result JSONs under
+  ``results/<batch_id>/`` in the artifacts bucket - both written by the Store function with
+  ``timings_ms`` per stage passed and ``error: {stage, type, message}``;
+* per-stage outputs: the intermediates ``tmp/<batch_id>/<image_id>/{input.npy, heads.npz,
+  detections.json}`` (expired by a lifecycle rule; then only what the result JSON keeps).
+  Child executions of a Distributed Map are not read: moto keeps no history for them, and
+  on AWS reading one history per image would be slow and costly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from yolo_sfn.errors import InputValidationError, S3UriError, YoloSfnError
+
+STAGES = ("preprocess", "infer", "postprocess", "store")
+MAX_INLINE_INPUT = 200 * 1024  # Step Functions input limit is 256 KiB; keep a margin
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+INTERMEDIATES = {"preprocess": "input.npy", "infer": "heads.npz",
+                 "postprocess": "detections.json"}
+
+
+class RemoteError(YoloSfnError):
+    """The stack/execution cannot be found or read."""
+
+
+def client(service: str) -> Any:
+    import boto3
+
+    return boto3.client(service)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not isinstance(uri, str) or not uri.startswith("s3://") or len(uri) <= 5:
+        raise S3UriError(f"{uri!r}: not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise S3UriError(f"{uri!r}: no bucket")
+    return bucket, key
+
+
+# --- stack ---------------------------------------------------------------------------------
+@dataclass
+class StackInfo:
+    name: str
+    state_machine_arn: str
+    bucket: str | None
+    table: str | None
+
+
+def stack_info(name: str, cfn: Any = None) -> StackInfo:
+    cfn = cfn or client("cloudformation")
+    try:
+        desc = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    except Exception as e:
+        raise RemoteError(f"stack {name}: {e}") from e
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in desc.get("Outputs", [])}
+    physical: dict[str, str] = {}
+    if not {"StateMachineArn", "ArtifactsBucketName", "ResultsTableName"} <= outputs.keys():
+        for page in cfn.get_paginator("list_stack_resources").paginate(StackName=name):
+            for r in page["StackResourceSummaries"]:
+                physical[r["LogicalResourceId"]] = r["PhysicalResourceId"]
+    arn = outputs.get("StateMachineArn") or physical.get("DetectStateMachine")
+    if not arn:
+        raise RemoteError(f"stack {name} has no StateMachineArn output / DetectStateMachine")
+    return StackInfo(name, arn, outputs.get("ArtifactsBucketName") or physical.get(
+        "ArtifactsBucket"), outputs.get("ResultsTableName") or physical.get("ResultsTable"))
+
+
+def execution_arn(execution: str, stack: str | None) -> str:
+    """An ARN as is; a name needs ``--stack`` (ARN = state machine ARN + name)."""
+    if execution.startswith("arn:"):
+        return execution
+    if not stack:
+        raise InputValidationError(f"{execution!r}: give an execution ARN, or a name with --stack")
+    sm = stack_info(stack).state_machine_arn
+    return sm.replace(":stateMachine:", ":execution:", 1) + ":" + execution
+
+
+# --- submit --------------------------------------------------------------------------------
+def build_input(
+    uris: list[str], manifest: str | None = None, batch_id: str | None = None
+) -> dict:
+    """Execution input (exactly one source) from the command line."""
+    if manifest and uris:
+        raise InputValidationError("give S3 URIs or --manifest, not both")
+    if manifest:
+        split_s3_uri(manifest)
+        inp: dict[str, Any] = {"manifest": manifest}
+    elif len(uris) == 1 and uris[0].endswith("/"):
+        split_s3_uri(uris[0])
+        inp = {"prefix": uris[0]}
+    elif uris:
+        for u in uris:
+            if not split_s3_uri(u)[1] or u.endswith("/"):
+                raise S3UriError(f"{u}: a prefix must be the only input")
+        inp = {"images": list(uris)}
+    else:
+        raise InputValidationError("nothing to submit: give s3:// URIs, a prefix or --manifest")
+    if batch_id:
+        inp["batch_id"] = batch_id
+    return inp
+
+
+def _execution_name(batch_id: str | None) -> str:
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", batch_id or "batch")[:40]
+    return f"{base}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
+def submit(
+    stack: str, uris: list[str], *, manifest: str | None = None, batch_id: str | None = None,
+    name: str | None = None,
+) -> dict:
+    """Start one execution; inputs too large for the payload limit go via a manifest."""
+    info = stack_info(stack)
+    inp = build_input(uris, manifest, batch_id)
+    via_manifest = None
+    if len(json.dumps(inp).encode()) > MAX_INLINE_INPUT:
+        if not info.bucket:
+            raise RemoteError(f"stack {stack}: no ArtifactsBucketName to hold the manifest")
+        key = f"manifests/{batch_id or uuid.uuid4().hex}.json"
+        client("s3").put_object(Bucket=info.bucket, Key=key, Body=json.dumps(inp["images"]),
+                                ContentType="application/json")
+        via_manifest = f"s3://{info.bucket}/{key}"
+        inp = {"manifest": via_manifest, **({"batch_id": batch_id} if batch_id else {})}
+    resp = client("stepfunctions").start_execution(
+        stateMachineArn=info.state_machine_arn, name=name or _execution_name(batch_id),
+        input=json.dumps(inp))
+    return {"execution_arn": resp["executionArn"], "input": inp, "manifest_written": via_manifest,
+            "images": len(uris)}
+
+
+def wait(arn: str, *, poll_s: float = 2.0, timeout_s: float | None = None, on_poll=None) -> dict:
+    sfn = client("stepfunctions")
+    start = time.monotonic()
+    while True:
+        desc = sfn.describe_execution(executionArn=arn)
+        if on_poll is not None:
+            on_poll(desc)
+        if desc["status"] in TERMINAL:
+            return desc
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            return desc
+        time.sleep(poll_s)
+
+
+# --- one execution -------------------------------------------------------------------------
+@dataclass
+class ExecutionView:
+    arn: str
+    desc: dict
+    input: dict
+    output: dict | None
+    batch_id: str | None
+    bucket: str | None
+    table: str | None
+    stack: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _loads(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def _plan_output(sfn: Any, arn: str) -> dict | None:
+    """Plan's result (``batch_id``, ``items``) from the parent execution's history."""
+    try:
+        pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+        for page in pages:
+            for ev in page["events"]:
+                for detail in ev.values():
+                    if isinstance(detail, dict) and "output" in detail:
+                        out = _loads(detail["output"])
+                        out = out.get("Payload", out) if isinstance(out, dict) else out
+                        if isinstance(out, dict) and "batch_id" in out and "items" in out:
+                            return out
+    except Exception:  # history is best effort (permissions, moto gaps)
+        return None
+    return None
+
+
+def view(execution: str, stack: str | None = None) -> ExecutionView:
+    sfn = client("stepfunctions")
+    arn = execution_arn(execution, stack)
+    try:
+        desc = sfn.describe_execution(executionArn=arn)
+    except Exception as e:
+        raise RemoteError(f"execution {arn}: {e}") from e
+    inp = _loads(desc.get("input")) or {}
+    out = _loads(desc.get("output"))
+    info = stack_info(stack) if stack else None
+    batch_id = (out or {}).get("batch_id") or inp.get("batch_id")
+    bucket = None
+    for uri in ((out or {}).get("summary_uri"), (out or {}).get("results_prefix")):
+        if isinstance(uri, str) and uri.startswith("s3://"):
+            bucket = split_s3_uri(uri)[0]
+            break
+    if batch_id is None or bucket is None:
+        plan = _plan_output(sfn, arn) or {}
+        batch_id = batch_id or plan.get("batch_id")
+        items = plan.get("items") or {}
+        bucket = bucket or (items.get("bucket") if isinstance(items, dict) else None)
+    bucket = bucket or (info.bucket if info else None)
+    return ExecutionView(arn, desc, inp, out, batch_id, bucket, info.table if info else None,
+                         stack)
+
+
+def map_run_counts(arn: str) -> dict | None:
+    """Summed ``itemCounts`` of the execution's map runs (None when there is none yet)."""
+    sfn = client("stepfunctions")
+    try:
+        runs = sfn.list_map_runs(executionArn=arn).get("mapRuns", [])
+    except Exception:
+        return None
+    if not runs:
+        return None
+    total: dict[str, int] = {}
+    for r in runs:
+        counts = sfn.describe_map_run(mapRunArn=r["mapRunArn"]).get("itemCounts", {})
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + int(v)
+    return total
+
+
+def _plain(v: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(v, Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def records(ev: ExecutionView) -> list[dict]:
+    """Per-image records of the batch: table items, else the result JSONs."""
+    if not ev.batch_id:
+        return []
+    if ev.table:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        des = TypeDeserializer()
+        pages = client("dynamodb").get_paginator("query").paginate(
+            TableName=ev.table, KeyConditionExpression="batch_id = :b",
+            ExpressionAttributeValues={":b": {"S": ev.batch_id}}, ConsistentRead=True)
+        return [_plain({k: des.deserialize(v) for k, v in raw.items()})
+                for page in pages for raw in page.get("Items", [])]
+    if not ev.bucket:
+        return []
+    s3 = client("s3")
+    out = []
+    prefix = f"results/{ev.batch_id}/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=ev.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".json") and not obj["Key"].endswith("/summary.json"):
+                doc = json.loads(s3.get_object(Bucket=ev.bucket, Key=obj["Key"])["Body"].read())
+                doc.setdefault("result_uri", f"s3://{ev.bucket}/{obj['Key']}")
+                doc.setdefault("num_detections", len(doc.get("detections") or []))
+                out.append(doc)
+    return out
+
+
+def stage_counts(recs: list[dict]) -> dict[str, dict[str, int]]:
+    """Per stage: how many images passed it and how many failed at it."""
+    counts = {s: {"passed": 0, "failed": 0} for s in STAGES}
+    for rec in recs:
+        err = rec.get("error") or None
+        failed_at = err.get("stage") if isinstance(err, dict) else None
+        timings = rec.get("timings_ms") or {}
+        for stage in STAGES:
+            if stage == failed_at:
+                counts[stage]["failed"] += 1
+            elif stage in timings and (stage != "store" or rec.get("status") == "succeeded"):
+                counts[stage]["passed"] += 1
+    return counts
+
+
+def status(execution: str, stack: str | None = None) -> dict:
+    ev = view(execution, stack)
+    recs = records(ev)
+    counts = map_run_counts(ev.arn)
+    d = ev.desc
+    return {
+        "execution_arn": ev.arn,
+        "status": d["status"],
+        "start": _iso(d.get("startDate")),
+        "stop": _iso(d.get("stopDate")),
+        "batch_id": ev.batch_id,
+        "items": {
+            "total": (counts or {}).get("total"),
+            "running": (counts or {}).get("running"),
+            "succeeded": sum(1 for r in recs if r.get("status") == "succeeded"),
+            "failed": sum(1 for r in recs if r.get("status") == "failed"),
+            "recorded": len(recs),
+            "map_run": counts,
+        },
+        "stages": stage_counts(recs),
+        "error": d.get("error"),
+        "cause": d.get("cause"),
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def describe(execution: str, stack: str | None = None) -> dict:
+    ev = view(execution, stack)
+    d = ev.desc
+    return {
+        "execution_arn": ev.arn, "name": d.get("name"), "state_machine_arn":
+        d.get("stateMachineArn"), "status": d["status"], "start": _iso(d.get("startDate")),
+        "stop": _iso(d.get("stopDate")), "input": ev.input, "output": ev.output,
+        "error": d.get("error"), "cause": d.get("cause"), "batch_id": ev.batch_id,
+        "artifacts_bucket": ev.bucket, "map_runs": map_run_counts(ev.arn),
+    }
+
+
+def list_executions(stack: str, status_filter: str | None = None, limit: int = 50) -> list[dict]:
+    sfn = client("stepfunctions")
+    kwargs: dict[str, Any] = {"stateMachineArn": stack_info(stack).state_machine_arn}
+    if status_filter:
+        kwargs["statusFilter"] = status_filter
+    out = []
+    for page in sfn.get_paginator("list_executions").paginate(**kwargs):
+        for e in page["executions"]:
+            out.append({"name": e["name"], "execution_arn": e["executionArn"],
+                        "status": e["status"], "start": _iso(e.get("startDate")),
+                        "stop": _iso(e.get("stopDate"))})
+            if len(out) >= limit:
+                return out
+    return out
+
+
+# --- per-stage results ---------------------------------------------------------------------
+def _get(s3: Any, bucket: str, key: str) -> bytes | None:
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    except Exception as e:  # moto/AWS raise ClientError 404 on some paths
+        if "NoSuchKey" in str(e) or "404" in str(e):
+            return None
+        raise
+
+
+def _stage_state(rec: dict, stage: str) -> str:
+    err = rec.get("error") if isinstance(rec.get("error"), dict) else None
+    if err and err.get("stage") == stage:
+        return "failed"
+    if stage == "store":
+        return "passed" if rec.get("status") == "succeeded" else "not reached"
+    return "passed" if stage in (rec.get("timings_ms") or {}) else "not reached"
+
+
+def _intermediate(s3: Any, ev: ExecutionView, rec: dict, stage: str) -> dict:
+    key = f"tmp/{ev.batch_id}/{rec['image_id']}/{INTERMEDIATES[stage]}"
+    data = _get(s3, ev.bucket, key) if ev.bucket else None
+    out: dict[str, Any] = {"artifact": f"s3://{ev.bucket}/{key}",
+                           "artifact_present": data is not None}
+    if data is None:
+        return out
+    if stage == "postprocess":
+        out["detections"] = json.loads(data)
+    else:
+        import numpy as np
+
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if stage == "infer":
+            out["heads"] = {k: list(loaded[k].shape) for k in sorted(loaded.files)}
+        else:
+            out["input_shape"] = list(loaded.shape)
+            out["input_dtype"] = str(loaded.dtype)
+    return out
+
+
+def results(execution: str, stack: str | None = None, stage: str = "store") -> list[dict]:
+    """Each image's output of ``stage`` (see the module doc for the sources)."""
+    if stage not in STAGES:
+        raise InputValidationError(f"--stage {stage!r} not in {STAGES}")
+    ev = view(execution, stack)
+    s3 = client("s3")
+    rows = []
+    for rec in sorted(records(ev), key=lambda r: r.get("uri", "")):
+        row: dict[str, Any] = {
+            "image_id": rec.get("image_id"), "uri": rec.get("uri"), "stage": stage,
+            "state": _stage_state(rec, stage),
+            "ms": (rec.get("timings_ms") or {}).get(stage),
+            "error": rec.get("error") if _stage_state(rec, stage) == "failed" else None,
+        }
+        if stage == "store":
+            row.update(status=rec.get("status"), num_detections=rec.get("num_detections"),
+                       class_counts=rec.get("class_counts"), result_uri=rec.get("result_uri"))
+            if rec.get("result_uri") and "detections" not in rec:
+                b, k = split_s3_uri(rec["result_uri"])
+                body = _get(s3, b, k)
+                row["result"] = json.loads(body) if body else None
+            elif "detections" in rec:
+                row["result"] = rec
+        elif row["state"] == "passed":
+            row.update(_intermediate(s3, ev, rec, stage))
+        rows.append(row)
+    return rows

@@ -1,0 +1,226 @@
+"""The embedded local engine's machinery, on a toy project with the workflow contract's shape.
+
+The toy (``yolo_sfn.local.testing``) has the real logical ids, env var names, a DISTRIBUTED
+Map with Retry/Catch per stage and the summary schema, but no model, so these tests check the
+runner (template read, deploy, invoke routing, faults, attempt log) independently of the
+real stages. One stack is deployed per module; each test runs its own execution.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("moto")
+pytest.importorskip("samtranslator")
+
+from yolo_sfn.local import compat, features
+from yolo_sfn.local.deploy import sub_as_join
+from yolo_sfn.local.engine import LocalEngine
+from yolo_sfn.local.invoke import Fault, image_of, split_environment
+from yolo_sfn.local.template import load_cfn_yaml, read_template
+from yolo_sfn.local.testing import write_toy_project
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = sorted(p.name for p in (REPO / "testdata" / "images").iterdir())
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_project(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def engine(toy):
+    with LocalEngine(toy, retry_scale=0.0) as eng:
+        eng.deploy()
+        uris, missing = eng.upload_inputs([REPO / "testdata" / "images"])
+        assert not missing
+        eng.test_uris = uris
+        yield eng
+
+
+def _run(engine, faults=(), extra=(), batch_id=None):
+    engine.router.faults = list(faults)
+    inp = {"images": [*engine.test_uris, *extra]}
+    if batch_id:
+        inp["batch_id"] = batch_id
+    run = engine.execute(inp, timeout_s=60)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    return run
+
+
+def _image(run, name):
+    (img,) = [i for i in run.summary["images"] if i["uri"].endswith("/" + name)]
+    return img
+
+
+# --- template + ASL ------------------------------------------------------------------------
+def test_template_reader_understands_short_tags(toy):
+    doc = load_cfn_yaml(toy / "template.yaml")
+    env = doc["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["RESULTS_BUCKET"] == {"Ref": "ArtifactsBucket"}
+    subs = doc["Resources"]["DetectStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    assert subs["PlanFunctionArn"] == {"Fn::GetAtt": ["PlanFunction", "Arn"]}
+    tpl = read_template(toy / "template.yaml")
+    assert set(tpl.functions) == {"plan", "preprocess", "infer", "postprocess", "store",
+                                  "summarize"}
+    assert tpl.functions["infer"].environment["STAGE_NAME"] == "infer"
+    assert tpl.functions["infer"].code_dir == (toy / "functions" / "infer").resolve()
+    assert tpl.asl["StartAt"] == "Plan"
+
+
+def test_feature_scan_names_what_moto_cannot_run():
+    asl = {"StartAt": "M", "QueryLanguage": "JSONata", "States": {"M": {
+        "Type": "Map", "ItemBatcher": {"MaxItemsPerBatch": 10}, "ResultWriter": {},
+        "ToleratedFailurePercentage": 5, "End": True,
+        "ItemReader": {"ReaderConfig": {"InputType": "JSONL"}},
+        "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"},
+                          "StartAt": "T", "States": {"T": {
+                              "Type": "Task", "Resource": "arn:aws:states:::states:startExecution",
+                              "End": True}}}}}}
+    text = "\n".join(features.scan(asl))
+    for needle in ("ItemBatcher", "ResultWriter", "ToleratedFailurePercentage", "EXPRESS",
+                   "JSONata", "JSONL", "startExecution", "does NOT fail the Map"):
+        assert needle in text
+
+
+def test_definition_substitution_keeps_context_paths():
+    text = '{"a.$": "$$.Map.Item.Value", "f": "${Fn}", "lit": "${!Keep}", "r": "${AWS::Region}"}'
+    joined = sub_as_join(text, {"Fn": {"Fn::GetAtt": ["F", "Arn"]}})
+    parts = joined["Fn::Join"][1]
+    assert parts[0] == '{"a.$": "$$.Map.Item.Value", "f": "'
+    assert {"Fn::GetAtt": ["F", "Arn"]} in parts and {"Ref": "AWS::Region"} in parts
+    assert any("${Keep}" in p for p in parts if isinstance(p, str))
+
+
+def test_event_image_and_environment_split():
+    assert image_of({"batch_id": "b", "uri": "s3://b/x.jpg"}) == "s3://b/x.jpg"
+    assert image_of({"Payload": {"bucket": "b", "key": "k.png"}}) == "k.png"
+    assert image_of({"batch_id": "b"}) is None
+    common, per_fn = split_environment({"f1": {"A": "1", "S": "x"}, "f2": {"A": "1", "S": "y"}})
+    assert common == {"A": "1"} and per_fn == {"f1": {"S": "x"}, "f2": {"S": "y"}}
+
+
+def test_pin_check_fails_loudly_on_other_moto(monkeypatch):
+    import moto
+
+    compat.check_moto()
+    monkeypatch.setattr(moto, "__version__", "5.9.0")
+    with pytest.raises(compat.LocalEngineError, match=r"pinned to moto==5\.2\.5"):
+        compat.check_moto()
+
+
+def test_pin_check_fails_loudly_when_a_patched_internal_moved(monkeypatch):
+    from moto.awslambda import models
+
+    monkeypatch.delattr(models.LambdaFunction, "_invoke_lambda")
+    with pytest.raises(compat.LocalEngineError, match="_invoke_lambda"):
+        compat.check_moto()
+
+
+# --- deploy ----------------------------------------------------------------------------------
+def test_deploy_creates_everything_from_the_template(engine):
+    stack = engine.stack
+    assert set(stack.functions) == {"plan", "preprocess", "infer", "postprocess", "store",
+                                    "summarize"}
+    assert stack.outputs["StateMachineArn"] == stack.state_machine_arn
+    lam = engine.client("lambda")
+    cfg = lam.get_function_configuration(FunctionName=stack.functions["store"])
+    env = cfg["Environment"]["Variables"]
+    assert env["RESULTS_BUCKET"] == stack.bucket and env["RESULTS_TABLE"] == stack.table
+    assert env["INPUT_BUCKETS"] == "yolo-sfn-input" and env["STAGE_NAME"] == "store"
+    assert cfg["Timeout"] == 30 and cfg["MemorySize"] == 256
+    sm = engine.client("stepfunctions").describe_state_machine(
+        stateMachineArn=stack.state_machine_arn)
+    definition = json.loads(sm["definition"])
+    selector = definition["States"]["DetectImages"]["ItemSelector"]
+    assert selector["key.$"] == "$$.Map.Item.Value.key"
+    fn = definition["States"]["Plan"]["Parameters"]["FunctionName"]
+    assert fn.endswith(":function:" + stack.functions["plan"])
+
+
+def test_engine_notes_include_feature_scan_and_env(engine):
+    assert any("DISTRIBUTED Map" in n for n in engine.notes)
+    assert any("STAGE_NAME" in n for n in engine.notes)
+
+
+# --- executions ------------------------------------------------------------------------------
+def test_clean_run_accounts_for_every_image(engine):
+    run = _run(engine)
+    s = run.summary
+    assert s["unique"] == len(IMAGES) == s["succeeded"] and s["failed"] == 0
+    for stage in ("preprocess", "infer", "postprocess", "store"):
+        hits = [a for a in run.attempts if a.stage == stage]
+        assert sorted(a.image for a in hits) == IMAGES
+        assert all(a.outcome == "ok" and a.attempt == 1 for a in hits)
+    assert [a.stage for a in run.attempts if a.image is None] == ["plan", "summarize"]
+    assert run.retry_waits == []
+
+
+def test_transient_s3_error_is_retried(engine):
+    run = _run(engine, [Fault("infer", "s3_transient", match="dog.jpg")], batch_id="transient")
+    tries = [a for a in run.attempts if a.stage == "infer" and a.image == "dog.jpg"]
+    assert [(a.attempt, a.outcome, a.error_type) for a in tries] == [
+        (1, "error", "TransientS3Error"), (2, "ok", None)]
+    assert tries[0].injected == "s3_transient"
+    assert _image(run, "dog.jpg")["status"] == "succeeded"
+    assert run.retry_waits == [1.0]  # IntervalSeconds of the template's Retry
+    assert run.summary["succeeded"] == len(IMAGES)
+
+
+def test_throttling_is_retried(engine):
+    run = _run(engine, [Fault("preprocess", "throttle", match="kite.jpg", times=2)])
+    tries = [a for a in run.attempts if a.stage == "preprocess" and a.image == "kite.jpg"]
+    assert [a.outcome for a in tries] == ["throttled", "throttled", "ok"]
+    assert tries[0].error_type == "Lambda.TooManyRequestsException"
+    assert run.retry_waits == [1.0, 2.0]  # BackoffRate 2
+    assert _image(run, "kite.jpg")["status"] == "succeeded"
+
+
+def test_crash_is_recorded_as_a_failure_with_stage_and_type(engine):
+    run = _run(engine, [Fault("postprocess", "crash", match="horses.jpg", times=None)],
+               batch_id="crash")
+    img = _image(run, "horses.jpg")
+    assert img["status"] == "failed"
+    assert img["error"]["stage"] == "postprocess" and img["error"]["type"] == "RuntimeError"
+    assert "injected crash" in img["error"]["message"]
+    tries = [a for a in run.attempts if a.stage == "postprocess" and a.image == "horses.jpg"]
+    assert len(tries) == 1  # RuntimeError is not in the Retry list
+    s = run.summary
+    assert (s["succeeded"], s["failed"], s["unique"]) == (len(IMAGES) - 1, 1, len(IMAGES))
+    assert len(s["images"]) == len(IMAGES)
+
+
+def test_missing_object_and_duplicates_are_accounted(engine):
+    run = _run(engine, extra=["s3://yolo-sfn-input/nope.jpg", engine.test_uris[0]],
+               batch_id="missing")
+    s = run.summary
+    assert s["submitted"] == len(IMAGES) + 2 and s["unique"] == len(IMAGES) + 1
+    assert s["duplicates"] == [engine.test_uris[0]]
+    img = _image(run, "nope.jpg")
+    assert img["status"] == "failed" and img["error"]["stage"] == "preprocess"
+    assert img["error"]["type"] == "ObjectNotFoundError"
+
+
+def test_task_timeout_is_caught(engine):
+    run = _run(engine, [Fault("infer", "timeout", match="girl.png")], batch_id="timeout")
+    img = _image(run, "girl.png")
+    assert img["status"] == "failed"
+    assert img["error"]["stage"] == "infer" and img["error"]["type"] == "States.Timeout"
+    assert engine.router.task_timeouts["infer"] == 2
+
+
+def test_rerun_overwrites_one_result_per_image(engine):
+    _run(engine, batch_id="again")
+    run = _run(engine, batch_id="again")
+    s3 = engine.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(
+        Bucket=engine.stack.bucket, Prefix="results/again/")["Contents"]]
+    assert len(keys) == len(IMAGES) + 1  # + summary.json
+    items = engine.client("dynamodb").query(
+        TableName=engine.stack.table, KeyConditionExpression="batch_id = :b",
+        ExpressionAttributeValues={":b": {"S": "again"}})["Items"]
+    assert len(items) == len(IMAGES) == run.summary["succeeded"]

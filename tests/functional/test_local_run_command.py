@@ -1,0 +1,69 @@
+"""``yolo-sfn run`` on the toy project (see test_local_engine.py): outputs, event files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("moto")
+pytest.importorskip("samtranslator")
+
+from yolo_sfn.local.testing import write_toy_project
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = sorted(p.name for p in (REPO / "testdata" / "images").iterdir())
+
+
+@pytest.fixture
+def toy(tmp_path_factory):
+    return write_toy_project(tmp_path_factory.mktemp("toy"))
+
+
+def test_run_command_writes_outputs(toy, tmp_path, capsys):
+    from yolo_sfn.cli import main
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"toy")
+    (tmp_path / "m.tflite.json").write_text("{}")
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in IMAGES[:2]:
+        shutil.copy(REPO / "testdata" / "images" / name, images / name)
+    shutil.copy(REPO / "testdata" / "images" / IMAGES[0], images / "with space é.jpg")
+    out = tmp_path / "out"
+    rc = main(["run", "--project", str(toy), "--model", str(model), "--out", str(out),
+               "--json", str(images), str(tmp_path / "gone.jpg")])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "SUCCEEDED" and doc["local_engine_notes"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unique"] == 4 and summary["failed"] == 1
+    assert {i["uri"].rsplit("/", 1)[-1] for i in summary["images"]} == {
+        *IMAGES[:2], "with space é.jpg", "gone.jpg"}
+    assert len(list((out / "results").glob("*.json"))) == 4
+    assert (out / "annotated" / "with space é.jpg").is_file()
+    assert doc["missing_inputs"][0]["uri"] == "s3://yolo-sfn-input/gone.jpg"
+
+
+def test_run_command_event_file(toy, tmp_path, capsys):
+    from yolo_sfn.cli import main
+
+    shutil.copytree(REPO / "testdata" / "images", toy / "testdata" / "images",
+                    dirs_exist_ok=True)
+    (tmp_path / "photo.jpg").write_bytes((REPO / "testdata" / "images" / IMAGES[0]).read_bytes())
+    event = tmp_path / "batch.json"
+    event.write_text(json.dumps({
+        "images": [f"s3://yolo-sfn-input/{IMAGES[1]}", "s3://other-bucket/x/photo.jpg"],
+        "batch_id": "evt", "local_files": {"s3://other-bucket/x/photo.jpg":
+                                           str(tmp_path / "photo.jpg")}}))
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"toy")
+    (tmp_path / "m.tflite.json").write_text("{}")
+    rc = main(["run", "--project", str(toy), "--model", str(model), "--out",
+               str(tmp_path / "out"), "--json", str(event)])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["summary"]["batch_id"] == "evt" and doc["summary"]["succeeded"] == 2
