@@ -1,8 +1,9 @@
 """Hypothesis budgets for the fuzz suite, applied per test (never as the global default).
 
-``HYPOTHESIS_PROFILE=long`` (what ``tools/fuzz.py`` sets) raises the budget for manual runs;
-anything else gets the CI budget. The example database lives under ``.cache/`` (git-ignored)
-so a failure found by a long run replays first in the next run.
+``HYPOTHESIS_PROFILE=long`` (what ``tools/fuzz.py`` sets) raises the budget for manual runs
+and explores randomly, with the example database under ``.cache/`` (git-ignored) so a failure
+found by a long run replays first in the next one. Anything else is the CI budget:
+derandomised, so CI runs the same examples every time and its result is reproducible.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ def fuzz_settings(examples: int | None = None) -> settings:
     """Settings for one fuzz test: ``examples`` is its CI budget (default 200)."""
     ci = BUDGETS["ci"] if examples is None else examples
     n = BUDGETS["long"] if PROFILE == "long" else ci
+    long = PROFILE == "long"
     return settings(
         max_examples=n,
         deadline=None,
-        database=DATABASE,
+        derandomize=not long,
+        database=DATABASE if long else None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
 
