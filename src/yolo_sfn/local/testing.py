@@ -104,18 +104,19 @@ def _task(stage: str, nxt: str | None) -> dict:
 
 
 def _record(stage: str) -> dict:
-    return {
-        "Type": "Task",
-        "Resource": "arn:aws:states:::lambda:invoke",
-        "Parameters": {
-            "FunctionName": "${StoreFunctionArn}",
-            "Payload": {"batch_id.$": "$.batch_id", "bucket.$": "$.bucket", "key.$": "$.key",
-                        "failed_stage": stage, "error.$": "$.error"},
-        },
-        "OutputPath": "$.Payload",
-        "Retry": RETRY,
-        "End": True,
-    }
+    """Pass state stamping the failed stage; the shared RecordFailure Task stores it."""
+    return {"Type": "Pass", "Result": stage, "ResultPath": "$.failed_stage",
+            "Next": "RecordFailure"}
+
+
+RECORD_FAILURE = {
+    "Type": "Task",
+    "Resource": "arn:aws:states:::lambda:invoke",
+    "Parameters": {"FunctionName": "${StoreFunctionArn}", "Payload.$": "$"},
+    "OutputPath": "$.Payload",
+    "Retry": RETRY,
+    "End": True,
+}
 
 
 def asl() -> dict:
@@ -124,6 +125,7 @@ def asl() -> dict:
         nxt = STAGES[i + 1].capitalize() if i + 1 < len(STAGES) else None
         states[stage.capitalize()] = _task(stage, nxt)
         states[f"Record{stage.capitalize()}Failure"] = _record(stage)
+    states["RecordFailure"] = RECORD_FAILURE
     return {
         "Comment": "toy detect workflow",
         "StartAt": "Plan",
