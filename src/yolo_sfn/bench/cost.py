@@ -1,0 +1,144 @@
+"""AWS Lambda cost estimate for a per-image pipeline, and the vCPU scaling it relies on.
+
+Prices (AWS Lambda, us-east-1, first tier): x86_64 $0.0000166667 per GB-s, arm64
+$0.0000133334 per GB-s, $0.20 per 1M requests. Lambda allocates CPU in proportion to memory:
+1,769 MB is the equivalent of one vCPU, 10,240 MB (the maximum) gives 6 vCPUs.
+
+The time at a memory size is an *estimate* scaled from this machine's measurement:
+
+* one Lambda vCPU is assumed as fast as one core of the measuring machine;
+* below one vCPU a single thread gets ``vcpus`` of a core, so time / ``vcpus``;
+* above one vCPU the multi-threaded part (inference) speeds up by ``1 + (vcpus - 1) * eff``,
+  where ``eff`` is the parallel efficiency measured here (``t1 / (n * tn)`` for n threads);
+  single-threaded stages (pre/post-processing) do not speed up past one vCPU.
+
+No wall time in this module: everything is arithmetic on given milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+PRICES_AS_OF = "2026-11-25"
+PRICE_NOTE = (
+    f"prices as published for us-east-1, first tier, as of {PRICES_AS_OF} "
+    "(AWS Lambda pricing page figures as given in the project issue; "
+    "not re-fetched from this machine)"
+)
+PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
+PRICE_PER_REQUEST = 0.20 / 1_000_000
+MB_PER_VCPU = 1769
+MAX_MEMORY_MB = 10240
+MIN_MEMORY_MB = 128
+MAX_VCPUS = 6.0
+DEFAULT_MEMORY_SIZES = (1769, 3008, 10240)
+# Lambda invocations per image in the workflow: Preprocess, Infer, Postprocess, Store.
+INVOCATIONS_PER_IMAGE = 4
+SCALING_NOTE = (
+    "ESTIMATE: Lambda CPU scales with memory (1769 MB = 1 vCPU, 10240 MB = 6 vCPU); time at a "
+    "memory size = this machine's measured time scaled by the vCPU share (1 Lambda vCPU assumed "
+    "= 1 core here; inference speed-up past 1 vCPU = 1 + (vCPUs - 1) x measured parallel "
+    "efficiency; pre/post single-threaded). Not measured on Lambda."
+)
+
+
+def vcpus_for_memory(memory_mb: int) -> float:
+    """Lambda vCPU share at ``memory_mb`` (linear, 1769 MB = 1.0, capped at 6)."""
+    if not MIN_MEMORY_MB <= memory_mb <= MAX_MEMORY_MB:
+        raise ValueError(
+            f"Lambda memory must be {MIN_MEMORY_MB}..{MAX_MEMORY_MB} MB, got {memory_mb}"
+        )
+    return min(MAX_VCPUS, memory_mb / MB_PER_VCPU)
+
+
+def threads_for_memory(memory_mb: int) -> int:
+    """Interpreter threads worth running at ``memory_mb``: ceil(vCPUs), at least 1."""
+    v = vcpus_for_memory(memory_mb)
+    return max(1, int(-(-v // 1)))
+
+
+def parallel_efficiency(t1_ms: float, tn_ms: float, n: int) -> float:
+    """``t1 / (n * tn)`` clamped to [0, 1]; 1.0 when n == 1 (nothing to learn)."""
+    if n <= 1 or tn_ms <= 0:
+        return 1.0
+    return max(0.0, min(1.0, t1_ms / (n * tn_ms)))
+
+
+def speedup(vcpus: float, efficiency: float, *, parallel: bool) -> float:
+    """Speed relative to one full core of the measuring machine."""
+    if vcpus <= 1.0 or not parallel:
+        return min(vcpus, 1.0)
+    return 1.0 + (vcpus - 1.0) * efficiency
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Per-image milliseconds measured on one core of this machine (``infer_1t``) and
+    ``infer_efficiency`` from the n-thread run; pre/post are single-threaded."""
+
+    preprocess_ms: float
+    infer_1t_ms: float
+    postprocess_ms: float
+    infer_efficiency: float = 1.0
+
+
+@dataclass(frozen=True)
+class CostRow:
+    memory_mb: int
+    vcpus: float
+    threads: int
+    est_ms_per_image: float
+    gb_s_per_1000: float
+    usd_per_1000: dict  # {"x86_64": .., "arm64": ..} incl. requests
+    request_usd_per_1000: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def estimate_ms(times: StageTimes, memory_mb: int) -> float:
+    """Estimated per-image compute ms at ``memory_mb`` (pre + infer + post)."""
+    v = vcpus_for_memory(memory_mb)
+    single = speedup(v, times.infer_efficiency, parallel=False)
+    multi = speedup(v, times.infer_efficiency, parallel=True)
+    return (times.preprocess_ms + times.postprocess_ms) / single + times.infer_1t_ms / multi
+
+
+def cost_per_1000(
+    ms_per_image: float, memory_mb: int, invocations_per_image: int = INVOCATIONS_PER_IMAGE
+) -> tuple[float, dict, float]:
+    """(GB-s, {arch: USD incl. requests}, request USD) for 1,000 images."""
+    gb_s = 1000 * (ms_per_image / 1000.0) * (memory_mb / 1024.0)
+    req = 1000 * invocations_per_image * PRICE_PER_REQUEST
+    usd = {arch: gb_s * price + req for arch, price in PRICE_PER_GB_S.items()}
+    return gb_s, usd, req
+
+
+def cost_table(
+    times: StageTimes,
+    memory_sizes=DEFAULT_MEMORY_SIZES,
+    invocations_per_image: int = INVOCATIONS_PER_IMAGE,
+) -> list[CostRow]:
+    rows = []
+    for m in memory_sizes:
+        ms = estimate_ms(times, m)
+        gb_s, usd, req = cost_per_1000(ms, m, invocations_per_image)
+        rows.append(
+            CostRow(m, round(vcpus_for_memory(m), 3), threads_for_memory(m), ms, gb_s, usd, req)
+        )
+    return rows
+
+
+def parse_memory_sizes(text: str) -> list[int]:
+    """``"1769,3008,10240"`` -> [1769, 3008, 10240]; ValueError on junk or out of range."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = int(part)
+        vcpus_for_memory(m)  # range check
+        sizes.append(m)
+    if not sizes:
+        raise ValueError("no memory sizes given")
+    return sizes

@@ -1,0 +1,194 @@
+"""``yolo-sfn bench``: how fast a model is here, and what it would cost on Lambda.
+
+Measures, on real images (testdata/images or ``--images``):
+  * cold load: a fresh process (python start + imports + model load + first inference),
+  * first inference and steady-state median/min per stage (decode, preprocess, infer,
+    postprocess), images/s,
+  * peak RSS of the infer stage (in the fresh process),
+  * a Lambda cost estimate per 1,000 images at ``--memory-sizes`` (see yolo_sfn.bench.cost).
+Heavy imports happen inside ``run`` (this module is imported by ``yolo-sfn --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure a model: cold load, per-stage times, RSS, Lambda cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", help=".tflite with its .tflite.json sidecar (default: the demo yolov3-tiny)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="interpreter threads (default: INFER_THREADS, else all cores)",
+    )
+    p.add_argument("--runs", type=int, default=20, help="steady-state images timed (default 20)")
+    p.add_argument("--images", nargs="+", help="image files or folders (default testdata/images)")
+    p.add_argument("--resize", choices=("stretch", "letterbox"), default="stretch")
+    p.add_argument(
+        "--cold-repeats", type=int, default=3, help="fresh processes for cold load (default 3)"
+    )
+    p.add_argument(
+        "--memory-sizes",
+        default="1769,3008,10240",
+        help="Lambda memory sizes (MB) for the cost estimate (default 1769,3008,10240)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.set_defaults(func=run)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    from pathlib import Path
+
+    from yolo_sfn.bench import cost, machine, pipeline
+    from yolo_sfn.core.runtime import Model, default_threads
+
+    sizes = cost.parse_memory_sizes(args.memory_sizes)
+    if args.model:
+        model_path = Path(args.model)
+    else:
+        from yolo_sfn.bench.models import demo_model
+
+        model_path = demo_model()
+    images = pipeline.find_images(args.images)
+    threads = args.threads or default_threads()
+    cold = pipeline.cold_start(
+        model_path, images, threads=threads, repeats=max(1, args.cold_repeats), runs=len(images)
+    )
+    model = Model.load(model_path, threads=threads)
+    steady = pipeline.stage_times(model, images, runs=args.runs, resize=args.resize)
+    batches = [model_input for model_input in _inputs(model, images, args.resize)]
+    infer_n = steady["infer"]["median_ms"]
+    if threads > 1:
+        one = Model.load(model_path, threads=1)
+        infer_1t = machine.median_ms(pipeline.infer_only_ms(one, batches, max(3, args.runs // 4)))
+        del one
+    else:
+        infer_1t = infer_n
+    eff = cost.parallel_efficiency(infer_1t, infer_n, threads)
+    times = cost.StageTimes(
+        preprocess_ms=steady["decode"]["median_ms"] + steady["preprocess"]["median_ms"],
+        infer_1t_ms=infer_1t,
+        postprocess_ms=steady["postprocess"]["median_ms"],
+        infer_efficiency=eff,
+    )
+    rows = cost.cost_table(times, sizes)
+    return {
+        "model": {
+            "path": str(model_path),
+            "name": model.meta.name,
+            "precision": model.meta.precision,
+            "input_size": list(model.meta.input_size),
+            "file_mb": os.path.getsize(model_path) / 2**20,
+        },
+        "machine": machine.machine_info(),
+        "threads": threads,
+        "cold": {k: v for k, v in cold.items() if k != "probes"},
+        "steady": steady,
+        "infer_1thread_median_ms": infer_1t,
+        "parallel_efficiency": eff,
+        "cost": {
+            "rows": [r.to_dict() for r in rows],
+            "prices": cost.PRICE_PER_GB_S,
+            "price_per_request": cost.PRICE_PER_REQUEST,
+            "invocations_per_image": cost.INVOCATIONS_PER_IMAGE,
+            "price_note": cost.PRICE_NOTE,
+            "scaling_note": cost.SCALING_NOTE,
+        },
+    }
+
+
+def _inputs(model, images, resize):
+    from yolo_sfn.core.image import load_image_file
+    from yolo_sfn.core.preprocess import preprocess
+
+    for p in images:
+        yield preprocess(load_image_file(p), tuple(model.meta.input_size), resize)[0]
+
+
+def render(r: dict) -> str:
+    from yolo_sfn.bench.report import table
+
+    m, c, s, mach, co = r["model"], r["cold"], r["steady"], r["machine"], r["cost"]
+    lines = [
+        f"model   {m['name']} ({m['precision']}, {m['input_size'][0]}x{m['input_size'][1]}, "
+        f"{m['file_mb']:.1f} MiB) {m['path']}",
+        f"machine {mach['cpu']}, {mach['cpus']} cpus, load {mach['loadavg_1m']}, "
+        f"{mach['date_utc']}; threads={r['threads']}",
+        "",
+        "cold load (fresh process: python start + imports + model load + first inference)",
+        table(
+            ["run", "total s", "python start s", "import s", "load s", "first infer s"],
+            [
+                [i + 1, t, p, im, lo, fi]
+                for i, (t, p, im, lo, fi) in enumerate(
+                    zip(
+                        c["cold_total_s"],
+                        c["interpreter_start_s"],
+                        c["import_s"],
+                        c["load_s"],
+                        c["first_infer_s"],
+                        strict=True,
+                    )
+                )
+            ],
+            floatfmt="{:.3f}",
+        ),
+        f"infer-stage peak RSS {c['peak_rss_mb']:.0f} MiB (model file {c['model_mb']:.0f} MiB)",
+        "",
+        f"steady state: {s['runs']} images after a warm-up pass over {s['images']} "
+        f"(first inference {s['first_infer_ms']:.1f} ms)",
+        table(
+            ["stage", "median ms", "min ms"],
+            [
+                [st, s[st]["median_ms"], s[st]["min_ms"]]
+                for st in ("decode", "preprocess", "infer", "postprocess", "total")
+            ],
+        ),
+        f"images/s {s['images_per_s']:.2f}; "
+        f"infer at 1 thread {r['infer_1thread_median_ms']:.1f} ms "
+        f"(parallel efficiency {r['parallel_efficiency']:.2f} at {r['threads']} threads)",
+        "",
+        f"Lambda cost per 1,000 images ({co['invocations_per_image']} invocations per image; "
+        f"x86 ${co['prices']['x86_64']}/GB-s, arm64 ${co['prices']['arm64']}/GB-s, "
+        f"${co['price_per_request'] * 1e6:.2f} per 1M requests)",
+        table(
+            ["memory MB", "vCPU", "threads", "est ms/image", "GB-s", "x86 USD", "arm64 USD"],
+            [
+                [
+                    row["memory_mb"],
+                    row["vcpus"],
+                    row["threads"],
+                    row["est_ms_per_image"],
+                    row["gb_s_per_1000"],
+                    row["usd_per_1000"]["x86_64"],
+                    row["usd_per_1000"]["arm64"],
+                ]
+                for row in co["rows"]
+            ],
+            floatfmt="{:.4g}",
+        ),
+        co["price_note"],
+        co["scaling_note"],
+        "arm64 times are assumed equal to x86 (not measured; Graviton speed differs).",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(render(result))
+    return 0
