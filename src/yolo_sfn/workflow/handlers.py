@@ -1,0 +1,35 @@
+"""Import the Lambda handlers (``functions/<stage>/app.py:handler``) in-process.
+
+Every function folder holds a module called ``app``, so they are imported by path under
+distinct names (``yolo_sfn_functions.<stage>``). Used by the tests and the local runner.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+FUNCTIONS_DIR = Path(__file__).resolve().parents[3] / "functions"
+STAGES = ("plan", "preprocess", "infer", "postprocess", "store", "summarize")
+LOGICAL_IDS = {s: s.capitalize() + "Function" for s in STAGES}  # PlanFunction, ...
+
+
+def load_handler(stage: str, functions_dir: str | Path | None = None) -> Callable:
+    """``load_handler("store")`` -> ``functions/store/app.py:handler`` (imported once)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r} not in {STAGES}")
+    name = f"yolo_sfn_functions.{stage}"
+    module = sys.modules.get(name)
+    if module is None:
+        path = Path(functions_dir or FUNCTIONS_DIR) / stage / "app.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module.handler
