@@ -1,0 +1,84 @@
+"""botocore errors -> project errors (what Step Functions Retry/Catch match on)."""
+
+from __future__ import annotations
+
+import io as _io
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from yolo_sfn.errors import (
+    AccessDeniedError,
+    ImageTooLargeError,
+    ObjectNotFoundError,
+    TransientS3Error,
+)
+from yolo_sfn.workflow import io
+
+
+@pytest.fixture
+def s3():
+    return boto3.client("s3", region_name="us-east-1", aws_access_key_id="x",
+                        aws_secret_access_key="x")
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+
+@pytest.mark.parametrize(("code", "status", "expected"), [
+    ("NoSuchKey", 404, ObjectNotFoundError), ("404", 404, ObjectNotFoundError),
+    ("NoSuchBucket", 404, ObjectNotFoundError), ("AccessDenied", 403, AccessDeniedError),
+    ("403", 403, AccessDeniedError), ("SlowDown", 503, TransientS3Error),
+    ("InternalError", 500, TransientS3Error), ("ServiceUnavailable", 503, TransientS3Error),
+    ("Whatever", 502, TransientS3Error), ("RequestTimeout", 400, TransientS3Error),
+])
+def test_client_errors_are_mapped(code: str, status: int, expected: type) -> None:
+    mapped = io.map_error(client_error(code, status), what="get s3://b/k")
+    assert type(mapped) is expected
+    assert str(mapped).startswith("get s3://b/k")
+
+
+def test_unknown_client_errors_pass_through() -> None:
+    err = client_error("InvalidArgument", 400)
+    assert io.map_error(err, what="x") is err
+
+
+@pytest.mark.parametrize("err", [
+    EndpointConnectionError(endpoint_url="https://s3"),
+    ReadTimeoutError(endpoint_url="https://s3"), ConnectionResetError("reset")])
+def test_connection_errors_are_transient(err: Exception) -> None:
+    assert isinstance(io.map_error(err, what="x"), TransientS3Error)
+
+
+def test_get_bytes_maps_errors_and_names_the_object(s3) -> None:
+    with Stubber(s3) as stub:
+        stub.add_client_error("get_object", "NoSuchKey", http_status_code=404)
+        with pytest.raises(ObjectNotFoundError, match=r"s3://bkt/a b/ü\.jpg"):
+            io.get_bytes("bkt", "a b/ü.jpg", s3=s3)
+
+
+def test_size_limit_is_checked_before_download(s3) -> None:
+    with Stubber(s3) as stub:  # only HEAD is stubbed: a GET would fail the test
+        stub.add_response("head_object", {"ContentLength": 11}, {"Bucket": "b", "Key": "k"})
+        with pytest.raises(ImageTooLargeError, match="11 bytes, limit 10"):
+            io.get_bytes("b", "k", s3=s3, max_bytes=10)
+
+
+def test_get_bytes_within_limit(s3) -> None:
+    body = StreamingBody(_io.BytesIO(b"abc"), 3)
+    with Stubber(s3) as stub:
+        stub.add_response("head_object", {"ContentLength": 3}, {"Bucket": "b", "Key": "k"})
+        stub.add_response("get_object", {"Body": body}, {"Bucket": "b", "Key": "k"})
+        assert io.get_bytes("b", "k", s3=s3, max_bytes=10) == b"abc"
+
+
+def test_throttled_put_is_transient(s3) -> None:
+    with Stubber(s3) as stub:
+        stub.add_client_error("put_object", "SlowDown", http_status_code=503)
+        with pytest.raises(TransientS3Error, match="put s3://b/k"):
+            io.put_bytes("b", "k", b"x", s3=s3)
