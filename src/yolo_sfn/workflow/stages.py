@@ -231,9 +231,9 @@ def preprocess(task: ImageTask, cfg: StageConfig, *, s3=None) -> Preprocessed:
     loc = task.s3
     if cfg.input_buckets:
         check_allowed(loc, cfg.input_buckets, field="uri")
-    meta = models.load_meta(cfg.model_uri, s3=s3)
     data = io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=cfg.max_image_bytes)
     rgb = decode_image(data, name=task.uri, max_pixels=cfg.max_image_pixels)  # (H, W, 3) uint8
+    meta = models.load_meta(cfg.model_uri, s3=s3)
     batch, transform = make_input(rgb, tuple(meta.input_size), mode=task.params.resize)
     key = tmp_key(cfg, task.batch_id, task.image_id, "input.npy")
     io.put_npy(cfg.bucket, key, batch, s3=s3)  # (1, h, w, 3) uint8

@@ -1,0 +1,114 @@
+"""Plan handler on moto: sources, de-duplication, allow-list, items manifest."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from yolo_sfn.errors import InputValidationError, ObjectNotFoundError, S3UriError
+from yolo_sfn.workflow import aws, testing
+from yolo_sfn.workflow.events import load_event
+from yolo_sfn.workflow.handlers import load_handler
+from yolo_sfn.workflow.stages import image_id_for
+
+IN, ART = testing.INPUT, testing.ARTIFACTS
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", testing.REGION)
+    for k, v in testing.stage_environment().items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        aws.reset_clients()
+        s3 = boto3.client("s3", region_name=testing.REGION)
+        testing.create_resources(s3, boto3.client("dynamodb", region_name=testing.REGION))
+        s3.create_bucket(Bucket="not-allowed")
+        yield s3
+    aws.reset_clients()
+
+
+def get_json(s3, bucket: str, key: str):
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def plan(event: dict, name: str = "exec-1") -> dict:
+    arn = f"arn:aws:states:us-east-1:1:execution:sm:{name}"
+    return load_handler("plan")({"input": event, "execution_name": name, "execution_arn": arn})
+
+
+def test_images_are_deduplicated_and_written_as_the_items_manifest(s3) -> None:
+    uris = [f"s3://{IN}/a.jpg", f"s3://{IN}/ü b.jpg", f"s3://{IN}/a.jpg", f"s3://{IN}/a.jpg"]
+    out = plan({"images": uris, "score": 0.4})
+    assert out["batch_id"] == "exec-1"
+    assert (out["count"], out["submitted"], out["duplicates"]) == (2, 4, 2)
+    assert out["params"] == {"score": 0.4, "iou": 0.45, "resize": "stretch"}
+    assert out["items"] == {"bucket": ART, "key": "batches/exec-1/items.json"}
+    items = get_json(s3, ART, out["items"]["key"])
+    assert items == [{"image_id": image_id_for(u), "uri": u, "bucket": IN, "key": u[len(IN) + 6:]}
+                     for u in uris[:2]]
+    doc = get_json(s3, ART, "batches/exec-1/plan.json")
+    assert doc["duplicates"] == [uris[0], uris[0]] and doc["unique"] == 2
+    assert len(json.dumps(out)) < 1024
+
+
+def test_explicit_batch_id_wins_and_reruns_give_the_same_ids(s3) -> None:
+    a = plan(load_event("plan_images"), name="first")
+    b = plan(load_event("plan_images"), name="second")
+    assert a["batch_id"] == b["batch_id"] == "sample-images"
+    assert get_json(s3, ART, a["items"]["key"]) == get_json(s3, ART, b["items"]["key"])
+
+
+def test_prefix_is_paginated_and_skips_folders_and_non_images(s3) -> None:
+    for i in range(1003):
+        s3.put_object(Bucket=IN, Key=f"many/img{i:04d}.JPG", Body=b"x")
+    s3.put_object(Bucket=IN, Key="many/", Body=b"")
+    s3.put_object(Bucket=IN, Key="many/readme.txt", Body=b"x")
+    out = plan({"prefix": f"s3://{IN}/many/"})
+    assert out["count"] == 1003
+    assert get_json(s3, ART, "batches/exec-1/plan.json")["skipped_non_images"] == 1
+
+
+def test_empty_prefix_is_an_input_error(s3) -> None:
+    with pytest.raises(InputValidationError, match=r"^prefix: no image objects"):
+        plan({"prefix": f"s3://{IN}/nothing-here/"})
+
+
+@pytest.mark.parametrize(("name", "body"), [
+    ("m.json", json.dumps([f"s3://{IN}/x.jpg", f"s3://{IN}/写真 1.png", f"s3://{IN}/x.jpg"])),
+    ("m.txt", f"# list\ns3://{IN}/x.jpg\n\ns3://{IN}/写真 1.png\ns3://{IN}/x.jpg\n"),
+    ("m.csv", f"uri,label\ns3://{IN}/x.jpg,a\ns3://{IN}/写真 1.png,b\ns3://{IN}/x.jpg,c\n"),
+])
+def test_manifest_formats(s3, name: str, body: str) -> None:
+    s3.put_object(Bucket=IN, Key=f"manifests/{name}", Body=body.encode())
+    out = plan({"manifest": f"s3://{IN}/manifests/{name}"})
+    assert (out["count"], out["duplicates"]) == (2, 1)
+    assert [i["uri"] for i in get_json(s3, ART, out["items"]["key"])] == [
+        f"s3://{IN}/x.jpg", f"s3://{IN}/写真 1.png"]
+
+
+def test_manifest_entries_are_validated_by_line(s3) -> None:
+    s3.put_object(Bucket=IN, Key="m.txt", Body=f"s3://{IN}/x.jpg\nnot-a-uri\n".encode())
+    with pytest.raises(S3UriError, match=r"^manifest line 2: "):
+        plan({"manifest": f"s3://{IN}/m.txt"})
+    s3.put_object(Bucket=IN, Key="m2.json", Body=b'["s3://not-allowed/x.jpg"]')
+    with pytest.raises(S3UriError, match=r"^manifest\[0\]: .* outside the allowed"):
+        plan({"manifest": f"s3://{IN}/m2.json"})
+
+
+def test_allow_list_and_missing_manifest(s3) -> None:
+    with pytest.raises(S3UriError, match=r"^images\[1\]: s3://not-allowed/x.jpg is outside"):
+        plan({"images": [f"s3://{IN}/a.jpg", "s3://not-allowed/x.jpg"]})
+    with pytest.raises(S3UriError, match=r"^prefix: "):
+        plan({"prefix": "s3://not-allowed/"})
+    with pytest.raises(ObjectNotFoundError, match=f"s3://{IN}/missing.json"):
+        plan({"manifest": f"s3://{IN}/missing.json"})
+
+
+def test_bad_input_fails_before_touching_s3(s3) -> None:
+    with pytest.raises(InputValidationError, match=r"^images\|prefix\|manifest: "):
+        plan({"images": [f"s3://{IN}/a.jpg"], "prefix": f"s3://{IN}/"})
+    assert "Contents" not in s3.list_objects_v2(Bucket=ART)
