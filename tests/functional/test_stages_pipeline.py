@@ -126,3 +126,12 @@ def test_sample_preprocess_event_targets_a_sample_image() -> None:
     event = load_event("preprocess")
     assert event["uri"] == f"s3://{IN}/samples/dog.jpg"
     assert event["image_id"] == image_id_for(event["uri"])
+
+
+def test_model_disk_cache_is_keyed_by_etag(stack, tmp_path) -> None:
+    uri = f"s3://{MODELS}/demo/model.tflite"
+    for body in (b"version-1", b"version-2"):
+        stack.put_object(Bucket=MODELS, Key="demo/model.tflite", Body=body)
+        stack.put_object(Bucket=MODELS, Key="demo/model.tflite.json", Body=b"{}")
+        path = models.fetch_model(uri, str(tmp_path / "cache"))
+        assert path.read_bytes() == body  # a replaced model is never served from disk

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from yolo_sfn.errors import ModelError
 from yolo_sfn.model.meta import ModelMeta, meta_path_for
-from yolo_sfn.workflow import io
+from yolo_sfn.workflow import aws, io
 from yolo_sfn.workflow.s3uri import SCHEME, parse_s3_uri
 
 _metas: dict[str, ModelMeta] = {}
@@ -51,7 +51,12 @@ def fetch_model(model_uri: str, cache_dir: str, *, s3=None) -> Path:
     if not model_uri.startswith(SCHEME):
         return Path(model_uri)
     loc = parse_s3_uri(model_uri, field="MODEL_URI")
-    folder = Path(cache_dir) / hashlib.sha1(model_uri.encode()).hexdigest()[:16]
+    s3 = s3 or aws.client("s3")
+    with io.s3_errors(loc.bucket, loc.key, "head"):
+        etag = s3.head_object(Bucket=loc.bucket, Key=loc.key).get("ETag", "")
+    # keyed by URI *and* ETag: a replaced model under the same URI is never served stale
+    # from a cache directory that outlives the process (local runs, reused /tmp)
+    folder = Path(cache_dir) / hashlib.sha1(f"{model_uri}\n{etag}".encode()).hexdigest()[:16]
     path = folder / (Path(loc.key).name or "model.tflite")
     meta_path = meta_path_for(path)
     if path.exists() and meta_path.exists():
@@ -80,6 +85,8 @@ def get_model(model_uri: str, cache_dir: str, *, threads: int | None = None, s3=
 
 
 def clear_cache() -> None:
+    """Forget loaded models and metadata (call after replacing the model under MODEL_URI in
+    the same process, e.g. a local runner deploying a new model)."""
     with _lock:
         _metas.clear()
         _models.clear()
