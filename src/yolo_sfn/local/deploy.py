@@ -5,8 +5,9 @@ The verified five steps (docs: /work/shared/notes/local-engine.md):
 1. zip each function's ``CodeUri`` folder into a moto bucket (layers get a placeholder zip:
    the local engine runs handlers with this Python environment) and inline ``DefinitionUri``;
 2. ``samtranslator`` transforms the SAM template to plain CloudFormation;
-3. the state machine's definition becomes ``DefinitionString: {"Fn::Sub": [json, subs]}``
-   (moto reads only ``DefinitionString``);
+3. the state machine's definition becomes ``DefinitionString`` = the ASL text with its
+   ``DefinitionSubstitutions`` resolved by CloudFormation (moto reads only
+   ``DefinitionString``; written as ``Fn::Join`` because moto's ``Fn::Sub`` mangles ``$$``);
 4. moto's CloudFormation is pointed at the executing Step Functions backend;
 5. ``create_stack`` - bucket, table, functions (environment resolved), roles, state machine.
 """
@@ -107,16 +108,20 @@ def package(tpl: Template, s3: Any, bucket: str = DEPLOY_BUCKET) -> dict:
             props["ContentUri"] = f"s3://{bucket}/{key}"
             props.pop("Metadata", None)
         elif rtype == "AWS::Serverless::StateMachine" and logical_id == STATE_MACHINE_ID:
-            props.pop("DefinitionUri", None)
-            props["Definition"] = tpl.asl
+            # as `sam package` does; translate() swaps the S3 location for the text itself
+            key = f"statemachine/{logical_id}.asl.json"
+            s3.put_object(Bucket=bucket, Key=key, Body=tpl.asl_text.encode())
+            props["DefinitionUri"] = f"s3://{bucket}/{key}"
     globals_fn = (doc.get("Globals") or {}).get("Function") or {}
     if isinstance(globals_fn.get("CodeUri"), str):
         raise LocalEngineError("Globals.Function.CodeUri is not supported by the local deploy")
     return doc
 
 
-def translate(sam_doc: dict, parameters: dict[str, str], region: str) -> dict:
-    """Step 2 + 3: SAM -> CloudFormation, definition as ``Fn::Sub [json, substitutions]``."""
+def translate(
+    sam_doc: dict, parameters: dict[str, str], region: str, asl_text: str | None = None
+) -> dict:
+    """Step 2 + 3: SAM -> CloudFormation, the definition as ``DefinitionString``."""
     try:
         from samtranslator.model.exceptions import InvalidDocumentException
         from samtranslator.translator.transform import transform
@@ -134,14 +139,65 @@ def translate(sam_doc: dict, parameters: dict[str, str], region: str) -> dict:
             os.environ.pop("AWS_DEFAULT_REGION", None)
         else:
             os.environ["AWS_DEFAULT_REGION"] = saved
+    values = {k: str(v.get("Default", "")) for k, v in (sam_doc.get("Parameters") or {}).items()}
+    values.update({k: str(v) for k, v in parameters.items()})
     for res in cfn["Resources"].values():
         if res.get("Type") == "AWS::StepFunctions::StateMachine":
-            _definition_as_sub(res["Properties"])
+            _definition_as_sub(res["Properties"], asl_text, values)
     return cfn
 
 
-def _definition_as_sub(props: dict) -> None:
-    if "Definition" in props:
+_TOLERATED_PCT = re.compile(r'("ToleratedFailurePercentage"\s*:\s*)(\$\{(\w+)\}|\d+)(?![\d.])')
+
+
+def float_tolerated_percentage(text: str, subs: dict, values: dict[str, str]) -> str:
+    """moto 5.2.5's ASL grammar rejects an integer ``ToleratedFailurePercentage`` (AWS accepts
+    0..100); write it as a float literal. It has no effect on moto either way."""
+
+    def repl(m: re.Match) -> str:
+        literal = m.group(2)
+        if m.group(3):
+            ref = subs.get(m.group(3))
+            if not (isinstance(ref, dict) and ref.get("Ref") in values):
+                return m.group(0)
+            literal = values[ref["Ref"]]
+        try:
+            return f"{m.group(1)}{float(literal)!r}"
+        except ValueError:
+            return m.group(0)
+
+    return _TOLERATED_PCT.sub(repl, text)
+
+
+_PSEUDO_ONLY = re.compile(r"\$\{(AWS::[A-Za-z]+)\}")
+
+
+def resolve_pseudo_subs(node: Any, pseudo: dict[str, str]) -> Any:
+    """``{"Fn::Sub": "..${AWS::Partition}.."}`` using only pseudo parameters -> the string.
+
+    moto 5.2.5's ``Fn::Join`` needs a literal delimiter; templates write IAM ARNs with
+    ``!Join [!Sub ",arn:${AWS::Partition}:s3:::", ...]``. Resolving pseudo-parameter-only
+    ``Fn::Sub`` first (as CloudFormation would) makes those delimiters literal.
+    """
+    if isinstance(node, list):
+        return [resolve_pseudo_subs(v, pseudo) for v in node]
+    if not isinstance(node, dict):
+        return node
+    sub = node.get("Fn::Sub") if len(node) == 1 else None
+    if isinstance(sub, str):
+        names = set(_PLACEHOLDER.findall(sub))
+        if names and all(n in pseudo for n in names):
+            return _PSEUDO_ONLY.sub(lambda m: pseudo[m.group(1)], sub)
+    return {k: resolve_pseudo_subs(v, pseudo) for k, v in node.items()}
+
+
+def _definition_as_sub(props: dict, asl_text: str | None, values: dict[str, str]) -> None:
+    if "DefinitionS3Location" in props:
+        if asl_text is None:
+            raise LocalEngineError("state machine definition is in S3 but no ASL text was given")
+        props.pop("DefinitionS3Location")
+        text = asl_text
+    elif "Definition" in props:
         text = json.dumps(props.pop("Definition"), indent=1)
     else:
         definition = props.get("DefinitionString")
@@ -155,6 +211,7 @@ def _definition_as_sub(props: dict) -> None:
         else:
             raise LocalEngineError(f"unexpected state machine definition form: {definition!r:.80}")
     subs = props.pop("DefinitionSubstitutions", None) or {}
+    text = float_tolerated_percentage(text, subs, values)
     props["DefinitionString"] = sub_as_join(text, subs)
 
 
@@ -206,6 +263,11 @@ def create_stack(
     if unknown:
         raise LocalEngineError(f"template.yaml has no parameters {sorted(unknown)}")
     params = [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]
+    account = boto3_client_like(cfn_client, "sts").get_caller_identity()["Account"]
+    cfn_doc = resolve_pseudo_subs(cfn_doc, {
+        "AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": account,
+        "AWS::StackName": name, "AWS::URLSuffix": "amazonaws.com",
+    })
     with executing_cloudformation_state_machines():
         cfn_client.create_stack(
             StackName=name,
@@ -215,6 +277,12 @@ def create_stack(
         )
         desc = _wait_stack(cfn_client, name)
     return describe_stack(cfn_client, name, region, desc)
+
+
+def boto3_client_like(client: Any, service: str) -> Any:
+    import boto3
+
+    return boto3.client(service, region_name=client.meta.region_name)
 
 
 def _wait_stack(cfn_client: Any, name: str, timeout_s: float = 60) -> dict:

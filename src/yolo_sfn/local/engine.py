@@ -68,6 +68,7 @@ class LocalEngine:
 
     ``retry_scale``: fraction of each ASL Retry wait really slept (1.0 = as on AWS, 0 = none;
     waits are recorded either way). ``faults``: see ``yolo_sfn.local.invoke.Fault``.
+    ``function_logs``: a text stream for the handlers' stdout loggers (None: leave them).
     """
 
     def __init__(
@@ -79,11 +80,12 @@ class LocalEngine:
         retry_scale: float = 1.0,
         stack_name: str = STACK_NAME,
         input_bucket: str = INPUT_BUCKET,
+        function_logs: Any = None,
     ) -> None:
         self.root = find_project_root(Path(root) if root else None)
         self.template: Template = read_template(self.root / "template.yaml")
         self.region = region
-        self.router = Router(faults)
+        self.router = Router(faults, log_stream=function_logs)
         self.retry_scale = retry_scale
         self.stack_name = stack_name
         self.input_bucket = input_bucket
@@ -157,7 +159,7 @@ class LocalEngine:
         params.update({k: str(v) for k, v in parameters.items() if v is not None})
         _make_bucket(self.client("s3"), self.input_bucket, self.region)
         sam = package(self.template, self.client("s3"))
-        cfn = translate(sam, params, self.region)
+        cfn = translate(sam, params, self.region, self.template.asl_text)
         self.stack = create_stack(self.client("cloudformation"), self.stack_name, cfn, params,
                                   self.region)
         self._bind_functions()

@@ -32,6 +32,7 @@ from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
 from yolo_sfn.local.template import FunctionSpec
 
 FAULT_KINDS = ("s3_transient", "throttle", "crash", "timeout")
+IMAGE_STAGES = ("preprocess", "infer", "postprocess", "store")  # invoked once per image
 
 
 @dataclass
@@ -144,8 +145,9 @@ def split_environment(envs: dict[str, dict[str, str]]) -> tuple[dict, dict[str, 
 class Router:
     """Maps moto Lambda functions to ``functions/<stage>/app.py`` and runs them in-process."""
 
-    def __init__(self, faults: list[Fault] | tuple = ()) -> None:
+    def __init__(self, faults: list[Fault] | tuple = (), log_stream: Any = None) -> None:
         self.faults = list(faults)
+        self.log_stream = log_stream  # where handler loggers that print to stdout write
         self.attempts: list[Attempt] = []
         self.functions: dict[str, FunctionSpec] = {}  # moto function name -> spec
         self.task_timeouts: dict[str, float] = {}  # stage -> smallest Task TimeoutSeconds
@@ -153,6 +155,7 @@ class Router:
         self._env_lock = threading.Lock()
         self._lock = threading.Lock()
         self._handlers: dict[str, Any] = {}
+        self._log_restore: list[tuple[Any, Any]] = []
         self._counts: dict[tuple, int] = {}
 
     # --- setup -------------------------------------------------------------------------
@@ -195,6 +198,9 @@ class Router:
             yield self
         finally:
             fn_cls._invoke_lambda = original
+            for handler, stream in reversed(self._log_restore):
+                handler.setStream(stream)
+            self._log_restore.clear()
 
     # --- handler loading ---------------------------------------------------------------
     def _handler(self, spec: FunctionSpec) -> Any:
@@ -203,7 +209,8 @@ class Router:
             return handler
         with self._lock:
             if spec.stage not in self._handlers:
-                self._handlers[spec.stage] = load_handler(spec)
+                self._handlers[spec.stage] = load_handler(spec, self.log_stream,
+                                                          self._log_restore)
             return self._handlers[spec.stage]
 
     # --- the invoke --------------------------------------------------------------------
@@ -238,7 +245,7 @@ class Router:
             raise LocalEngineError(f"no local code bound to Lambda function {fn.function_name}")
         if isinstance(event, str):
             event = json.loads(event or "{}")
-        image = image_of(event)
+        image = image_of(event) if spec.stage in IMAGE_STAGES else None
         batch = event.get("batch_id") if isinstance(event, dict) else None
         attempt = self._next_attempt(spec.stage, image, batch)
         fault = self._fault_for(spec.stage, image)
@@ -307,7 +314,25 @@ class Router:
                          or (a.image or "").rsplit("/", 1)[-1] == image)]
 
 
-def load_handler(spec: FunctionSpec) -> Any:
+def redirect_stdout_loggers(module: Any, stream: Any) -> list[tuple[Any, Any]]:
+    """Point the module's loggers (stdlib or Powertools) that write to stdout at ``stream``,
+    so handler logs never mix with the CLI's own output (``yolo-sfn run --json``).
+    Returns ``(handler, old stream)`` pairs to restore."""
+    import logging
+    import sys
+
+    changed = []
+    for value in vars(module).values():
+        logger = getattr(value, "_logger", value)
+        if not isinstance(logger, logging.Logger):
+            continue
+        for h in logger.handlers:
+            if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.__stdout__):
+                changed.append((h, h.setStream(stream)))
+    return changed
+
+
+def load_handler(spec: FunctionSpec, log_stream: Any = None, restore: list | None = None) -> Any:
     """Import ``<CodeUri>/<module>.py`` once under a unique name and return its handler."""
     module_name, _, attr = spec.handler.rpartition(".")
     path = Path(spec.code_dir) / f"{module_name.replace('.', '/')}.py"
@@ -324,6 +349,10 @@ def load_handler(spec: FunctionSpec) -> Any:
     except Exception:
         sys.modules.pop(unique, None)
         raise
+    if log_stream is not None:
+        changed = redirect_stdout_loggers(module, log_stream)
+        if restore is not None:
+            restore.extend(changed)
     handler = getattr(module, attr, None)
     if handler is None:
         raise LocalEngineError(f"{path}: no function {attr}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,14 @@ def run_batch(
         value = getattr(opts, name)
         if value is not None:
             execution_input[name] = value
-    with LocalEngine(opts.root, faults=list(opts.faults), retry_scale=opts.retry_scale) as eng:
+    with ExitStack() as stack:
+        logs = None
+        if opts.out_dir is not None:
+            Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
+            logs = stack.enter_context(open(Path(opts.out_dir) / "function-logs.jsonl", "w"))
+        eng = stack.enter_context(LocalEngine(
+            opts.root, faults=list(opts.faults), retry_scale=opts.retry_scale,
+            function_logs=logs))
         params = {"InputBucketNames": ",".join(sorted(inputs.buckets))}
         if opts.concurrency is not None:
             if "MapConcurrency" not in eng.template.parameters:

@@ -6,6 +6,7 @@ This is the only place the local runner learns about the workflow: there is no s
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,8 @@ class Template:
     path: Path
     doc: dict
     asl_path: Path
-    asl: dict
+    asl: dict  # parsed; bare ${Placeholders} (numbers) read as the string "${Placeholder}"
+    asl_text: str = ""  # the file as written, what CloudFormation substitutes
     functions: dict[str, FunctionSpec] = field(default_factory=dict)  # stage -> spec
 
     @property
@@ -118,6 +120,15 @@ def _merged_env(globals_: dict, props: dict) -> dict:
     return env
 
 
+_BARE_PLACEHOLDER = re.compile(r"([:\[,]\s*)\$\{([^}\"]+)\}")
+
+
+def parse_asl(text: str) -> dict:
+    """ASL JSON that may hold bare ``${Name}`` substitutions in number positions
+    (``"MaxConcurrency": ${MapConcurrency}``): those parse as the string ``"${Name}"``."""
+    return json.loads(_BARE_PLACEHOLDER.sub(lambda m: f'{m.group(1)}"${{{m.group(2)}}}"', text))
+
+
 def read_template(path: Path) -> Template:
     """Parse ``template.yaml`` and the state machine definition it references."""
     path = Path(path).resolve()
@@ -133,10 +144,11 @@ def read_template(path: Path) -> Template:
         )
     asl_path = (path.parent / uri).resolve()
     try:
-        asl = json.loads(asl_path.read_text(encoding="utf-8"))
+        asl_text = asl_path.read_text(encoding="utf-8")
+        asl = parse_asl(asl_text)
     except (OSError, ValueError) as e:
         raise LocalEngineError(f"{asl_path}: cannot read the state machine ({e})") from e
-    tpl = Template(path=path, doc=doc, asl_path=asl_path, asl=asl)
+    tpl = Template(path=path, doc=doc, asl_path=asl_path, asl=asl, asl_text=asl_text)
     globals_ = _global_function_props(doc)
     for stage, logical_id in FUNCTION_IDS.items():
         res = doc["Resources"].get(logical_id)

@@ -1,0 +1,148 @@
+"""The whole state machine (template.yaml + statemachine/detect.asl.json + functions/*) on the
+embedded local engine with the real demo model, compared with ``Detector.detect``.
+
+Batch: every testdata image + a corrupt JPEG + a non-image + a key that does not exist. The
+batch runs twice (same batch id) to check reruns overwrite. One extra execution injects a
+transient S3 error to check the template's Retry on the real stages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("moto")
+pytest.importorskip("samtranslator")
+
+from yolo_sfn.local.engine import INPUT_BUCKET, LocalEngine
+from yolo_sfn.local.invoke import Fault
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = REPO / "testdata" / "images"
+GOOD = sorted(p.name for p in IMAGES.iterdir())
+BAD = {"corrupt.jpg": "ImageDecodeError", "notes.txt": "ImageDecodeError",
+       "missing.jpg": "ObjectNotFoundError"}
+BATCH = "e2e"
+
+
+@pytest.fixture(scope="module")
+def model(request):
+    if not (REPO / "template.yaml").is_file():
+        pytest.skip("template.yaml not written yet")
+    try:
+        return request.getfixturevalue("demo_model")
+    except pytest.FixtureLookupError:
+        pytest.skip("no demo_model fixture (tests/conftest.py)")
+
+
+@pytest.fixture(scope="module")
+def e2e(model):
+    with LocalEngine(REPO, retry_scale=0.0) as eng:
+        eng.deploy(model, MapConcurrency=4)
+        uris, _ = eng.upload_inputs([IMAGES])
+        s3 = eng.client("s3")
+        data = (IMAGES / GOOD[0]).read_bytes()
+        s3.put_object(Bucket=INPUT_BUCKET, Key="corrupt.jpg", Body=data[: len(data) // 3])
+        s3.put_object(Bucket=INPUT_BUCKET, Key="notes.txt", Body=b"not an image\n")
+        inp = {"images": [*uris, *(f"s3://{INPUT_BUCKET}/{k}" for k in BAD)], "batch_id": BATCH}
+        first = eng.execute(inp, name="e2e-1", timeout_s=600)
+        second = eng.execute(inp, name="e2e-2", timeout_s=600)
+        yield eng, first, second
+
+
+def _name(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+def test_execution_succeeds_and_summary_accounts_for_every_image(e2e):
+    _, first, second = e2e
+    for run in (first, second):
+        assert run.status == "SUCCEEDED", (run.error, run.cause)
+        s = run.summary
+        assert s["batch_id"] == BATCH and s["execution_arn"] == run.execution_arn
+        assert (s["submitted"], s["unique"]) == (len(GOOD) + len(BAD), len(GOOD) + len(BAD))
+        assert (s["succeeded"], s["failed"]) == (len(GOOD), len(BAD))
+        by_name = {_name(i["uri"]): i for i in s["images"]}
+        assert sorted(by_name) == sorted([*GOOD, *BAD])
+        for name in GOOD:
+            assert by_name[name]["status"] == "succeeded" and by_name[name]["error"] is None
+        for name, etype in BAD.items():
+            err = by_name[name]["error"]
+            assert by_name[name]["status"] == "failed"
+            assert (err["stage"], err["type"]) == ("preprocess", etype), err
+
+
+def test_results_match_detector_exactly(e2e, model):
+    from yolo_sfn.core.detector import Detector
+    from yolo_sfn.core.image import load_image_file
+
+    eng, first, _ = e2e
+    detector = Detector(model)
+    items = {i["image_id"]["S"]: i for i in _table(eng)}
+    for img in first.summary["images"]:
+        if img["status"] != "succeeded":
+            continue
+        result = eng.get_json(img["result_uri"])
+        rgb = load_image_file(IMAGES / _name(img["uri"]))
+        expected = [d.to_dict() for d in detector.detect(rgb)]
+        assert result["detections"] == expected, _name(img["uri"])
+        assert result["status"] == "succeeded" and result["error"] is None
+        assert set(result["timings_ms"]) >= {"preprocess", "infer", "postprocess", "store"}
+        item = items[img["image_id"]]
+        assert int(item["num_detections"]["N"]) == len(expected) == img["num_detections"]
+        assert item["status"]["S"] == "succeeded"
+        assert item["result_uri"]["S"] == img["result_uri"]
+
+
+def _table(eng):
+    return eng.client("dynamodb").query(
+        TableName=eng.stack.table, KeyConditionExpression="batch_id = :b",
+        ExpressionAttributeValues={":b": {"S": BATCH}}, ConsistentRead=True)["Items"]
+
+
+def test_rerun_keeps_one_result_and_one_item_per_image(e2e):
+    eng, first, second = e2e
+    keys = [o["Key"] for o in eng.client("s3").list_objects_v2(
+        Bucket=eng.stack.bucket, Prefix=f"results/{BATCH}/")["Contents"]]
+    n = len(GOOD) + len(BAD)
+    assert len(keys) == n + 1 and f"results/{BATCH}/summary.json" in keys
+    assert len(_table(eng)) == n
+    ids = lambda run: sorted(i["image_id"] for i in run.summary["images"])  # noqa: E731
+    assert ids(first) == ids(second)
+
+
+def test_each_stage_invoked_once_per_image_without_faults(e2e):
+    _, first, _ = e2e
+    for stage in ("preprocess", "infer", "postprocess"):
+        hits = [_name(a.image) for a in first.attempts if a.stage == stage]
+        expected = GOOD if stage != "preprocess" else [*GOOD, *BAD]
+        assert sorted(hits) == sorted(expected), stage
+    stores = [a for a in first.attempts if a.stage == "store"]
+    assert len(stores) == len(GOOD) + len(BAD) and all(a.outcome == "ok" for a in stores)
+    assert first.retry_waits == []
+
+
+def test_local_engine_notes_name_the_unfaithful_features(e2e):
+    eng, first, _ = e2e
+    text = "\n".join(first.notes)
+    assert "DISTRIBUTED Map" in text
+    if "ToleratedFailurePercentage" in json.dumps(eng.template.asl):
+        assert "ToleratedFailurePercentage has no effect" in text
+
+
+def test_transient_s3_error_retried_on_real_stages(e2e):
+    eng, _, _ = e2e
+    eng.router.faults = [Fault("infer", "s3_transient", match=GOOD[0])]
+    try:
+        run = eng.execute({"images": [f"s3://{INPUT_BUCKET}/{GOOD[0]}"], "batch_id": "e2e-retry"},
+                          name="e2e-retry", timeout_s=300)
+    finally:
+        eng.router.faults = []
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    tries = [a for a in run.attempts if a.stage == "infer"]
+    assert [(a.attempt, a.outcome, a.error_type) for a in tries] == [
+        (1, "error", "TransientS3Error"), (2, "ok", None)]
+    assert len(run.retry_waits) == 1
+    assert run.summary["succeeded"] == 1
