@@ -21,6 +21,8 @@ import os
 import re
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,20 @@ class Stack:
     functions: dict[str, str] = field(default_factory=dict)  # stage -> function name
     outputs: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
+    not_created: dict[str, str] = field(default_factory=dict)  # logical id -> type moto skips
+
+
+def unsupported_resources(cfn_doc: dict) -> dict[str, str]:
+    """Resources moto's CloudFormation silently skips (e.g. AWS::S3::BucketPolicy)."""
+    from moto.cloudformation.parsing import NULL_MODELS, get_model_map
+
+    known = get_model_map()
+    return {
+        lid: res["Type"]
+        for lid, res in cfn_doc.get("Resources", {}).items()
+        if res.get("Type") not in known and res.get("Type") not in NULL_MODELS
+        and not str(res.get("Type", "")).startswith("Custom::")
+    }
 
 
 def zip_folder(folder: Path) -> bytes:
@@ -268,7 +284,8 @@ def create_stack(
         "AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": account,
         "AWS::StackName": name, "AWS::URLSuffix": "amazonaws.com",
     })
-    with executing_cloudformation_state_machines():
+    skipped = unsupported_resources(cfn_doc)
+    with executing_cloudformation_state_machines(), _quiet_moto_cfn():
         cfn_client.create_stack(
             StackName=name,
             TemplateBody=json.dumps(cfn_doc),
@@ -276,7 +293,26 @@ def create_stack(
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
         )
         desc = _wait_stack(cfn_client, name)
-    return describe_stack(cfn_client, name, region, desc)
+    stack = describe_stack(cfn_client, name, region, desc)
+    stack.not_created = skipped
+    return stack
+
+
+@contextmanager
+def _quiet_moto_cfn() -> Iterator[None]:
+    """moto warns (log + UserWarning) for each skipped resource; the engine reports them."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("moto.cloudformation.parsing")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not supported by moto's CloudFormation")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def boto3_client_like(client: Any, service: str) -> Any:

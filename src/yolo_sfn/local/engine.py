@@ -162,6 +162,9 @@ class LocalEngine:
         cfn = translate(sam, params, self.region, self.template.asl_text)
         self.stack = create_stack(self.client("cloudformation"), self.stack_name, cfn, params,
                                   self.region)
+        for lid, rtype in sorted(self.stack.not_created.items()):
+            self.notes.append(f"{lid} ({rtype}) is not supported by moto's CloudFormation and "
+                              "was not created locally.")
         self._bind_functions()
         return self.stack
 

@@ -13,6 +13,8 @@ ALWAYS = (
     "Lambda functions run in-process from functions/<stage>/app.py with this Python "
     "environment (the template's layers, MemorySize and Timeout are not applied; Timeout is "
     "only used by injected 'timeout' faults).",
+    "IAM roles and policies are created but not enforced by moto: a missing permission in "
+    "template.yaml does not fail a local run.",
 )
 
 

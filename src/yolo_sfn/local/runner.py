@@ -7,7 +7,9 @@ Inputs are either local image paths (files or folders), uploaded to the local in
 * an optional ``"local_files": {"s3://bucket/key": "relative/or/absolute/path", ...}`` maps
   objects to files (relative to the project root) - the mapping is uploaded and removed from
   the execution input;
-* any other ``s3://<bucket>/<key>`` in ``images`` is looked up as ``testdata/images/<key>``;
+* any other ``s3://<bucket>/<key>`` in ``images`` is looked up as ``testdata/images/<key>``,
+  then as ``testdata/images/<file name of key>`` (``s3://yolo-sfn-input/samples/dog.jpg`` ->
+  ``testdata/images/dog.jpg``);
 * a ``prefix`` input uploads every ``testdata/images`` file under that prefix
   (``s3://b/p/`` -> ``s3://b/p/dog.jpg``, ...); a ``manifest``
   must be in ``local_files`` (its listed images then resolve by the two rules above).
@@ -82,7 +84,11 @@ def inputs_from_event(path: Path, root: Path) -> Inputs:
         _add_file(inputs, uri, (root / rel) if not Path(rel).is_absolute() else Path(rel))
     for uri in event.get("images") or []:
         if isinstance(uri, str) and uri.startswith("s3://") and uri not in local_files:
-            _add_file(inputs, uri, testdata / split_s3_uri(uri)[1])
+            key = split_s3_uri(uri)[1]
+            path = testdata / key
+            if not path.is_file():
+                path = testdata / Path(key).name
+            _add_file(inputs, uri, path)
     prefix = event.get("prefix")
     if isinstance(prefix, str) and prefix.startswith("s3://"):
         bucket, _, key_prefix = prefix[5:].partition("/")
