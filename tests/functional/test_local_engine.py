@@ -224,3 +224,28 @@ def test_rerun_overwrites_one_result_per_image(engine):
         TableName=engine.stack.table, KeyConditionExpression="batch_id = :b",
         ExpressionAttributeValues={":b": {"S": "again"}})["Items"]
     assert len(items) == len(IMAGES) == run.summary["succeeded"]
+
+
+def test_boto_clients_cached_in_moto_interpreter_only_while_running(toy):
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+    with compat.cached_boto_clients():
+        cached = lambda_eval_utils.boto_client_for
+        assert cached is not original
+        assert cached("us-east-1", "s3") is cached("us-east-1", "s3")
+    assert lambda_eval_utils.boto_client_for is original
+
+
+def test_real_template_reads_and_scans():
+    """The project's own template + ASL (bare ${Number} substitutions included)."""
+    if not (REPO / "template.yaml").is_file():
+        pytest.skip("template.yaml not written yet")
+    tpl = read_template(REPO / "template.yaml")
+    assert set(tpl.functions) == {"plan", "preprocess", "infer", "postprocess", "store",
+                                  "summarize"}
+    for spec in tpl.functions.values():
+        assert (spec.code_dir / "app.py").is_file() and spec.handler == "app.handler"
+    assert tpl.asl["StartAt"] and "${" in tpl.asl_text
+    assert any("DISTRIBUTED Map" in n for n in features.scan(tpl.asl))

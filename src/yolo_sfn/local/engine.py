@@ -106,6 +106,7 @@ class LocalEngine:
                 "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region,
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing", "AWS_ENDPOINT_URL": None,
+                "AWS_PROFILE": None, "AWS_DEFAULT_PROFILE": None,
             }))
             # (not lambda use_docker=False: that swaps in moto's echo backend)
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))

@@ -68,6 +68,8 @@ FUNCTION = """\
     Type: AWS::Serverless::Function
     Properties:
       CodeUri: functions/{stage}/
+"""
+FUNCTION_ENV = """\
       Environment:
         Variables:
           STAGE_NAME: {stage}
@@ -316,11 +318,13 @@ def handler(event, context):
 }
 
 
-def write_toy_project(root: Path | str) -> Path:
-    """Write the toy project under ``root``; returns ``root``."""
+def write_toy_project(root: Path | str, *, per_function_env: bool = True) -> Path:
+    """Write the toy project under ``root``; returns ``root``. ``per_function_env`` gives each
+    function its own ``STAGE_NAME`` (exercises the engine's per-call environment path)."""
     root = Path(root)
     all_stages = ("plan", *STAGES, "summarize")
-    functions = "".join(FUNCTION.format(lid=_lid(s), stage=s) for s in all_stages)
+    block = FUNCTION + (FUNCTION_ENV if per_function_env else "")
+    functions = "".join(block.format(lid=_lid(s), stage=s) for s in all_stages)
     subs = "".join(f"        {_lid(s)}Arn: !GetAtt {_lid(s)}.Arn\n" for s in all_stages)
     (root / "statemachine").mkdir(parents=True, exist_ok=True)
     (root / "template.yaml").write_text(

@@ -396,6 +396,15 @@ def _intermediate(s3: Any, ev: ExecutionView, rec: dict, stage: str) -> dict:
     return out
 
 
+def _result_detections(s3: Any, rec: dict) -> list | None:
+    if "detections" in rec:
+        return rec["detections"]
+    if not rec.get("result_uri"):
+        return None
+    body = _get(s3, *split_s3_uri(rec["result_uri"]))
+    return json.loads(body).get("detections") if body else None
+
+
 def results(execution: str, stack: str | None = None, stage: str = "store") -> list[dict]:
     """Each image's output of ``stage`` (see the module doc for the sources)."""
     if stage not in STAGES:
@@ -421,5 +430,7 @@ def results(execution: str, stack: str | None = None, stage: str = "store") -> l
                 row["result"] = rec
         elif row["state"] == "passed":
             row.update(_intermediate(s3, ev, rec, stage))
+            if stage == "postprocess" and not row["artifact_present"]:
+                row["detections"] = _result_detections(s3, rec)  # intermediates expired
         rows.append(row)
     return rows
