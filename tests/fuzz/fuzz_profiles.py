@@ -19,7 +19,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-BUDGETS = {"ci": 200, "long": 20_000}
+BUDGETS = {"ci": 200, "long": int(os.environ.get("FUZZ_EXAMPLES", "20000"))}
 DATABASE = DirectoryBasedExampleDatabase(str(ROOT / ".cache" / "hypothesis"))
 
 

@@ -78,14 +78,6 @@ VALID = {
 }
 CLASSES = [c for c in VALID if hasattr(messages, c)]
 
-# xfail(strict=True) until fixed in src/yolo_sfn/workflow/messages.py (not ours): an XPASS
-# fails the suite, so remove the mark together with the fix.
-OVERFLOW = pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "BUG messages._fraction: float(10**400) raises OverflowError, not InputValidationError"))
-NEWLINE_ID = pytest.mark.xfail(strict=True, reason=(
-    "BUG messages.BATCH_ID_RE/IMAGE_ID_RE use '$' (matches before a trailing newline); "
-    "use re.fullmatch or '\\Z'"))
-
 
 @st.composite
 def near_valid(draw) -> tuple[str, object]:
@@ -145,7 +137,6 @@ def test_any_json(name: str, event) -> None:
         check_round_trip(name, msg)
 
 
-@NEWLINE_ID  # the derandomised CI run reaches batch_id "b\n" (see the regression test)
 @fuzz_settings()
 @given(near_valid())
 def test_near_valid(case) -> None:
@@ -174,14 +165,13 @@ def test_execution_input_errors_name_the_field(event, field: str) -> None:
     assert str(info.value).startswith(f"{field}:"), str(info.value)
 
 
-# --- what fuzzing found (docs/RELIABILITY.md, "Findings"): one regression test each ----------
+# --- what fuzzing found (docs/RELIABILITY.md, findings F1, F2): regression tests ------------
 @pytest.mark.parametrize(
     ("name", "event"),
     [("ExecutionInput", {"images": ["s3://input-bucket/a.jpg"], "score": 10**400}),
      ("Params", {"score": 0.5, "iou": -(10**309), "resize": "stretch"})],
     ids=["execution-score", "params-iou"],
 )
-@OVERFLOW
 def test_huge_integer_threshold_is_a_validation_error(name: str, event) -> None:
     """JSON integers are unbounded: float(10**400) raises OverflowError inside _fraction."""
     assert parse(name, event) is None
@@ -193,7 +183,6 @@ def test_huge_integer_threshold_is_a_validation_error(name: str, event) -> None:
      ("ImageTask", {**TASK, "image_id": "img-0001\n"})],
     ids=["batch_id", "image_id"],
 )
-@NEWLINE_ID
 def test_id_with_trailing_newline_is_rejected(name: str, event) -> None:
     """BATCH_ID_RE/IMAGE_ID_RE end in ``$``, which matches before a trailing newline."""
     assert parse(name, event) is None

@@ -127,14 +127,6 @@ def test_parse_allow_list_any_text(value: str) -> None:
     assert all(e.prefix == "" or e.prefix.endswith("/") for e in entries)
 
 
-# xfail(strict=True) until src/yolo_sfn/workflow/s3uri.py (not ours) rejects '.'/'..' key
-# segments (or checks the normalised key): an XPASS fails the suite; drop the mark with the fix.
-DOT_SEGMENTS = pytest.mark.xfail(strict=True, reason=(
-    "BUG s3uri.check_allowed: 'a/b/../c/x.jpg' passes allow-list 'bucket/a/b' although any "
-    "URL-normalising hop requests 'c/x.jpg'"))
-
-
-@DOT_SEGMENTS
 @fuzz_settings()
 @given(st.sampled_from(["a", "a/b"]), path_keys)
 def test_allow_list_not_escaped_by_dot_segments(prefix: str, rest: str) -> None:
@@ -161,9 +153,8 @@ def test_empty_allow_list_allows_nothing(bucket: str, key: str) -> None:
     ("prefix", "key"),
     [("a/b", "a/b/../c/secret.jpg"), ("a/b", "a/b/./../../x.jpg"), ("a", "a/..")],
 )
-@DOT_SEGMENTS
 def test_dot_segments_cannot_leave_the_prefix(prefix: str, key: str) -> None:
-    """Found by the property above: check_allowed compares the literal key."""
+    """Finding F3 (fixed): check_allowed used to compare the literal key only."""
     entries = s3uri.parse_allow_list(f"bucket/{prefix}")
     uri = s3uri.S3Uri("bucket", key)
     assert not allowed(uri, entries) or allowed(s3uri.S3Uri("bucket", wire_key(key)), entries)
