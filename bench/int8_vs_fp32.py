@@ -1,0 +1,174 @@
+"""int8 vs fp32, same model: speed ratio and detection agreement.
+
+Real COCO yolov3-tiny from the demo (``yolo_sfn.demo.ensure_demo_model``); the int8 model is
+converted from the same cfg + weights, calibrated on testdata/images (cached under
+.cache/bench). Both run through ``yolo_sfn.core.runtime.Model`` on the same preprocessed real
+images, alternating run by run. Targets:
+
+  fp32 time / int8 time                                  >= 3.0
+  fp32 detections matched by int8 (same class, IoU >= 0.5) >= 95 %
+
+``--yolov4`` also times the random-weights YOLOv4-416 pair (int8 conversion takes minutes).
+Exit status 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from yolo_sfn.bench import machine, models, pipeline, report
+
+
+def demo_int8(fp32: Path) -> Path:
+    """int8 twin of the demo model, converted from the cfg/weights/names its sidecar names."""
+    from yolo_sfn.convert import convert
+    from yolo_sfn.model.meta import ModelMeta
+
+    src = ModelMeta.load(fp32).source
+    cfg, weights, names = Path(src["cfg"]), Path(src["weights"]), src.get("names")
+    names = Path(names) if names and Path(names).is_file() else None
+    out = models.CACHE / "demo-yolov3-tiny-int8.tflite"
+    stamp = out.with_name(out.name + ".stamp")
+    key = models._sha(weights)
+    if not out.exists() or not stamp.exists() or stamp.read_text() != key:
+        convert(
+            cfg,
+            weights,
+            out,
+            names=names,
+            precision="int8",
+            calibration=pipeline.DEFAULT_IMAGES,
+            name="yolov3-tiny-int8",
+        )
+        stamp.write_text(key)
+    return out
+
+
+def iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(ref: list, other: list, thr: float = 0.5) -> int:
+    """Reference detections (best first) greedily paired 1:1 with same-class IoU >= thr."""
+    used = set()
+    hits = 0
+    for d in ref:
+        best, best_iou = None, thr
+        for j, o in enumerate(other):
+            if j in used or o.class_id != d.class_id:
+                continue
+            v = iou(d.box, o.box)
+            if v >= best_iou:
+                best, best_iou = j, v
+        if best is not None:
+            used.add(best)
+            hits += 1
+    return hits
+
+
+def speed(m32, m8, batches, runs: int) -> tuple[dict, dict]:
+    m32.run(batches[0])
+    m8.run(batches[0])
+    t32, t8 = [], []
+    for i in range(runs):
+        b = batches[i % len(batches)]
+        t = time.perf_counter()
+        m32.run(b)
+        t32.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        m8.run(b)
+        t8.append(time.perf_counter() - t)
+    return machine.summary_ms(t32), machine.summary_ms(t8)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--score", type=float, default=0.25)
+    ap.add_argument("--yolov4", action="store_true", help="also time random YOLOv4-416 fp32/int8")
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+
+    from yolo_sfn.core.image import load_image_file
+    from yolo_sfn.core.postprocess import postprocess
+    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.runtime import Model
+
+    info = machine.machine_info()
+    fp32 = models.demo_model()
+    int8 = demo_int8(fp32)
+    m32 = Model.load(fp32, threads=args.threads)
+    m8 = Model.load(int8, threads=args.threads)
+    images = pipeline.find_images()
+    cases = [preprocess(load_image_file(p), tuple(m32.meta.input_size)) for p in images]
+    rows, total, hit = [], 0, 0
+    for p, (batch, tr) in zip(images, cases, strict=True):
+        d32 = postprocess(m32.run(batch), m32.meta, tr, score=args.score)
+        d8 = postprocess(m8.run(batch), m8.meta, tr, score=args.score)
+        h = match(d32, d8)
+        rows.append([p.name, len(d32), len(d8), h])
+        total += len(d32)
+        hit += h
+    s32, s8 = speed(m32, m8, [b for b, _ in cases], args.runs)
+    result = {
+        "machine": info,
+        "threads": args.threads,
+        "tiny": {"fp32": s32, "int8": s8},
+        "detections": rows,
+        "matched": hit,
+        "fp32_detections": total,
+        "file_mb": {"fp32": fp32.stat().st_size / 2**20, "int8": int8.stat().st_size / 2**20},
+    }
+    print(
+        f"yolov3-tiny (real COCO weights) fp32 vs int8; threads={args.threads}; "
+        f"{info['cpu']}, load {info['loadavg_1m']:.2f}, {info['date_utc']}"
+    )
+    speed_rows = [
+        ["yolov3-tiny fp32", s32["median_ms"], s32["min_ms"]],
+        ["yolov3-tiny int8", s8["median_ms"], s8["min_ms"]],
+    ]
+    targets = [
+        report.Target(
+            "yolov3-tiny fp32 / int8 time", s32["median_ms"] / s8["median_ms"], ">=", 3.0, "x"
+        )
+    ]
+    if args.yolov4:
+        v32 = Model.load(models.random_model("yolov4", 416, "fp32"), threads=args.threads)
+        v8 = Model.load(models.random_model("yolov4", 416, "int8"), threads=args.threads)
+        vb = [preprocess(load_image_file(p), (416, 416))[0] for p in images]
+        y32, y8 = speed(v32, v8, vb, max(3, args.runs // 4))
+        result["yolov4"] = {"fp32": y32, "int8": y8}
+        speed_rows += [
+            ["YOLOv4-416 fp32 (random)", y32["median_ms"], y32["min_ms"]],
+            ["YOLOv4-416 int8 (random)", y8["median_ms"], y8["min_ms"]],
+        ]
+        targets.append(
+            report.Target(
+                "YOLOv4-416 fp32 / int8 time", y32["median_ms"] / y8["median_ms"], ">=", 3.0, "x"
+            )
+        )
+    print(report.table(["model", "median ms", "min ms"], speed_rows))
+    print(report.table(["image", "fp32 dets", "int8 dets", "matched"], rows))
+    pct = 100.0 * hit / total if total else 100.0
+    targets.append(report.Target("fp32 detections matched by int8", pct, ">=", 95.0, "%"))
+    print(f"matched {hit}/{total} fp32 detections (same class, IoU >= 0.5, score >= {args.score})")
+    result["targets"] = [t.to_dict() for t in targets]
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return report.verdict(targets)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
