@@ -293,7 +293,7 @@ def create_stack(
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
         )
         desc = _wait_stack(cfn_client, name)
-    stack = describe_stack(cfn_client, name, region, desc)
+        stack = describe_stack(cfn_client, name, region, desc)
     stack.not_created = skipped
     return stack
 

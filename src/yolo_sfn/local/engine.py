@@ -114,6 +114,8 @@ class LocalEngine:
             stack.enter_context(compat.cached_boto_clients())
             self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))
             stack.enter_context(self.router.installed())
+            stack.callback(_reset_handler_clients)
+            _reset_handler_clients()  # clients cached by the stages belong to this moto session
         except BaseException:
             stack.close()
             raise
@@ -296,6 +298,14 @@ _RETRIED = {
     "TransientS3Error", "Lambda.TooManyRequestsException", "Lambda.ServiceException",
     "Lambda.AWSLambdaException", "Lambda.SdkClientException",
 }
+
+
+def _reset_handler_clients() -> None:
+    try:
+        from yolo_sfn.workflow.aws import reset_clients
+    except ImportError:
+        return
+    reset_clients()
 
 
 def _find_summary_uri(output: Any) -> str | None:
