@@ -143,3 +143,17 @@ def test_nms_invariants(n, seed):
     for d in set(range(n)) - set(keep.tolist()):
         k = keep[classes[keep] == classes[d]]
         assert np.any((iou_xyxy(boxes[d : d + 1], boxes[k])[0] > 0.45) & (scores[k] >= scores[d]))
+
+
+@pytest.mark.parametrize("kind", ["greedy", "diou"])
+def test_matrix_and_shrinking_paths_agree(kind, monkeypatch):
+    import yolo_sfn.core.nms as nms_mod
+
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 100, (300, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (300, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    classes = rng.integers(0, 3, 300)
+    via_matrix = nms(boxes, scores, classes, 0.45, kind=kind)
+    monkeypatch.setattr(nms_mod, "_MATRIX_MAX", 0)
+    np.testing.assert_array_equal(nms(boxes, scores, classes, 0.45, kind=kind), via_matrix)

@@ -16,22 +16,36 @@ from yolo_sfn.core.boxes import diou_xyxy, iou_xyxy
 NMS_KINDS = ("greedy", "diou")
 
 
+_MATRIX_MAX = 2048  # per-class candidates up to which the (K, K) overlap matrix is built
+
+
+def _overlap(a_xyxy: np.ndarray, b_xyxy: np.ndarray, kind: str, beta: float) -> np.ndarray:
+    return diou_xyxy(a_xyxy, b_xyxy, beta) if kind == "diou" else iou_xyxy(a_xyxy, b_xyxy)
+
+
 def _nms_one_class(
     boxes_xyxy: np.ndarray, order: np.ndarray, iou_threshold: float, kind: str, beta: float
 ) -> list[int]:
     """Greedy walk over ``order`` (indices into boxes, best first) -> kept indices."""
+    if order.size <= _MATRIX_MAX:
+        # one (K, K) overlap matrix, then a cheap sequential scan over its rows
+        b = boxes_xyxy[order]
+        over = _overlap(b, b, kind, beta) > iou_threshold
+        suppressed = np.zeros(order.size, dtype=bool)
+        keep_local = []
+        for i in range(order.size):
+            if not suppressed[i]:
+                keep_local.append(i)
+                suppressed |= over[i]
+        return order[keep_local].tolist()
     keep: list[int] = []
-    while order.size:
+    while order.size:  # large K: shrink the candidate list after each kept box
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
         if not rest.size:
             break
-        one = boxes_xyxy[i : i + 1]
-        if kind == "diou":
-            overlap = diou_xyxy(one, boxes_xyxy[rest], beta)[0]
-        else:
-            overlap = iou_xyxy(one, boxes_xyxy[rest])[0]
+        overlap = _overlap(boxes_xyxy[i : i + 1], boxes_xyxy[rest], kind, beta)[0]
         order = rest[overlap <= iou_threshold]
     return keep
 

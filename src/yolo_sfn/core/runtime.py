@@ -178,10 +178,12 @@ class Model:
             )
         with self._lock:
             interp = self._interp
-            if self._in_lut is None:
+            if self._in_dtype == np.float32:
+                # u8 / 255 in float32, straight into the interpreter's input buffer (no temp)
+                np.divide(batch_u8, np.float32(255), out=interp.tensor(self._in_index)())
+            elif self._in_lut is None:
                 interp.set_tensor(self._in_index, batch_u8)
             else:
-                # write u8 -> value straight into the interpreter's input buffer (no temp)
                 np.take(self._in_lut, batch_u8, out=interp.tensor(self._in_index)())
             interp.invoke()
             heads = []

@@ -1,0 +1,144 @@
+"""``yolo-sfn detect``: run the detector on local images, in this process.
+
+    yolo-sfn detect testdata/images/dog.jpg                     # demo model, readable table
+    yolo-sfn detect --model m.tflite --json --annotate out/ a.jpg b.png
+
+Exit codes: 0 all images done; 1 some images failed (each named on stderr, the others still
+run); 2 usage or model errors. ``--json`` prints ONE array, one object per image in argument
+order: ``{"image", "width", "height", "detections": [Detection.to_dict()...]}`` or, for an
+image that failed, ``{"image", "width": null, "height": null, "error": {"type", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RESIZE_MODES = ("stretch", "letterbox")
+NMS_KINDS = ("greedy", "diou")
+_WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _unit_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "detect",
+        help="detect objects in local images (in-process, no AWS)",
+        description="Decode, resize, run the TFLite model and NMS on each IMAGE, in this "
+        "process. Without --model the demo model (yolov3-tiny, COCO) is used.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--model", type=Path, help="M.tflite (+ M.tflite.json); default: demo model")
+    p.add_argument("--score", type=_unit_float, default=0.25, help="score threshold (0.25)")
+    p.add_argument("--iou", type=_unit_float, default=0.45, help="NMS IoU threshold (0.45)")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch", help="(stretch)")
+    p.add_argument("--nms", choices=NMS_KINDS, help="NMS kind (default: the model's cfg)")
+    p.add_argument("--threads", type=_positive_int, help="interpreter threads")
+    p.add_argument("--annotate", type=Path, metavar="OUTDIR", help="write annotated images")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=main)
+
+
+def _model_path(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    from yolo_sfn.errors import ModelError
+
+    try:
+        from yolo_sfn.demo import ensure_demo_model
+    except ImportError as e:
+        raise ModelError(f"no --model given and the demo model is unavailable ({e})") from None
+    return Path(ensure_demo_model())
+
+
+def _annotated_path(outdir: Path, image: str, used: set[str]) -> Path:
+    src = Path(image)
+    suffix = src.suffix.lower() if src.suffix.lower() in _WRITABLE else ".png"
+    name = f"{src.stem}{suffix}"
+    k = 1
+    while name in used:  # a/dog.jpg and b/dog.jpg both asked for
+        k += 1
+        name = f"{src.stem}-{k}{suffix}"
+    used.add(name)
+    return outdir / name
+
+
+def _format_table(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['image']}: FAILED {r['error']['type']}: {r['error']['message']}")
+            continue
+        dets = r["detections"]
+        lines.append(f"{r['image']} ({r['width']}x{r['height']}): {len(dets)} detections")
+        for d in dets:
+            x1, y1, x2, y2 = d["box"]
+            lines.append(
+                f"  {d['label']:<16s} {d['score']:6.4f}  [{x1:7.1f} {y1:7.1f} {x2:7.1f} {y2:7.1f}]"
+            )
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    from yolo_sfn.core.annotate import annotate_file
+    from yolo_sfn.core.detector import Detector
+    from yolo_sfn.core.image import load_image_file
+    from yolo_sfn.errors import InputFileError, YoloSfnError
+
+    detector = Detector(
+        _model_path(args.model),
+        threads=args.threads,
+        score=args.score,
+        iou=args.iou,
+        resize=args.resize,
+        nms_kind=args.nms,
+    )
+    if args.annotate is not None:
+        try:
+            args.annotate.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputFileError(f"{args.annotate}: cannot create ({e.strerror or e})") from None
+    used: set[str] = set()
+    results: list[dict] = []
+    failed = 0
+    for image in args.images:
+        entry: dict = {"image": image, "width": None, "height": None}
+        try:
+            rgb = load_image_file(image)
+            entry["width"], entry["height"] = int(rgb.shape[1]), int(rgb.shape[0])
+            dets = detector.detect(rgb)
+            entry["detections"] = [d.to_dict() for d in dets]
+            if args.annotate is not None:
+                annotate_file(_annotated_path(args.annotate, image, used), rgb, dets)
+        except YoloSfnError as e:
+            failed += 1
+            entry.pop("detections", None)
+            entry["error"] = {"type": type(e).__name__, "message": str(e)}
+            print(f"yolo-sfn: error: {e}", file=sys.stderr)
+        results.append(entry)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(_format_table(results))
+    return 1 if failed else 0

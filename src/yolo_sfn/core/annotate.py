@@ -1,0 +1,105 @@
+"""Draw labelled detection boxes on an RGB image and write it to a file. cv2 only.
+
+Colours are fixed per class id (a 20-colour high-contrast palette), line width and font scale
+grow with the image size, and every label sits on a filled background in the box colour with
+black or white text, whichever contrasts more. Boxes are drawn first, then labels from the
+lowest score up, so where tags overlap the best detection's tag is on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from yolo_sfn.core.postprocess import Detection
+from yolo_sfn.errors import InputFileError
+
+# saturated, mutually distinct colours (RGB) that stay visible on light and dark scenes
+_PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (0, 190, 190),
+    (240, 50, 230),
+    (160, 200, 0),
+    (255, 0, 127),
+    (0, 128, 128),
+    (120, 80, 255),
+    (170, 110, 40),
+    (230, 200, 0),
+    (128, 0, 0),
+    (0, 200, 120),
+    (128, 128, 0),
+    (255, 90, 0),
+    (0, 0, 160),
+    (90, 90, 90),
+    (0, 150, 255),
+)
+
+
+def class_color_rgb(class_id: int) -> tuple[int, int, int]:
+    """Stable, distinct RGB colour for a class id."""
+    return _PALETTE[class_id % len(_PALETTE)]
+
+
+def _draw_tag(out: np.ndarray, d: Detection, font_scale: float, font_thick: int, thick: int):
+    """A filled ``label score`` tag above the box's top-left corner (inside if no room)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    w = out.shape[1]
+    color = class_color_rgb(d.class_id)
+    x1, y1 = round(d.box[0]), round(d.box[1])
+    text = f"{d.label} {d.score:.2f}"
+    (tw, th), base = cv2.getTextSize(text, font, font_scale, font_thick)
+    pad = max(2, thick)
+    ty = y1 - th - base - 2 * pad
+    if ty < 0:
+        ty = y1
+    tx = min(max(x1, 0), max(w - tw - 2 * pad, 0))
+    cv2.rectangle(out, (tx, ty), (tx + tw + 2 * pad, ty + th + base + 2 * pad), color, -1)
+    luma = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+    ink = (0, 0, 0) if luma > 140 else (255, 255, 255)
+    cv2.putText(
+        out, text, (tx + pad, ty + pad + th), font, font_scale, ink, font_thick, cv2.LINE_AA
+    )
+
+
+def draw_detections(rgb: np.ndarray, detections: Iterable[Detection]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> a new (H, W, 3) uint8 RGB with boxes and ``label score`` tags."""
+    out = np.ascontiguousarray(rgb).copy()
+    h, w = out.shape[:2]
+    thick = max(1, round(min(h, w) / 300))
+    font_scale = max(0.4, min(h, w) / 1000)
+    font_thick = max(1, thick // 2)
+    dets = sorted(detections, key=lambda d: d.score)  # lowest first: best tag drawn last
+    for d in dets:
+        x1, y1, x2, y2 = (round(v) for v in d.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), class_color_rgb(d.class_id), thick, cv2.LINE_8)
+    for d in dets:
+        _draw_tag(out, d, font_scale, font_thick, thick)
+    return out
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> Path:
+    """Write (H, W, 3) uint8 RGB to ``path``; the format follows the extension (.jpg, .png...)."""
+    p = Path(path)
+    try:
+        ok, buf = cv2.imencode(p.suffix or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise InputFileError(f"{p}: cannot encode an image with extension {p.suffix!r}")
+    try:
+        p.write_bytes(buf.tobytes())
+    except OSError as e:
+        raise InputFileError(f"{p}: cannot write ({e.strerror or e})") from None
+    return p
+
+
+def annotate_file(path: str | Path, rgb: np.ndarray, detections: Iterable[Detection]) -> Path:
+    """Draw ``detections`` on ``rgb`` and write the result to ``path``."""
+    return write_image(path, draw_detections(rgb, detections))
