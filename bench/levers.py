@@ -54,7 +54,7 @@ def exp_mish_model() -> Path:
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 t0 = time.time()
 import numpy as np
 mode, path, threads, cache = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -79,7 +79,7 @@ else:
     d = it.get_input_details()[0]
     it.set_tensor(d["index"], x); it.invoke()
 t3 = time.time()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_s": t3 - t2, "peak_rss_mb": rss}))
 """
 

@@ -126,7 +126,14 @@ def machine_info() -> dict:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB (Linux ru_maxrss is KiB)."""
+    """This process's peak resident set size in MiB (VmHWM; ru_maxrss would include a
+    parent's size inherited across fork + exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
