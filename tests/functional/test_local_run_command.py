@@ -67,3 +67,15 @@ def test_run_command_event_file(toy, tmp_path, capsys):
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["summary"]["batch_id"] == "evt" and doc["summary"]["succeeded"] == 2
+
+
+def test_same_file_name_from_two_folders_is_kept_apart(tmp_path):
+    from yolo_sfn.local.runner import inputs_from_paths
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(REPO / "testdata" / "images" / IMAGES[0], tmp_path / sub / "x.jpg")
+    inputs = inputs_from_paths([tmp_path / "a", tmp_path / "b", tmp_path / "a" / "x.jpg"])
+    assert inputs.execution_input["images"] == [
+        "s3://yolo-sfn-input/x.jpg", "s3://yolo-sfn-input/2/x.jpg", "s3://yolo-sfn-input/x.jpg"]
+    assert len(inputs.uploads) == 2 and not inputs.missing

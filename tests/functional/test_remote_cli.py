@@ -91,6 +91,8 @@ def test_describe_and_list(stack, capsys):
     assert "r2-exec" in names
     out = _cli(capsys, "list", "--stack", STACK, "--status", "FAILED", "--json")
     assert json.loads(out) == []
+    out = _cli(capsys, "list", "--json")  # no --stack: every *-detect state machine
+    assert "r2-exec" in {r["name"] for r in json.loads(out)}
 
 
 def test_large_input_goes_via_manifest(stack):

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("list", help="executions of the stack's state machine")
-    p.add_argument("--stack", required=True, help="CloudFormation stack name")
+    p.add_argument("--stack", help="CloudFormation stack name (default: every *-detect machine)")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -148,5 +148,5 @@ def cmd_list(args: argparse.Namespace) -> int:
         _dump(rows)
         return 0
     for r in rows:
-        print(f"{r['status']:10s} {r['start']}  {r['name']}")
+        print(f"{r['status']:10s} {r['start']}  {r['state_machine']}  {r['name']}")
     return 0

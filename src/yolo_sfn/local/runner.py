@@ -52,6 +52,17 @@ def _add_file(inputs: Inputs, uri: str, path: Path) -> None:
         inputs.missing.append({"path": str(path), "uri": uri, "error": "local file not found"})
 
 
+def _unique_uri(inputs: Inputs, f: Path) -> str:
+    """``s3://yolo-sfn-input/<file name>``; a second, different file with the same name goes
+    under ``<n>/<file name>`` so it is not overwritten."""
+    taken = {**inputs.uploads, **{m["uri"]: Path(m["path"]) for m in inputs.missing}}
+    uri, n = f"s3://{INPUT_BUCKET}/{f.name}", 1
+    while uri in taken and Path(taken[uri]).resolve() != f.resolve():
+        n += 1
+        uri = f"s3://{INPUT_BUCKET}/{n}/{f.name}"
+    return uri
+
+
 def inputs_from_paths(paths: list[str | Path]) -> Inputs:
     """Local files/folders -> ``{"images": [s3://yolo-sfn-input/<name>, ...]}``."""
     inputs = Inputs(execution_input={})
@@ -60,7 +71,7 @@ def inputs_from_paths(paths: list[str | Path]) -> Inputs:
         path = Path(item)
         files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
         for f in files:
-            uri = f"s3://{INPUT_BUCKET}/{f.name}"
+            uri = _unique_uri(inputs, f)
             _add_file(inputs, uri, f)
             uris.append(uri)
     if not uris:

@@ -51,6 +51,7 @@ Resources:
   DetectStateMachine:
     Type: AWS::Serverless::StateMachine
     Properties:
+      Name: !Sub "${AWS::StackName}-detect"
       DefinitionUri: statemachine/detect.asl.json
       DefinitionSubstitutions:
         ArtifactsBucket: !Ref ArtifactsBucket

@@ -338,20 +338,32 @@ def describe(execution: str, stack: str | None = None) -> dict:
     }
 
 
-def list_executions(stack: str, status_filter: str | None = None, limit: int = 50) -> list[dict]:
+def detect_state_machines() -> list[str]:
+    """State machines named like the template's (``<stack>-detect``)."""
     sfn = client("stepfunctions")
-    kwargs: dict[str, Any] = {"stateMachineArn": stack_info(stack).state_machine_arn}
-    if status_filter:
-        kwargs["statusFilter"] = status_filter
+    return [m["stateMachineArn"]
+            for page in sfn.get_paginator("list_state_machines").paginate()
+            for m in page["stateMachines"] if m["name"].endswith("-detect")]
+
+
+def list_executions(
+    stack: str | None, status_filter: str | None = None, limit: int = 50
+) -> list[dict]:
+    """Newest first; without ``stack``, every ``*-detect`` state machine in the region."""
+    sfn = client("stepfunctions")
+    machines = [stack_info(stack).state_machine_arn] if stack else detect_state_machines()
     out = []
-    for page in sfn.get_paginator("list_executions").paginate(**kwargs):
-        for e in page["executions"]:
-            out.append({"name": e["name"], "execution_arn": e["executionArn"],
-                        "status": e["status"], "start": _iso(e.get("startDate")),
-                        "stop": _iso(e.get("stopDate"))})
-            if len(out) >= limit:
-                return out
-    return out
+    for arn in machines:
+        kwargs: dict[str, Any] = {"stateMachineArn": arn}
+        if status_filter:
+            kwargs["statusFilter"] = status_filter
+        for page in sfn.get_paginator("list_executions").paginate(**kwargs):
+            for e in page["executions"]:
+                out.append({"name": e["name"], "execution_arn": e["executionArn"],
+                            "state_machine": arn.rsplit(":", 1)[-1], "status": e["status"],
+                            "start": _iso(e.get("startDate")), "stop": _iso(e.get("stopDate"))})
+    out.sort(key=lambda r: str(r["start"]), reverse=True)
+    return out[:limit]
 
 
 # --- per-stage results ---------------------------------------------------------------------
