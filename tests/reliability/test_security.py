@@ -11,8 +11,14 @@ intrinsics are resolved with sentinel parameters, and every statement is checked
 * no environment variable in the template carries a secret.
 
 The checker is tested against deliberately bad templates so that it cannot pass vacuously.
-Workflow-owned checks in ``tests/unit/test_template_*.py`` cover the ASL shape; this file
-covers what a deploy would actually grant.
+
+Division of labour with ``tests/unit/test_template_sam.py`` (workflow-owned): that file checks
+the raw SAM statements (wildcards, artifacts-only writes, ArtifactsBucket/ResultsTable
+settings, the ASL shape). This file covers the gaps: what SAM *adds* on deploy (policy
+templates such as ``LambdaInvokePolicy``, ``Tracing`` managed policies), the state machine's
+role as well as the functions', IAM glob semantics on resolved ARNs (``arn:aws:s3:::*`` or an
+ARN built with ``Fn::Sub`` from a parameter), the model bucket, every bucket rather than one,
+and secrets in the environment.
 """
 
 from __future__ import annotations
