@@ -143,3 +143,28 @@ def test_default_model_is_the_demo_model(model, images, capsys, monkeypatch):
     rc, out, _ = _run(capsys, "--json", images["good"])
     assert rc == 0 and calls == [1]
     assert json.loads(out)[0]["detections"]
+
+
+# --- the real converted yolov3-tiny (tests/conftest.py ``demo_model``) ----------------------
+# Expected values: OpenCV's darknet importer on the same weights, its raw yolo heads run
+# through our postprocess, agreed with cv2.dnn.NMSBoxesBatched detection for detection.
+DOG_EXPECTED = {
+    "dog": (0.8289, [124.4, 218.9, 382.3, 518.5]),
+    "car": (0.7252, [466.5, 82.5, 686.5, 171.8]),
+    "truck": (0.5822, [530.2, 94.1, 630.2, 161.3]),
+    "bicycle": (0.3783, [229.3, 196.2, 559.0, 444.9]),
+}
+
+
+def test_demo_model_on_dog(demo_model):
+    from yolo_sfn.core.detector import Detector
+    from yolo_sfn.core.image import load_image_file
+
+    dets = Detector(demo_model, threads=1).detect(load_image_file(DOG))
+    best = {}
+    for d in dets:
+        best.setdefault(d.label, d)
+    assert set(DOG_EXPECTED) <= set(best)
+    for label, (score, box) in DOG_EXPECTED.items():
+        assert best[label].score == pytest.approx(score, abs=0.02)
+        np.testing.assert_allclose(best[label].box, box, atol=3.0)
