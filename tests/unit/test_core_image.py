@@ -231,7 +231,10 @@ def _jpeg_declaring(w: int, h: int) -> bytes:
 BOMBS = {
     "png-50k": _png_header_only(50_000, 50_000),
     "jpeg-50k": _jpeg_declaring(50_000, 50_000),
-    "gif-64k": b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00" * 20,
+    "gif-64k": b"GIF89a"
+    + struct.pack("<HHBBB", 65535, 65535, 0, 0, 0)
+    + b"\x2c"
+    + struct.pack("<HHHHB", 0, 0, 1, 1, 0),
     "webp-vp8x": b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x00\x00\x00\x00"
     + (49_999).to_bytes(3, "little") * 2,
     "bmp": b"BM" + b"\x00" * 12 + struct.pack("<Iii", 40, 50_000, -50_000) + b"\x00" * 30,
@@ -242,6 +245,29 @@ BOMBS = {
     + b"\x00" * 4,
     "pnm": b"P6\n# comment\n50000 50000\n255\n",
 }
+
+
+def _gif_with_big_first_frame() -> bytes:
+    """A 4x4 logical screen whose first image descriptor declares 50000x50000."""
+    anim = cv2.Animation()
+    anim.frames = [np.zeros((4, 4, 3), np.uint8)]
+    anim.durations = [100]
+    ok, buf = cv2.imencodeanimation(".gif", anim)
+    assert ok
+    data = bytearray(buf.tobytes())
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while data[pos] == 0x21:
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    assert data[pos] == 0x2C
+    data[pos + 5 : pos + 9] = struct.pack("<HH", 50_000, 50_000)
+    return bytes(data)
+
+
+BOMBS["gif-frame"] = _gif_with_big_first_frame()
 
 
 @pytest.mark.parametrize("name", list(BOMBS))

@@ -86,9 +86,23 @@ def _png_complete(data: bytes) -> None:
 
 
 def _gif_header(data: bytes) -> tuple[int, int]:
-    if len(data) < 10:
+    """-> (width, height): the logical screen, grown to cover the first frame's descriptor."""
+    if len(data) < 13:
         raise _Bad("truncated GIF header")
-    return struct.unpack_from("<HH", data, 6)
+    sw, sh, flags = struct.unpack_from("<HHB", data, 6)
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # skip the global colour table
+    try:
+        while data[pos] == 0x21:  # extension: label, then sub-blocks up to a 0 length
+            pos += 2
+            while data[pos]:
+                pos += data[pos] + 1
+            pos += 1
+        if data[pos] != 0x2C:
+            raise _Bad("corrupt GIF (no image descriptor)")
+        left, top, fw, fh = struct.unpack_from("<HHHH", data, pos + 1)
+    except (IndexError, struct.error):
+        raise _Bad("truncated GIF (no complete image descriptor)") from None
+    return max(sw, left + fw), max(sh, top + fh)
 
 
 def _webp_header(data: bytes) -> tuple[int, int]:
