@@ -28,16 +28,15 @@ def _nms_one_class(
 ) -> list[int]:
     """Greedy walk over ``order`` (indices into boxes, best first) -> kept indices."""
     if order.size <= _MATRIX_MAX:
-        # one (K, K) overlap matrix, then a cheap sequential scan over its rows
+        # one (K, K) overlap matrix; only boxes that overlap a *later* box can suppress, so
+        # the sequential scan visits just those rows
         b = boxes_xyxy[order]
-        over = _overlap(b, b, kind, beta) > iou_threshold
+        over = np.triu(_overlap(b, b, kind, beta) > iou_threshold, k=1)
         suppressed = np.zeros(order.size, dtype=bool)
-        keep_local = []
-        for i in range(order.size):
+        for i in np.flatnonzero(over.any(axis=1)).tolist():
             if not suppressed[i]:
-                keep_local.append(i)
                 suppressed |= over[i]
-        return order[keep_local].tolist()
+        return order[~suppressed].tolist()
     keep: list[int] = []
     while order.size:  # large K: shrink the candidate list after each kept box
         i = int(order[0])

@@ -20,7 +20,7 @@ from yolo_sfn.core.preprocess import Transform
 from yolo_sfn.model.meta import ModelMeta
 
 
-@dataclass
+@dataclass(slots=True)
 class Detection:
     """One detection.
 
@@ -88,13 +88,12 @@ def postprocess(
     classes = cand_cls[keep]
     order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], classes, -scores))
     names = meta.names
+    # python scalars once (per-element numpy indexing dominates with thousands of detections)
+    cls_l = classes[order].tolist()
+    score_l = scores[order].tolist()
+    box_l = boxes[order].tolist()
+    norm_l = boxes_n[order].tolist()
     return [
-        Detection(
-            label=names[int(classes[i])],
-            class_id=int(classes[i]),
-            score=float(scores[i]),
-            box=tuple(boxes[i].tolist()),
-            box_norm=tuple(boxes_n[i].tolist()),
-        )
-        for i in order
+        Detection(label=names[c], class_id=c, score=sc, box=tuple(b), box_norm=tuple(bn))
+        for c, sc, b, bn in zip(cls_l, score_l, box_l, norm_l, strict=True)
     ]
