@@ -139,13 +139,14 @@ class Model:
         if n < 1:
             raise ModelError(f"{p}: threads must be >= 1, got {n}")
         try:
-            content = p.read_bytes()
+            with p.open("rb") as f:
+                head = f.read(8)
         except OSError as e:
             raise ModelError(f"{p}: cannot read model ({e.strerror or e})") from None
-        if len(content) < 8 or content[4:8] != b"TFL3":
+        if len(head) < 8 or head[4:8] != b"TFL3":
             raise ModelError(f"{p}: not a TFLite flatbuffer (missing TFL3 identifier)")
-        try:
-            interp = _Interpreter(model_content=content, num_threads=n)
+        try:  # model_path: the runtime mmaps the file (no second copy of the weights in RAM)
+            interp = _Interpreter(model_path=str(p), num_threads=n)
             interp.allocate_tensors()
         except Exception as e:  # the runtime raises ValueError/RuntimeError with C++ text
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
