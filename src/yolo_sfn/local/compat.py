@@ -12,7 +12,7 @@ import importlib
 import inspect
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from yolo_sfn.errors import YoloSfnError
@@ -25,6 +25,10 @@ RETRIER = "moto.stepfunctions.parser.asl.component.common.retry.retrier_decl"
 SFN_MODELS = "moto.stepfunctions.models"
 SFN_PARSER_MODELS = "moto.stepfunctions.parser.models"
 PARSER_PACKAGE = "moto.stepfunctions.parser"
+JSONPATH_USERS = (  # modules that call jsonpath_ng's parse() on every evaluation
+    "moto.stepfunctions.parser.asl.utils.json_path",
+    "moto.stepfunctions.parser.asl.component.common.path.result_path",
+)
 
 
 class LocalEngineError(YoloSfnError):
@@ -64,6 +68,8 @@ def check_moto() -> None:
     retrier_time = _require(RETRIER, "time")
     if not hasattr(retrier_time, "sleep"):
         raise LocalEngineError(f"moto internals moved: {RETRIER}.time is not the time module")
+    for module in JSONPATH_USERS:
+        _require(module, "parse")
     _require(SFN_MODELS, "stepfunctions_backends")
     _require(SFN_PARSER_MODELS, "stepfunctions_parser_backends")
     _require("moto.core.exceptions", "JsonRESTError")
@@ -134,6 +140,23 @@ def cached_boto_clients() -> Iterator[None]:
     finally:
         for mod in modules:
             mod.boto_client_for = original
+
+
+@contextmanager
+def cached_jsonpath_parsing() -> Iterator[None]:
+    """Memoise JSONPath parsing in moto's interpreter.
+
+    moto re-parses every JSONPath string (building a ply parser each time) at every state;
+    parsed expressions are immutable, so one parse per distinct path string is enough.
+    """
+    import functools
+
+    with ExitStack() as stack:
+        for module in JSONPATH_USERS:
+            original = _require(module, "parse")
+            stack.enter_context(patched(module, "parse", functools.lru_cache(maxsize=4096)(
+                original)))
+        yield
 
 
 # --- retry sleeps ------------------------------------------------------------------------

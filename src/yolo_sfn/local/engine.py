@@ -112,6 +112,7 @@ class LocalEngine:
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
             stack.enter_context(compat.quiet_interpreter_logs())
             stack.enter_context(compat.cached_boto_clients())
+            stack.enter_context(compat.cached_jsonpath_parsing())
             self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))
             stack.enter_context(self.router.installed())
             stack.callback(_reset_handler_clients)
