@@ -123,6 +123,7 @@ def _pil_bytes(img, fmt: str, **kw) -> bytes:
 
 # --- the catalogue --------------------------------------------------------------------------
 def _undecodable(dog: bytes) -> list[Case]:
+    png = (IMAGES / "girl.png").read_bytes()
     return [
         Case("bad/empty.jpg", b"", "failed", "0-byte object", "preprocess", "ImageDecodeError"),
         Case(
@@ -132,6 +133,10 @@ def _undecodable(dog: bytes) -> list[Case]:
         Case(
             "bad/truncated-header.jpg", dog[:300], "failed",
             "JPEG cut inside its headers", "preprocess", "ImageDecodeError",
+        ),
+        Case(
+            "bad/truncated.png", png[: len(png) * 2 // 3], "failed",
+            "PNG cut inside its IDAT data", "preprocess", "ImageDecodeError",
         ),
         Case(
             "bad/text.jpg", b"This is a text file renamed to .jpg\n" * 20, "failed",
