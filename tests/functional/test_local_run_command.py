@@ -79,3 +79,48 @@ def test_same_file_name_from_two_folders_is_kept_apart(tmp_path):
     assert inputs.execution_input["images"] == [
         "s3://yolo-sfn-input/x.jpg", "s3://yolo-sfn-input/2/x.jpg", "s3://yolo-sfn-input/x.jpg"]
     assert len(inputs.uploads) == 2 and not inputs.missing
+
+
+def _model(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"toy")
+    (tmp_path / "m.tflite.json").write_text("{}")
+    return model
+
+
+def test_run_command_injected_faults_show_retries_and_failures(toy, tmp_path, capsys):
+    from yolo_sfn.cli import main
+
+    rc = main(["run", "--project", str(toy), "--model", str(_model(tmp_path)), "--out",
+               str(tmp_path / "out"), "--fast-retries", "--fault", "infer:s3_transient:dog.jpg",
+               "--fault", "postprocess:crash:kite.jpg:all",
+               str(REPO / "testdata" / "images" / "dog.jpg"),
+               str(REPO / "testdata" / "images" / "kite.jpg")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "retried invokes: 1" in out
+    assert "postprocess: RuntimeError: injected crash" in out
+
+
+def test_run_command_exits_non_zero_when_the_execution_fails(toy, tmp_path, capsys):
+    from yolo_sfn.cli import main
+
+    rc = main(["run", "--project", str(toy), "--model", str(_model(tmp_path)), "--json",
+               "--out", str(tmp_path / "out"), "--fault", "plan:crash::all",
+               str(REPO / "testdata" / "images" / "dog.jpg")])
+    assert rc == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "FAILED" and doc["error"] == "RuntimeError"
+
+
+def test_fault_option_parsing():
+    from yolo_sfn.commands.run import parse_fault
+    from yolo_sfn.errors import InputValidationError
+
+    f = parse_fault("store:throttle:*.png:all")
+    assert (f.stage, f.kind, f.match, f.times) == ("store", "throttle", "*.png", None)
+    assert parse_fault("infer:timeout").times == 1
+    with pytest.raises(InputValidationError):
+        parse_fault("infer")
+    with pytest.raises(InputValidationError):
+        parse_fault("infer:explode")

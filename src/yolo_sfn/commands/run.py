@@ -31,8 +31,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize", choices=RESIZE_MODES, help="resize mode")
     p.add_argument("--concurrency", type=int, help="Map MaxConcurrency (template parameter)")
     p.add_argument("--project", type=Path, help="project root holding template.yaml")
+    p.add_argument("--fault", action="append", default=[], metavar="STAGE:KIND[:GLOB[:TIMES]]",
+                   help="inject a fault before a handler runs (repeatable); KIND: s3_transient, "
+                   "throttle, crash, timeout; GLOB matches the image key; TIMES: count or 'all' "
+                   "(default 1)")
+    p.add_argument("--fast-retries", action="store_true",
+                   help="record ASL Retry waits without sleeping them")
     p.add_argument("--json", action="store_true", help="print the run as JSON, no progress")
     p.set_defaults(func=main)
+
+
+def parse_fault(text: str):
+    """``STAGE:KIND[:GLOB[:TIMES]]`` -> ``Fault``."""
+    from yolo_sfn.errors import InputValidationError
+    from yolo_sfn.local.invoke import Fault
+
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 4:
+        raise InputValidationError(f"--fault {text!r}: expected STAGE:KIND[:GLOB[:TIMES]]")
+    stage, kind = parts[0], parts[1]
+    match = parts[2] if len(parts) > 2 and parts[2] else None
+    times_text = parts[3] if len(parts) > 3 else "1"
+    try:
+        times = None if times_text == "all" else int(times_text)
+        return Fault(stage, kind, match=match, times=times)
+    except ValueError as e:
+        raise InputValidationError(f"--fault {text!r}: {e}") from e
 
 
 def _is_event(inputs: list[str]) -> bool:
@@ -69,7 +93,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         inputs = inputs_from_paths(args.inputs)
     opts = RunOptions(model=args.model, out_dir=args.out, score=args.score, iou=args.iou,
-                      resize=args.resize, concurrency=args.concurrency, root=root)
+                      resize=args.resize, concurrency=args.concurrency, root=root,
+                      faults=tuple(parse_fault(f) for f in args.fault),
+                      retry_scale=0.0 if args.fast_retries else 1.0)
     shown: list[str] = []
     if not args.json:
         from yolo_sfn.local.template import read_template
