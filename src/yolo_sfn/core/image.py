@@ -26,6 +26,7 @@ import numpy as np
 from yolo_sfn.errors import ImageDecodeError, ImageTooLargeError, InputFileError
 
 DEFAULT_MAX_PIXELS = 40_000_000
+_IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11
 
 _JPEG_SOF = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -204,7 +205,12 @@ def decode_image(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
     except _Bad as e:
         raise ImageDecodeError(f"{name}: {e}") from None
     try:
-        rgb = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB)
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if _IMREAD_COLOR_RGB is not None:
+            rgb = cv2.imdecode(buf, _IMREAD_COLOR_RGB)
+        else:  # OpenCV < 4.11: decode to BGR and swap
+            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     except cv2.error as e:
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise ImageDecodeError(f"{name}: {fmt} could not be decoded ({msg})") from None
