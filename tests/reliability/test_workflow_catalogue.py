@@ -212,6 +212,9 @@ MALFORMED = {
     "manifest-not-json": ({"manifest": f"s3://{INPUT}/manifests/garbage.json"}, "manifest"),
     "manifest-empty": ({"manifest": f"s3://{INPUT}/manifests/empty.txt"}, "manifest"),
     "manifest-deeply-nested": ({"manifest": f"s3://{INPUT}/manifests/deep.json"}, "manifest"),
+    "prefix-outside-allow-list": ({"prefix": f"s3://{FORBIDDEN}/{PREFIX}"}, "prefix"),
+    "manifest-outside-allow-list": ({"manifest": f"s3://{FORBIDDEN}/list.json"}, "manifest"),
+    "prefix-lookalike-bucket": ({"prefix": f"s3://{INPUT}-evil/"}, "prefix"),
 }
 F11 = pytest.mark.xfail(strict=True, reason=(
     "F11: a deeply nested JSON manifest makes Plan fail with RecursionError"))
