@@ -304,7 +304,7 @@ def _quiet_moto_cfn() -> Iterator[None]:
     import logging
     import warnings
 
-    logger = logging.getLogger("moto.cloudformation.parsing")
+    logger = logging.getLogger("moto")  # moto.cloudformation.parsing logs through "moto"
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
