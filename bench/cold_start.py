@@ -44,13 +44,20 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="yolov3-tiny,yolov4-tiny,yolov4")
+    ap.add_argument(
+        "--with-boto3",
+        action="store_true",
+        help="probe also imports boto3 + builds an S3 client (the handler's imports)",
+    )
     ap.add_argument("--json-out")
     args = ap.parse_args()
     info = machine.machine_info()
     images = pipeline.find_images()[:1]
     rows, targets, out = [], [], {}
     for label, path, limit in bench_models(args.models.split(",")):
-        r = pipeline.cold_start(path, images, threads=args.threads, repeats=args.repeats)
+        r = pipeline.cold_start(
+            path, images, threads=args.threads, repeats=args.repeats, with_boto3=args.with_boto3
+        )
         mid = len(r["probes"]) // 2
 
         def med(key, r=r, mid=mid):

@@ -101,13 +101,25 @@ def main() -> int:
     ap.add_argument("--models", default="yolov3-tiny,yolov4-tiny,yolov4")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--flat-mb", type=float, default=50.0)
+    ap.add_argument(
+        "--with-boto3",
+        action="store_true",
+        help="probe also imports boto3 + builds an S3 client (the handler's imports)",
+    )
     ap.add_argument("--json-out")
     args = ap.parse_args()
     info = machine.machine_info()
     images = pipeline.find_images()
     rows, targets, out = [], [], {"machine": info}
-    for label, path in model_list(args.models.split(",")):
-        r = pipeline.cold_start(path, images, threads=args.threads, repeats=1, runs=args.runs)
+    for label, path in model_list([w for w in args.models.split(",") if w]):
+        r = pipeline.cold_start(
+            path,
+            images,
+            threads=args.threads,
+            repeats=1,
+            runs=args.runs,
+            with_boto3=args.with_boto3,
+        )
         p = r["probes"][0]
         size = r["model_mb"]
         rows.append(

@@ -131,6 +131,7 @@ def probe(
     runs: int = 0,
     env: dict | None = None,
     timeout: float = 600,
+    with_boto3: bool = False,
 ) -> dict:
     """Run ``python -m yolo_sfn.bench.probe`` in a fresh process; its JSON result plus
     ``cold_total_s`` (spawn -> first inference result)."""
@@ -140,6 +141,8 @@ def probe(
     if threads is not None:
         cmd += ["--threads", str(threads)]
     cmd += ["--runs", str(runs)]
+    if with_boto3:
+        cmd.append("--with-boto3")
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -165,6 +168,7 @@ def cold_start(
     threads: int | None = None,
     repeats: int = 3,
     runs: int = 0,
+    with_boto3: bool = False,
 ) -> dict:
     """Fresh-process probes (``repeats`` of them; page cache warm after the first).
 
@@ -175,7 +179,10 @@ def cold_start(
     meta = ModelMeta.load(model_path)
     with tempfile.TemporaryDirectory(prefix="yolo-sfn-bench-") as tmp:
         inputs = write_inputs(meta, images, Path(tmp))
-        results = [probe(model_path, inputs, threads=threads, runs=runs) for _ in range(repeats)]
+        results = [
+            probe(model_path, inputs, threads=threads, runs=runs, with_boto3=with_boto3)
+            for _ in range(repeats)
+        ]
     totals = sorted(r["cold_total_s"] for r in results)
     return {
         "probes": results,

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--runs", type=int, default=0, help="inferences after the first (inputs cycled)"
     )
+    ap.add_argument(
+        "--with-boto3",
+        action="store_true",
+        help="also import boto3 and build an S3 client, as the Lambda handler does",
+    )
     ap.add_argument("--spawned-at", type=float, default=None, help="parent's time.time() at spawn")
     args = ap.parse_args(argv)
     rss = {"interpreter": _rss_mb()}
@@ -54,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from yolo_sfn.core.runtime import RUNTIME, Model
 
+    if args.with_boto3:
+        import boto3
+
+        boto3.client("s3", region_name="us-east-1")
     t_import = time.time()
     rss["import"] = _rss_mb()
     model = Model.load(args.model, threads=args.threads)
