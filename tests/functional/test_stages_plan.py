@@ -52,6 +52,7 @@ def test_images_are_deduplicated_and_written_as_the_items_manifest(s3) -> None:
                      for u in uris[:2]]
     doc = get_json(s3, ART, "batches/exec-1/plan.json")
     assert doc["duplicates"] == [uris[0], uris[0]] and doc["unique"] == 2
+    assert out["execution_arn"].endswith(":exec-1")
     assert len(json.dumps(out)) < 1024
 
 
@@ -94,16 +95,32 @@ def test_manifest_entries_are_validated_by_line(s3) -> None:
     s3.put_object(Bucket=IN, Key="m.txt", Body=f"s3://{IN}/x.jpg\nnot-a-uri\n".encode())
     with pytest.raises(S3UriError, match=r"^manifest line 2: "):
         plan({"manifest": f"s3://{IN}/m.txt"})
-    s3.put_object(Bucket=IN, Key="m2.json", Body=b'["s3://not-allowed/x.jpg"]')
-    with pytest.raises(S3UriError, match=r"^manifest\[0\]: .* outside the allowed"):
-        plan({"manifest": f"s3://{IN}/m2.json"})
 
 
-def test_allow_list_and_missing_manifest(s3) -> None:
-    with pytest.raises(S3UriError, match=r"^images\[1\]: s3://not-allowed/x.jpg is outside"):
-        plan({"images": [f"s3://{IN}/a.jpg", "s3://not-allowed/x.jpg"]})
+def test_images_outside_the_allow_list_are_left_to_preprocess(s3) -> None:
+    """One forbidden URI must not fail the batch: Preprocess records it (S3UriError)."""
+    out = plan({"images": [f"s3://{IN}/a.jpg", "s3://not-allowed/x.jpg"]})
+    assert out["count"] == 2
+    event = {"batch_id": out["batch_id"], "image_id": image_id_for("s3://not-allowed/x.jpg"),
+             "uri": "s3://not-allowed/x.jpg", "params": out["params"]}
+    with pytest.raises(S3UriError, match=r"^uri: s3://not-allowed/x\.jpg is outside"):
+        load_handler("preprocess")(event)
+
+
+def test_allow_list_guards_what_plan_reads(s3) -> None:
+    s3.put_object(Bucket="not-allowed", Key="m.json", Body=f'["s3://{IN}/a.jpg"]'.encode())
+    with pytest.raises(S3UriError, match=r"^manifest: "):
+        plan({"manifest": "s3://not-allowed/m.json"})
     with pytest.raises(S3UriError, match=r"^prefix: "):
         plan({"prefix": "s3://not-allowed/"})
+    # `yolo-sfn submit` writes long lists to s3://<artifacts>/manifests/: readable by Plan
+    s3.put_object(Bucket=ART, Key="manifests/big.json", Body=f'["s3://{IN}/a.jpg"]'.encode())
+    assert plan({"manifest": f"s3://{ART}/manifests/big.json"})["count"] == 1
+    with pytest.raises(S3UriError, match=r"^manifest: "):
+        plan({"manifest": f"s3://{ART}/batches/other/items.json"})
+
+
+def test_missing_manifest(s3) -> None:
     with pytest.raises(ObjectNotFoundError, match=f"s3://{IN}/missing.json"):
         plan({"manifest": f"s3://{IN}/missing.json"})
 

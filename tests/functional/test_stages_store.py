@@ -105,9 +105,9 @@ def write_items(s3, batch_id: str, uris: list[str]) -> dict:
 
 def test_summary_lists_every_item_once_and_marks_missing_ones(aws_env) -> None:
     s3, _ = aws_env
-    ok = store_event(s3)
+    ok = store_event(s3) | {"execution_arn": "arn:x"}
     bad = load_event("store_failure") | {"image_id": image_id_for(f"s3://{IN}/bad.jpg"),
-                                         "uri": f"s3://{IN}/bad.jpg"}
+                                         "uri": f"s3://{IN}/bad.jpg", "execution_arn": "arn:x"}
     load_handler("store")(ok)
     load_handler("store")(bad)
     # a record of another image in the same batch, not in the manifest, is ignored
@@ -140,3 +140,15 @@ def test_summarize_output_stays_small_for_large_batches(aws_env) -> None:
     assert out["failed"] == 2000 and out["failures_truncated"] is True
     assert len(out["failures"]) == MAX_FAILURES_IN_OUTPUT
     assert len(json.dumps(out)) < 16 * 1024  # far below the 256 KiB state limit
+
+
+def test_summary_ignores_records_of_previous_executions(aws_env) -> None:
+    s3, _ = aws_env
+    ok = store_event(s3) | {"execution_arn": "arn:run-1"}
+    load_handler("store")(ok)
+    items = write_items(s3, ok["batch_id"], [ok["uri"]])
+    event = {"batch_id": ok["batch_id"], "items": items}
+    assert load_handler("summarize")(event | {"execution_arn": "arn:run-1"})["succeeded"] == 1
+    rerun = load_handler("summarize")(event | {"execution_arn": "arn:run-2"})
+    assert (rerun["succeeded"], rerun["failed"]) == (0, 1)
+    assert rerun["failures"][0]["error"]["type"] == "MissingResult"

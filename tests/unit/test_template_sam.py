@@ -214,7 +214,8 @@ def test_asl_shape(asl: dict) -> None:
     assert m["ItemReader"]["ReaderConfig"]["InputType"] == "JSON"
     assert "ItemBatcher" not in m and "ResultWriter" not in m
     assert isinstance(m["MaxConcurrency"], int) and "ToleratedFailurePercentage" in m
-    assert set(m["ItemSelector"]) == {"batch_id.$", "image_id.$", "uri.$", "params.$"}
+    assert set(m["ItemSelector"]) == {"batch_id.$", "image_id.$", "uri.$", "params.$",
+                                      "execution_arn.$"}
     assert m["Next"] == "Summarize"
     inner = m["ItemProcessor"]["States"]
     assert m["ItemProcessor"]["StartAt"] == "Preprocess"

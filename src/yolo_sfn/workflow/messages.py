@@ -251,6 +251,7 @@ class PlanResult:
     duplicates: int
     params: Params
     plan_uri: str = ""
+    execution_arn: str = ""  # stamped on every record, so Summarize ignores older executions'
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -261,24 +262,27 @@ class PlanResult:
                    duplicates=_field(event, "duplicates", int, default=0),
                    params=Params.from_event(_field(event, "params", dict)),
                    plan_uri=_field(event, "plan_uri", str, default=""),
+                   execution_arn=_field(event, "execution_arn", str, default=""),
                    timings_ms=_timings(event))
 
     def to_dict(self) -> dict:
         return {"batch_id": self.batch_id, "items": self.items.to_dict(), "count": self.count,
                 "submitted": self.submitted, "duplicates": self.duplicates,
                 "params": self.params.to_dict(), "plan_uri": self.plan_uri,
-                "timings_ms": dict(self.timings_ms)}
+                "execution_arn": self.execution_arn, "timings_ms": dict(self.timings_ms)}
 
 
 # --- per image ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageTask:
-    """Preprocess input, built by the Map ItemSelector from one items-manifest entry."""
+    """Preprocess input, built by the Map ItemSelector from one items-manifest entry.
+    ``execution_arn``: the parent execution ("" when a stage is invoked directly)."""
 
     batch_id: str
     image_id: str
     uri: str
     params: Params
+    execution_arn: str = ""
 
     @classmethod
     def _base(cls, event: Any, what: str) -> dict:
@@ -286,7 +290,8 @@ class ImageTask:
         uri = _string(event, "uri")
         parse_s3_uri(uri, field="uri")
         return {"batch_id": _batch_id(event), "image_id": _image_id(event), "uri": uri,
-                "params": Params.from_event(_field(event, "params", dict))}
+                "params": Params.from_event(_field(event, "params", dict)),
+                "execution_arn": _field(event, "execution_arn", str, default="")}
 
     @classmethod
     def from_event(cls, event: Any) -> ImageTask:
@@ -417,6 +422,7 @@ class FailureEvent:
     width: int | None = None
     height: int | None = None
     model: dict = field(default_factory=dict)
+    execution_arn: str = ""
 
     @classmethod
     def from_event(cls, event: Any) -> FailureEvent:
@@ -430,13 +436,15 @@ class FailureEvent:
                    timings_ms=_timings(event),
                    width=_field(event, "width", int, default=None),
                    height=_field(event, "height", int, default=None),
-                   model=_field(event, "model", dict, default={}))
+                   model=_field(event, "model", dict, default={}),
+                   execution_arn=_field(event, "execution_arn", str, default=""))
 
     def to_dict(self) -> dict:
         return {"batch_id": self.batch_id, "image_id": self.image_id, "uri": self.uri,
                 "stage": self.stage, "error": self.error.to_dict(),
                 "timings_ms": dict(self.timings_ms), "width": self.width,
-                "height": self.height, "model": dict(self.model)}
+                "height": self.height, "model": dict(self.model),
+                "execution_arn": self.execution_arn}
 
 
 def is_failure_event(event: Any) -> bool:

@@ -2,6 +2,12 @@
 
 ``model_uri`` is ``s3://bucket/key.tflite`` (sidecar at ``key.tflite.json``) or a local path
 (the local runner, or a model shipped in a layer/container image).
+
+Caches are keyed by the object's version (S3 ETag; mtime+size for local files), looked up
+with one HEAD per call: a model replaced under the same URI is picked up by warm containers
+(and by a second local engine in the same process), never served stale. Missing or
+unreadable model objects are :class:`ModelError` (naming the URI), not generic S3 errors;
+throttling stays :class:`TransientS3Error` so the stage is retried.
 """
 
 from __future__ import annotations
@@ -9,15 +15,17 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from yolo_sfn.errors import ModelError
+from yolo_sfn.errors import AccessDeniedError, ModelError, ObjectNotFoundError
 from yolo_sfn.model.meta import ModelMeta, meta_path_for
 from yolo_sfn.workflow import aws, io
 from yolo_sfn.workflow.s3uri import SCHEME, parse_s3_uri
 
-_metas: dict[str, ModelMeta] = {}
-_models: dict[tuple[str, int | None], object] = {}
+_metas: dict[str, tuple[str, ModelMeta]] = {}  # uri -> (version, meta)
+_models: dict[tuple[str, int | None], tuple[str, object]] = {}  # (uri, threads) -> (version, model)
 _lock = threading.Lock()
 
 
@@ -27,35 +35,61 @@ def _require(model_uri: str) -> str:
     return model_uri
 
 
+@contextmanager
+def _model_errors(what: str) -> Iterator[None]:
+    """ObjectNotFound/AccessDenied on a model object -> ModelError naming it."""
+    try:
+        yield
+    except (ObjectNotFoundError, AccessDeniedError) as e:
+        raise ModelError(f"{what}: model file unavailable ({e})") from e
+
+
+def version_of(model_uri: str, suffix: str = "", *, s3=None) -> str:
+    """S3 ETag (or local mtime+size) of the model (``suffix=".json"``: its sidecar)."""
+    target = _require(model_uri) + suffix
+    if model_uri.startswith(SCHEME):
+        loc = parse_s3_uri(target, field="MODEL_URI")
+        s3 = s3 or aws.client("s3")
+        with _model_errors(target), io.s3_errors(loc.bucket, loc.key, "head"):
+            return str(s3.head_object(Bucket=loc.bucket, Key=loc.key).get("ETag", ""))
+    try:
+        st = os.stat(target)
+    except OSError as e:
+        raise ModelError(f"{target}: model file unavailable ({e.strerror})") from None
+    return f"{st.st_mtime_ns}-{st.st_size}"
+
+
 def load_meta(model_uri: str, *, s3=None) -> ModelMeta:
     """The model's sidecar metadata (small JSON); no .tflite download."""
-    model_uri = _require(model_uri)
-    meta = _metas.get(model_uri)
-    if meta is None:
-        if model_uri.startswith(SCHEME):
-            loc = parse_s3_uri(model_uri, field="MODEL_URI")
+    version = version_of(model_uri, ".json", s3=s3)
+    cached = _metas.get(model_uri)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    if model_uri.startswith(SCHEME):
+        loc = parse_s3_uri(model_uri + ".json", field="MODEL_URI")
+        with _model_errors(model_uri + ".json"):
             try:
-                d = io.get_json(loc.bucket, loc.key + ".json", s3=s3, max_bytes=10 * 1024 * 1024)
+                d = io.get_json(loc.bucket, loc.key, s3=s3, max_bytes=10 * 1024 * 1024)
             except ValueError as e:
                 raise ModelError(f"{model_uri}.json: unreadable model metadata ({e})") from e
-            meta = ModelMeta.from_dict(d, source=model_uri + ".json")
-        else:
-            meta = ModelMeta.load(model_uri)
-        _metas[model_uri] = meta
+        meta = ModelMeta.from_dict(d, source=model_uri + ".json")
+    else:
+        meta = ModelMeta.load(model_uri)
+    _metas[model_uri] = (version, meta)
     return meta
 
 
-def fetch_model(model_uri: str, cache_dir: str, *, s3=None) -> Path:
-    """Local path of the .tflite (+ sidecar), downloading from S3 into ``cache_dir`` once."""
+def fetch_model(model_uri: str, cache_dir: str, *, s3=None, version: str | None = None) -> Path:
+    """Local path of the .tflite (+ sidecar), downloading from S3 into ``cache_dir`` once per
+    (URI, ETag)."""
     model_uri = _require(model_uri)
     if not model_uri.startswith(SCHEME):
         return Path(model_uri)
     loc = parse_s3_uri(model_uri, field="MODEL_URI")
     s3 = s3 or aws.client("s3")
-    with io.s3_errors(loc.bucket, loc.key, "head"):
-        etag = s3.head_object(Bucket=loc.bucket, Key=loc.key).get("ETag", "")
-    # keyed by URI *and* ETag: a replaced model under the same URI is never served stale
-    # from a cache directory that outlives the process (local runs, reused /tmp)
+    etag = version if version is not None else version_of(model_uri, s3=s3)
+    # keyed by URI *and* ETag: a cache directory that outlives the process (local runs,
+    # reused /tmp) never serves a replaced model
     folder = Path(cache_dir) / hashlib.sha1(f"{model_uri}\n{etag}".encode()).hexdigest()[:16]
     path = folder / (Path(loc.key).name or "model.tflite")
     meta_path = meta_path_for(path)
@@ -64,29 +98,34 @@ def fetch_model(model_uri: str, cache_dir: str, *, s3=None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for key, target in ((loc.key + ".json", meta_path), (loc.key, path)):
         part = target.with_name(target.name + f".part{os.getpid()}")
-        io.download_file(loc.bucket, key, str(part), s3=s3)
+        with _model_errors(f"s3://{loc.bucket}/{key}"):
+            io.download_file(loc.bucket, key, str(part), s3=s3)
         part.replace(target)  # atomic: a crashed download never looks complete
     return path
 
 
 def get_model(model_uri: str, cache_dir: str, *, threads: int | None = None, s3=None):
-    """:class:`yolo_sfn.core.runtime.Model`, loaded once per container and reused warm."""
+    """:class:`yolo_sfn.core.runtime.Model`, loaded once per container (per model version)
+    and reused warm."""
+    version = version_of(model_uri, s3=s3)
     cache_key = (model_uri, threads)
-    model = _models.get(cache_key)
-    if model is None:
-        with _lock:
-            model = _models.get(cache_key)
-            if model is None:
-                from yolo_sfn.core.runtime import Model
+    cached = _models.get(cache_key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with _lock:
+        cached = _models.get(cache_key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        from yolo_sfn.core.runtime import Model
 
-                model = Model.load(fetch_model(model_uri, cache_dir, s3=s3), threads=threads)
-                _models[cache_key] = model
+        path = fetch_model(model_uri, cache_dir, s3=s3, version=version)
+        model = Model.load(path, threads=threads)
+        _models[cache_key] = (version, model)
     return model
 
 
 def clear_cache() -> None:
-    """Forget loaded models and metadata (call after replacing the model under MODEL_URI in
-    the same process, e.g. a local runner deploying a new model)."""
+    """Forget loaded models and metadata."""
     with _lock:
         _metas.clear()
         _models.clear()

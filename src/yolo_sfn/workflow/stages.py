@@ -55,6 +55,7 @@ from yolo_sfn.workflow.s3uri import (
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm",
                     ".pgm", ".ppm")
 MAX_MANIFEST_BYTES = 50 * 1024 * 1024
+MANIFESTS_PREFIX = "manifests/"  # s3://<artifacts>/manifests/: where `yolo-sfn submit` writes
 MAX_FAILURES_IN_OUTPUT = 25
 MAX_CLASSES_IN_OUTPUT = 200
 IMAGE_ID_HEX = 20
@@ -166,8 +167,9 @@ def _collect(event: PlanEvent, cfg: StageConfig, s3) -> tuple[list[tuple[str, st
     if inp.prefix is not None:
         return _list_prefix(parse_s3_uri(inp.prefix, field="prefix", allow_empty_key=True),
                             cfg, s3)
-    loc = check_allowed(parse_s3_uri(inp.manifest, field="manifest"), cfg.input_buckets,
-                        field="manifest")
+    loc = parse_s3_uri(inp.manifest, field="manifest")
+    if not (loc.bucket == cfg.bucket and loc.key.startswith(MANIFESTS_PREFIX)):
+        check_allowed(loc, cfg.input_buckets, field="manifest")
     data = io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=MAX_MANIFEST_BYTES)
     try:
         text = data.decode("utf-8")
@@ -192,7 +194,9 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
     entries, skipped = _collect(event, cfg, s3)
     items, seen, duplicates = [], set(), []
     for raw, label in entries:
-        loc = check_allowed(parse_s3_uri(raw, field=label), cfg.input_buckets, field=label)
+        # syntax errors reject the batch; an image outside INPUT_BUCKETS is left to
+        # Preprocess, which records it as that image's failure (S3UriError)
+        loc = parse_s3_uri(raw, field=label)
         uri = str(loc)
         if uri in seen:
             duplicates.append(uri)
@@ -212,7 +216,8 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
     plan_uri = io.put_json(cfg.bucket, plan_key(batch_id), plan_doc, s3=s3)
     return PlanResult(batch_id=batch_id, items=items_loc, count=len(items),
                       submitted=len(entries), duplicates=len(duplicates), params=params,
-                      plan_uri=plan_uri, timings_ms={"plan": round_ms(perf_counter() - t0)})
+                      plan_uri=plan_uri, execution_arn=event.execution_arn or "",
+                      timings_ms={"plan": round_ms(perf_counter() - t0)})
 
 
 # --- per-image stages ----------------------------------------------------------------------
@@ -226,18 +231,17 @@ def preprocess(task: ImageTask, cfg: StageConfig, *, s3=None) -> Preprocessed:
     from yolo_sfn.core.preprocess import preprocess as make_input
 
     t0 = perf_counter()
-    cfg.require("bucket", "model_uri")
+    cfg.require("bucket")
     s3 = s3 or aws.client("s3")
     loc = task.s3
-    if cfg.input_buckets:
-        check_allowed(loc, cfg.input_buckets, field="uri")
+    check_allowed(loc, cfg.input_buckets, field="uri")  # Plan leaves this per image
     data = io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=cfg.max_image_bytes)
     rgb = decode_image(data, name=task.uri, max_pixels=cfg.max_image_pixels)  # (H, W, 3) uint8
     meta = models.load_meta(cfg.model_uri, s3=s3)
     batch, transform = make_input(rgb, tuple(meta.input_size), mode=task.params.resize)
     key = tmp_key(cfg, task.batch_id, task.image_id, "input.npy")
     io.put_npy(cfg.bucket, key, batch, s3=s3)  # (1, h, w, 3) uint8
-    base = {k: getattr(task, k) for k in ("batch_id", "image_id", "uri", "params")}
+    base = {f.name: getattr(task, f.name) for f in fields(ImageTask)}
     return Preprocessed(**base, input_key=key, transform=transform.to_dict(),
                         width=int(rgb.shape[1]), height=int(rgb.shape[0]),
                         timings_ms={"preprocess": round_ms(perf_counter() - t0)})
@@ -331,6 +335,7 @@ def _write_result(cfg: StageConfig, result: dict, error: dict | None, *, s3, ddb
         "batch_id": result["batch_id"], "image_id": result["image_id"], "uri": result["uri"],
         "status": result["status"], "num_detections": len(dets), "class_counts": counts,
         "result_uri": result_uri, "timings_ms": result["timings_ms"], "error": error,
+        "execution_arn": result["execution_arn"],
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }, ddb)
     return StoreResult(batch_id=result["batch_id"], image_id=result["image_id"],
@@ -348,7 +353,8 @@ def store(msg: Postprocessed, cfg: StageConfig, *, s3=None, ddb=None) -> StoreRe
     result = {"image_id": msg.image_id, "uri": msg.uri, "status": "succeeded",
               "width": msg.width, "height": msg.height, "detections": dets,
               "timings_ms": _with_timing(msg, "store", t0), "model": dict(msg.model),
-              "error": None, "batch_id": msg.batch_id, "params": msg.params.to_dict()}
+              "error": None, "batch_id": msg.batch_id, "params": msg.params.to_dict(),
+              "execution_arn": msg.execution_arn}
     return _write_result(cfg, result, None, s3=s3, ddb=ddb)
 
 
@@ -362,7 +368,7 @@ def record_failure(msg: FailureEvent, cfg: StageConfig, *, s3=None, ddb=None) ->
     result = {"image_id": msg.image_id, "uri": msg.uri, "status": "failed",
               "width": msg.width, "height": msg.height, "detections": [],
               "timings_ms": _with_timing(msg, "store", t0), "model": dict(msg.model),
-              "error": error, "batch_id": msg.batch_id}
+              "error": error, "batch_id": msg.batch_id, "execution_arn": msg.execution_arn}
     return _write_result(cfg, result, error, s3=s3, ddb=ddb)
 
 
@@ -400,16 +406,19 @@ def _plain(v):
 
 
 MISSING_ERROR = {"stage": "unknown", "type": "MissingResult",
-                 "message": "no result was recorded for this image (its iteration failed "
-                            "before Store/RecordFailure)"}
+                 "message": "this execution recorded no result for this image (its iteration "
+                            "failed before Store/RecordFailure)"}
 
 
 def build_summary(batch_id: str, items: list[dict], records: dict[str, dict],
-                  plan_doc: dict) -> dict:
-    """Every item exactly once, in manifest order; items without a record are failed."""
+                  plan_doc: dict, execution_arn: str = "") -> dict:
+    """Every item exactly once, in manifest order; items without a record (from this
+    execution, when ``execution_arn`` is given) are failed."""
     images, classes = [], Counter()
     for it in items:
         rec = records.get(it["image_id"])
+        if rec is not None and execution_arn and rec.get("execution_arn") != execution_arn:
+            rec = None  # a previous execution's result: this one recorded nothing
         if rec is None:
             images.append({"image_id": it["image_id"], "uri": it["uri"], "status": "failed",
                            "result_uri": None, "num_detections": 0,
@@ -446,7 +455,7 @@ def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> Su
     except ObjectNotFoundError:
         plan_doc = {}
     records = query_batch(cfg, msg.batch_id, ddb=ddb)
-    summary = build_summary(msg.batch_id, items, records, plan_doc)
+    summary = build_summary(msg.batch_id, items, records, plan_doc, msg.execution_arn)
     s_key = summary_key(cfg, msg.batch_id)
     summary_uri = format_s3_uri(cfg.bucket, s_key)
     results_prefix = format_s3_uri(cfg.bucket, f"{cfg.results_prefix}{msg.batch_id}/")
