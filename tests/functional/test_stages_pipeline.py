@@ -17,6 +17,7 @@ from yolo_sfn import env
 from yolo_sfn.errors import (
     ImageDecodeError,
     ImageTooLargeError,
+    ModelError,
     ObjectNotFoundError,
     S3UriError,
 )
@@ -99,14 +100,18 @@ def test_chained_stages_match_the_local_detector(stack, model_path, resize) -> N
         assert {"dog", "bicycle"} <= {d["label"] for d in expected}
 
 
-def test_model_is_downloaded_once_and_reused_warm(stack, model_path) -> None:
+def test_model_is_downloaded_once_and_reused_warm(stack, model_path, tmp_path) -> None:
     upload_model(stack, model_path)
+    uri = f"s3://{MODELS}/demo/model.tflite"
     pre = load_handler("preprocess")(task("person.jpg"))
     load_handler("infer")(pre)
-    first = models.get_model(f"s3://{MODELS}/demo/model.tflite", "/nonexistent")
-    stack.delete_object(Bucket=MODELS, Key="demo/model.tflite")  # a warm call needs no S3
+    first = models.get_model(uri, str(tmp_path / "models"))
     load_handler("infer")(pre)
-    assert models.get_model(f"s3://{MODELS}/demo/model.tflite", "/nonexistent") is first
+    assert models.get_model(uri, str(tmp_path / "models")) is first
+    assert len(list((tmp_path / "models").iterdir())) == 1  # one download
+    stack.delete_object(Bucket=MODELS, Key="demo/model.tflite")
+    with pytest.raises(ModelError, match=r"model\.tflite: model file unavailable"):
+        load_handler("infer")(pre)
 
 
 def test_preprocess_error_types(stack, monkeypatch) -> None:
