@@ -82,3 +82,9 @@ def test_throttled_put_is_transient(s3) -> None:
         stub.add_client_error("put_object", "SlowDown", http_status_code=503)
         with pytest.raises(TransientS3Error, match="put s3://b/k"):
             io.put_bytes("b", "k", b"x", s3=s3)
+
+
+def test_dynamodb_throttling_is_transient() -> None:
+    err = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "m"},
+                       "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutItem")
+    assert isinstance(io.map_error(err, what="dynamodb put_item t"), TransientS3Error)

@@ -23,6 +23,8 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from decimal import Decimal
 from time import perf_counter
@@ -315,15 +317,22 @@ def _ddb_value(v):
     return TypeSerializer().serialize(fix(v))
 
 
-def _put_record(cfg: StageConfig, record: dict, ddb) -> None:
-    item = {k: _ddb_value(v) for k, v in record.items()}
+@contextmanager
+def _ddb_errors(what: str) -> Iterator[None]:
+    """DynamoDB throttling/5xx/connection errors -> TransientS3Error (the retryable class)."""
     try:
-        ddb.put_item(TableName=cfg.table, Item=item)  # overwrite: idempotent per (batch, image)
+        yield
     except Exception as e:
-        mapped = io.map_error(e, what=f"dynamodb put_item {cfg.table}")
+        mapped = io.map_error(e, what=what)
         if mapped is e:
             raise
         raise mapped from e
+
+
+def _put_record(cfg: StageConfig, record: dict, ddb) -> None:
+    item = {k: _ddb_value(v) for k, v in record.items()}
+    with _ddb_errors(f"dynamodb put_item {cfg.table}"):
+        ddb.put_item(TableName=cfg.table, Item=item)  # overwrite: idempotent per (batch, image)
 
 
 def _write_result(cfg: StageConfig, result: dict, error: dict | None, *, s3, ddb) -> StoreResult:
@@ -385,13 +394,14 @@ def query_batch(cfg: StageConfig, batch_id: str, *, ddb=None) -> dict[str, dict]
     ddb = ddb or aws.client("dynamodb")
     des = TypeDeserializer()
     out = {}
-    pages = ddb.get_paginator("query").paginate(
-        TableName=cfg.table, KeyConditionExpression="batch_id = :b",
-        ExpressionAttributeValues={":b": {"S": batch_id}}, ConsistentRead=True)
-    for page in pages:
-        for raw in page.get("Items", []):
-            item = {k: des.deserialize(v) for k, v in raw.items()}
-            out[item["image_id"]] = item
+    with _ddb_errors(f"dynamodb query {cfg.table}"):
+        pages = ddb.get_paginator("query").paginate(
+            TableName=cfg.table, KeyConditionExpression="batch_id = :b",
+            ExpressionAttributeValues={":b": {"S": batch_id}}, ConsistentRead=True)
+        for page in pages:
+            for raw in page.get("Items", []):
+                item = {k: des.deserialize(v) for k, v in raw.items()}
+                out[item["image_id"]] = item
     return out
 
 
