@@ -85,8 +85,8 @@ def near_valid(draw) -> tuple[str, object]:
     event = json.loads(json.dumps(VALID[name]))
     for _ in range(draw(st.integers(1, 3))):
         target = event
-        if name == "PlanEvent" and draw(st.booleans()):
-            target = event["input"]
+        if name == "PlanEvent" and isinstance(event.get("input"), dict) and draw(st.booleans()):
+            target = event["input"]  # (an earlier edit may have deleted/replaced it)
         keys = [*sorted(target), "images", "prefix", "manifest", "extra", "stage", "error"]
         key = draw(st.sampled_from(keys))
         op = draw(st.sampled_from(["delete", "replace", "replace"]))
