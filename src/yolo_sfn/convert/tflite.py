@@ -131,17 +131,20 @@ def calibration_images(directory: str | Path, size_hw: tuple[int, int]) -> list[
 
 
 def _converter(tf, network: Network, weights: dict, precision: str, batches: list[np.ndarray]):
+    """A TFLite converter over a plain TF graph: input ``image`` (1, H, W, C) float32 [0, 1],
+    outputs ``head_0..`` in [yolo] order.
+
+    The graph is built directly (weights as Const nodes, so it is already frozen) and handed to
+    the GraphDef converter: no tf.function tracing, freezing or SavedModel round trip. yolov4:
+    ~15 s here against ~24 s via ``from_concrete_functions`` and ~65 s via a SavedModel.
+    """
     h, w, c = network.input_shape
-    forward = build_forward(tf, network, weights)
-    module = tf.Module()
-    module.forward = tf.function(
-        forward, input_signature=[tf.TensorSpec((1, h, w, c), tf.float32, name="image")]
-    )
-    concrete = module.forward.get_concrete_function()
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-    # Freeze the graph directly instead of round-tripping through a SavedModel: about twice
-    # as fast (yolov4: ~30 s instead of ~65 s) and keeps the outputs in [yolo] order.
-    conv.experimental_lower_to_saved_model = False
+    graph = tf.Graph()
+    with graph.as_default():
+        image = tf.compat.v1.placeholder(tf.float32, (1, h, w, c), name="image")
+        heads = build_forward(tf, network, weights)(image)
+        heads = [tf.identity(t, name=f"head_{i}") for i, t in enumerate(heads)]
+    conv = tf.compat.v1.lite.TFLiteConverter(graph.as_graph_def(), [image], heads)
     if precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
