@@ -186,6 +186,8 @@ def test_manifest_json_text_and_csv() -> None:
         "s3://a/x.jpg", "s3://a/comma, name.jpg"]
     with pytest.raises(InputValidationError, match=r"^manifest: "):
         parse_manifest("[not json", name="m.json")
+    with pytest.raises(InputValidationError, match=r"^manifest: JSON nested too deeply"):
+        parse_manifest("[" * 100_000 + "]" * 100_000, name="m.json")
 
 
 def test_config_from_env_and_required_settings() -> None:

@@ -112,6 +112,8 @@ def parse_manifest(text: str, *, name: str = "manifest") -> list[tuple[str, str]
             arr = json.loads(body)
         except ValueError as e:
             raise InputValidationError(f"manifest: invalid JSON array ({e})") from None
+        except RecursionError:  # deeply nested arrays: json.loads recurses per level
+            raise InputValidationError("manifest: JSON nested too deeply") from None
         if not isinstance(arr, list):
             raise InputValidationError("manifest: expected a JSON array of s3:// URIs")
         out = []
