@@ -9,9 +9,10 @@ Padding follows darknet exactly:
 * conv ``pad=1``: ``size // 2`` zeros on every side. TF ``SAME`` is used only where it pads the
   same way (stride 1, odd size); otherwise an explicit ``tf.pad`` + ``VALID`` (TF ``SAME`` puts
   the odd pixel on the bottom/right, darknet pads symmetrically).
-* maxpool: ``padding`` (default ``size - 1``) in total, ``padding // 2`` top/left, padded pixels
-  never win (``-inf``). Output ``(in + padding - size) // stride + 1``. ``SAME`` where identical
-  (e.g. size 2 stride 1, SPP 5/9/13 stride 1), else explicit ``-inf`` pad + ``VALID``.
+* maxpool: ``padding`` (default ``size - 1``) in total, ``padding // 2`` top/left, padded
+  pixels read ``-FLT_MAX`` (as in darknet). Output ``(in + padding - size) // stride + 1``.
+  ``SAME`` where identical (size 2 stride 1, SPP 5/9/13 stride 1, even input with size 2
+  stride 2), else an explicit ``-FLT_MAX`` pad + ``VALID``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ OIHW_TO_HWIO = (2, 3, 1, 0)
 OIHW_TO_HWOI = (2, 3, 0, 1)
 
 Weights = dict[str, np.ndarray]
+FLT_MAX = float(np.finfo(np.float32).max)  # darknet's maxpool fill is -FLT_MAX
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def _build_maxpool(tf, layer: Layer, inputs: list, w: None):
     x = inputs[0]
     mode = _padding_mode(layer, p.size, p.stride, p.pad_before)
     if mode == "EXPLICIT":
-        x = _explicit_pad(tf, x, layer, p.size, p.stride, p.pad_before, float("-inf"))
+        x = _explicit_pad(tf, x, layer, p.size, p.stride, p.pad_before, -FLT_MAX)
         mode = "VALID"
     return tf.nn.max_pool2d(x, p.size, p.stride, mode)
 
