@@ -225,10 +225,8 @@ def test_failed_execution_rerun_leaves_one_result_per_image(engine) -> None:
     _one_per_image(engine, "redrive", len(names))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F7: records carry no execution id; Summarize reports a previous execution's success "
-    "for an image whose iteration in THIS execution recorded nothing"))
 def test_rerun_does_not_report_a_previous_executions_result(engine) -> None:
+    """F7 (fixed): records used to carry no execution id."""
     uris = [uri("clean")]
     first = engine.execute({"images": uris, "batch_id": "stale"}, timeout_s=300)
     assert first.summary["succeeded"] == 1

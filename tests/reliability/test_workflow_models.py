@@ -58,10 +58,6 @@ VARIANTS = {
     "tflite-missing": ("infer", {"ModelError"}),
     "sidecar-missing": ("preprocess", {"ModelError"}),
 }
-NOT_CLEAR = {
-    "tflite-missing": "F9: a missing .tflite surfaces as ObjectNotFoundError, not ModelError",
-    "sidecar-missing": "F9: a missing sidecar surfaces as ObjectNotFoundError, not ModelError",
-}
 
 
 def _deploy(eng: LocalEngine, model: Path, name: str) -> str:
@@ -81,11 +77,7 @@ def _deploy(eng: LocalEngine, model: Path, name: str) -> str:
     return model_uri
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_CLEAR[n]))
-     if n in NOT_CLEAR else n for n in VARIANTS],
-)
+@pytest.mark.parametrize("name", list(VARIANTS))  # missing files: finding F9 (fixed)
 def test_bad_model_fails_every_image_clearly(rel_model, tmp_path, name) -> None:
     model, _ = _variant(rel_model, tmp_path, name)
     stage, types = VARIANTS[name]
@@ -141,11 +133,8 @@ def test_model_replaced_under_the_same_name_is_used_by_the_next_run(rel_model, t
     assert "DOG" in labels[1], f"run 2 used model A's labels: {labels[1]}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F4b: workflow.models keeps _models/_metas per process keyed by URI only: a model "
-    "replaced under the same URI is not picked up by a warm container / a second engine in "
-    "the same process (the on-disk cache is keyed by ETag since c59408e)"))
 def test_model_replaced_under_the_same_name_in_one_process(rel_model, tmp_path) -> None:
+    """F4b (fixed): the in-process caches used to be keyed by URI only."""
     a, b = _same_name_models(rel_model, tmp_path)
     uris = [f"s3://{INPUT}/m/dog.jpg"]
     labels = []
