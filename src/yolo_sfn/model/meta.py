@@ -91,9 +91,13 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, d: dict, *, source: str = "metadata") -> ModelMeta:
         if d.get("format") != FORMAT:
-            raise ModelError(f"{source}: not a yolo-sfn model metadata file (format={d.get('format')!r})")
+            raise ModelError(
+                f"{source}: not a yolo-sfn model metadata file (format={d.get('format')!r})"
+            )
         if d.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"{source}: unsupported metadata version {d.get('format_version')!r}")
+            raise ModelError(
+                f"{source}: unsupported metadata version {d.get('format_version')!r}"
+            )
         try:
             heads = [
                 HeadMeta(
@@ -122,7 +126,9 @@ class ModelMeta:
         try:
             d = json.loads(p.read_text())
         except FileNotFoundError:
-            raise ModelError(f"{p}: model metadata sidecar missing (expected next to {Path(model_path).name})") from None
+            raise ModelError(
+                f"{p}: model metadata sidecar missing (expected next to {Path(model_path).name})"
+            ) from None
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelError(f"{p}: unreadable model metadata ({e})") from e
         return cls.from_dict(d, source=str(p))
