@@ -188,3 +188,11 @@ def test_cli_reports_weights_error_in_one_line(tiny, tmp_path, capsys, delta, ne
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and str(w) in err and needle in err
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_negative_variance_is_a_weights_error(tiny, tmp_path):
+    arrays = random_weights(tiny, seed=1)
+    arrays[3] = -arrays[3]  # conv0 variance
+    p = write_weights_file(tmp_path / "neg.weights", arrays)
+    with pytest.raises(WeightsError, match=r"neg\.weights: layer 0 .*variance"):
+        load_weights(tiny, p)

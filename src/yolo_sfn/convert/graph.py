@@ -26,7 +26,7 @@ import numpy as np
 
 from yolo_sfn.darknet.cfg import NETWORK_INPUT, ConvParams, Layer, Network
 from yolo_sfn.darknet.weights import BN_EPSILON, Header, WeightsReader, read_conv_weights
-from yolo_sfn.errors import ConversionError
+from yolo_sfn.errors import ConversionError, WeightsError
 
 # darknet kernel (out, in, h, w) -> TF conv2d kernel (h, w, in, out)
 OIHW_TO_HWIO = (2, 3, 1, 0)
@@ -109,6 +109,11 @@ def _load_conv(reader: WeightsReader, layer: Layer) -> Weights:
     kernel = w["kernel_oihw"].astype(np.float32)
     bias = w["bias"].astype(np.float32)
     if p.batch_normalize:
+        if not (w["variance"] >= 0).all():  # also catches NaN
+            raise WeightsError(
+                f"{reader.path}: layer {layer.index} (cfg line {layer.line}): negative or NaN "
+                "batch-norm variance (corrupt weights, or weights for another cfg?)"
+            )
         scale = w["gamma"] / (np.sqrt(w["variance"]) + BN_EPSILON)  # (out,)
         kernel = kernel * scale[:, None, None, None]
         bias = bias - w["mean"] * scale

@@ -104,6 +104,15 @@ class WeightsReader:
                 f"({self.header.nbytes + 4 * self.expected} bytes), got {self._floats.size} floats "
                 f"({len(data)} bytes)"
             )
+        if self._floats.size > self.expected:  # fail before reading garbage into layers
+            self._too_long(self._floats.size - self.expected, f" for {network.path}")
+
+    def _too_long(self, left: int, cfg: str = "") -> None:
+        raise WeightsError(
+            f"{self.path}: too long{cfg}: expected {self.expected} floats "
+            f"({self.header.nbytes + 4 * self.expected} bytes), got {self._floats.size} floats "
+            f"({self.header.nbytes + 4 * self._floats.size} bytes), {left} left over"
+        )
 
     def take(self, shape: tuple[int, ...]) -> np.ndarray:
         n = int(np.prod(shape))
@@ -114,13 +123,10 @@ class WeightsReader:
         return out
 
     def finish(self) -> None:
-        left = self._floats.size - self._pos
-        if left:
-            raise WeightsError(
-                f"{self.path}: too long: expected {self.expected} floats "
-                f"({self.header.nbytes + 4 * self.expected} bytes), got {self._floats.size} floats "
-                f"({self.header.nbytes + 4 * self._floats.size} bytes), {left} left over"
-            )
+        """Every float consumed? (The constructor already compared sizes; this guards readers
+        that skipped a layer.)"""
+        if self._pos != self._floats.size:
+            self._too_long(self._floats.size - self._pos)
 
 
 def read_header(data: bytes, path: str | Path = "<weights>") -> Header:
