@@ -51,10 +51,7 @@ def test_any_manifest_body(body: str, name: str) -> None:
     check(body, name)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "F11: stages.parse_manifest catches ValueError from json.loads, but a deeply nested "
-    "array raises RecursionError: Plan fails with errorType RecursionError"))
 @pytest.mark.parametrize("depth", [1_000, 100_000])
 def test_deeply_nested_json_manifest(depth: int) -> None:
-    """F11: json.loads raises RecursionError (not ValueError) on deep nesting."""
+    """F11 (fixed): json.loads raises RecursionError, not ValueError, on deep nesting."""
     check("[" * depth + "]" * depth, "list.json")

@@ -216,13 +216,9 @@ MALFORMED = {
     "manifest-outside-allow-list": ({"manifest": f"s3://{FORBIDDEN}/list.json"}, "manifest"),
     "prefix-lookalike-bucket": ({"prefix": f"s3://{INPUT}-evil/"}, "prefix"),
 }
-F11 = pytest.mark.xfail(strict=True, reason=(
-    "F11: a deeply nested JSON manifest makes Plan fail with RecursionError"))
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=F11) if n == "manifest-deeply-nested" else n
-             for n in MALFORMED])
+@pytest.mark.parametrize("name", list(MALFORMED))
 def test_malformed_input_fails_fast_naming_the_field(engine, name) -> None:
     event, field = MALFORMED[name]
     run = engine.execute(event, timeout_s=120)
