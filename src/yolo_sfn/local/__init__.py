@@ -1,1 +1,22 @@
+"""The embedded local engine: template.yaml + statemachine/detect.asl.json on moto 5.2.5.
 
+```python
+from yolo_sfn.local import Fault, LocalEngine
+
+with LocalEngine(retry_scale=0.0, faults=[Fault("infer", "s3_transient", match="dog.jpg")]) as e:
+    e.deploy("model.tflite")
+    uris, missing = e.upload_inputs(["testdata/images"])
+    run = e.execute({"images": uris})   # run.summary, run.attempts, run.retry_waits, run.notes
+```
+
+Modules: ``compat`` (moto pin + patched internals), ``template`` (CFN YAML + ASL reader),
+``deploy`` (five-step SAM -> moto CloudFormation), ``invoke`` (in-process Lambda routing,
+faults, attempt log), ``features`` (what moto runs differently), ``engine``, ``runner``
+(``yolo-sfn run``), ``testing`` (a toy project with the contract's shape).
+"""
+
+from yolo_sfn.local.compat import LocalEngineError
+from yolo_sfn.local.engine import LocalEngine, LocalRun, Progress
+from yolo_sfn.local.invoke import Attempt, Fault
+
+__all__ = ["Attempt", "Fault", "LocalEngine", "LocalEngineError", "LocalRun", "Progress"]
