@@ -123,3 +123,10 @@ def test_input_validation():
         api.build_input(["s3://b/p/", "s3://b/k.jpg"])
     with pytest.raises(api.InputValidationError, match="--stack"):
         api.execution_arn("just-a-name", None)
+
+
+def test_clients_follow_the_standard_endpoint_chain(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5999")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    c = api.client("stepfunctions")
+    assert c.meta.endpoint_url == "http://127.0.0.1:5999" and c.meta.region_name == "eu-west-1"
