@@ -174,9 +174,11 @@ def find_project_root(start: Path | None = None) -> Path:
     """The folder holding ``template.yaml``: ``start``, the cwd or the package's checkout."""
     import os
 
+    if start is not None:  # explicit: no searching elsewhere
+        if (Path(start) / "template.yaml").is_file():
+            return Path(start).resolve()
+        raise LocalEngineError(f"{start}: no template.yaml there")
     candidates = []
-    if start is not None:
-        candidates.append(Path(start))
     if os.environ.get("YOLO_SFN_PROJECT"):
         candidates.append(Path(os.environ["YOLO_SFN_PROJECT"]))
     candidates += [Path.cwd(), Path(__file__).resolve()]
