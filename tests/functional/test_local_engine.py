@@ -249,3 +249,20 @@ def test_real_template_reads_and_scans():
         assert (spec.code_dir / "app.py").is_file() and spec.handler == "app.handler"
     assert tpl.asl["StartAt"] and "${" in tpl.asl_text
     assert any("DISTRIBUTED Map" in n for n in features.scan(tpl.asl))
+
+
+def test_handler_import_error_is_a_lambda_error(tmp_path):
+    from yolo_sfn.local.invoke import Router
+    from yolo_sfn.local.template import FunctionSpec
+
+    (tmp_path / "app.py").write_text("import no_such_module_xyz\n")
+    spec = FunctionSpec("InferFunction", "infer", tmp_path, "app.handler", {}, 3, 128)
+    router = Router()
+    router.bind("fn", spec)
+
+    class Fn:
+        function_name, memory_size, timeout, function_arn = "fn", 128, 3, "arn:fn"
+
+    body, errored, _ = router.invoke(Fn(), {"uri": "s3://b/x.jpg"})
+    assert errored and json.loads(body)["errorType"] == "Runtime.ImportModuleError"
+    assert router.attempts[0].outcome == "error"

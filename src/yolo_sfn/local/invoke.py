@@ -96,6 +96,10 @@ def throttle_error() -> Exception:
 _IMAGE_FIELDS = ("uri", "key", "image_uri", "image_key")
 
 
+class HandlerImportError(Exception):
+    """The function's module could not be imported (Lambda: Runtime.ImportModuleError)."""
+
+
 def image_of(event: Any, depth: int = 0) -> str | None:
     """The image an event is about: the first ``uri``/``key`` string found (shallow search)."""
     if not isinstance(event, dict) or depth > 3:
@@ -154,6 +158,7 @@ class Router:
         self._per_fn_env: dict[str, dict] = {}
         self._env_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._import_lock = threading.Lock()  # slow imports must not block the attempt log
         self._handlers: dict[str, Any] = {}
         self._log_restore: list[tuple[Any, Any]] = []
         self._counts: dict[tuple, int] = {}
@@ -207,10 +212,13 @@ class Router:
         handler = self._handlers.get(spec.stage)
         if handler is not None:
             return handler
-        with self._lock:
+        with self._import_lock:
             if spec.stage not in self._handlers:
-                self._handlers[spec.stage] = load_handler(spec, self.log_stream,
-                                                          self._log_restore)
+                try:
+                    self._handlers[spec.stage] = load_handler(spec, self.log_stream,
+                                                              self._log_restore)
+                except Exception as e:
+                    raise HandlerImportError(f"{spec.code_dir}: {type(e).__name__}: {e}") from e
             return self._handlers[spec.stage]
 
     # --- the invoke --------------------------------------------------------------------
@@ -266,6 +274,8 @@ class Router:
             payload = error_payload(err)
             if isinstance(err, TypeError) and "JSON serializable" in str(err):
                 payload["errorType"] = "Runtime.MarshalError"
+            elif isinstance(err, HandlerImportError):
+                payload["errorType"] = "Runtime.ImportModuleError"  # as Lambda names it
             self._record(spec.stage, image, attempt, "error", payload["errorType"], start,
                          injected)
             return json.dumps(payload), True, ""
