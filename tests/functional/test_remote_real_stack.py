@@ -68,3 +68,16 @@ def test_results_per_stage(executed, capsys):
     for name in ("dog.jpg", "horses.jpg"):
         assert post[name]["detections"] == store[name]["result"]["detections"]
         assert store[name]["num_detections"] == len(post[name]["detections"]) > 0
+
+
+def test_status_of_an_older_execution_of_the_same_batch(executed, capsys):
+    """A rerun overwrites the records; the first execution's status says so."""
+    capsys.readouterr()
+    uri = f"s3://{INPUT_BUCKET}/dog.jpg"
+    assert main(["submit", "--stack", STACK, uri, "--batch-id", "real", "--name", "real-2",
+                 "--wait", "--json"]) == 0
+    capsys.readouterr()
+    old = _json(capsys, "status", "real-1", "--stack", STACK)
+    new = _json(capsys, "status", "real-2", "--stack", STACK)
+    assert new["items"]["recorded"] == 1 and new["items"]["recorded_by_other_executions"] == 2
+    assert old["items"]["recorded"] == 2 and old["items"]["recorded_by_other_executions"] == 1

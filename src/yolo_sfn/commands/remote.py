@@ -100,6 +100,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  items    total {items['total'] if items['total'] is not None else '?'}, "
           f"succeeded {items['succeeded']}, failed {items['failed']}, "
           f"recorded {items['recorded']}")
+    if items.get("recorded_by_other_executions"):
+        print(f"  (+ {items['recorded_by_other_executions']} images last written by another "
+              "execution of this batch id)")
     for stage, c in st["stages"].items():
         print(f"  {stage:12s} passed {c['passed']:5d}  failed {c['failed']:5d}")
     if st["error"]:

@@ -282,6 +282,15 @@ def records(ev: ExecutionView) -> list[dict]:
     return out
 
 
+def split_by_execution(recs: list[dict], arn: str) -> tuple[list[dict], list[dict]]:
+    """``(this execution's records, records another execution of the same batch id wrote)``.
+    Records without ``execution_arn`` (older stacks) count as this execution's."""
+    mine, other = [], []
+    for rec in recs:
+        (other if rec.get("execution_arn") and rec["execution_arn"] != arn else mine).append(rec)
+    return mine, other
+
+
 def stage_counts(recs: list[dict]) -> dict[str, dict[str, int]]:
     """Per stage: how many images passed it and how many failed at it."""
     counts = {s: {"passed": 0, "failed": 0} for s in STAGES}
@@ -299,7 +308,7 @@ def stage_counts(recs: list[dict]) -> dict[str, dict[str, int]]:
 
 def status(execution: str, stack: str | None = None) -> dict:
     ev = view(execution, stack)
-    recs = records(ev)
+    recs, other = split_by_execution(records(ev), ev.arn)
     counts = map_run_counts(ev.arn)
     d = ev.desc
     return {
@@ -314,6 +323,7 @@ def status(execution: str, stack: str | None = None) -> dict:
             "succeeded": sum(1 for r in recs if r.get("status") == "succeeded"),
             "failed": sum(1 for r in recs if r.get("status") == "failed"),
             "recorded": len(recs),
+            "recorded_by_other_executions": len(other),
             "map_run": counts,
         },
         "stages": stage_counts(recs),
@@ -424,7 +434,8 @@ def results(execution: str, stack: str | None = None, stage: str = "store") -> l
     ev = view(execution, stack)
     s3 = client("s3")
     rows = []
-    for rec in sorted(records(ev), key=lambda r: r.get("uri", "")):
+    mine, _ = split_by_execution(records(ev), ev.arn)
+    for rec in sorted(mine, key=lambda r: r.get("uri", "")):
         row: dict[str, Any] = {
             "image_id": rec.get("image_id"), "uri": rec.get("uri"), "stage": stage,
             "state": _stage_state(rec, stage),
