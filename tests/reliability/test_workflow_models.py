@@ -127,6 +127,9 @@ def test_model_replaced_under_the_same_name_is_used_by_the_next_run(rel_model, t
              "--model", str(model), "--out", str(out), "--json"],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
+        for leak in ("X-Amz-Signature", "X-Amz-Credential", "Signature=", "AWS_SECRET",
+                     "aws_secret_access_key"):
+            assert leak not in proc.stdout + proc.stderr, f"{leak!r} in yolo-sfn run output"
         labels.append({d["label"] for r in (out / "results").glob("*.json")
                        for d in json.loads(r.read_text())["detections"]})
     assert "dog" in labels[0]
