@@ -143,3 +143,25 @@ def test_every_truncation_point_of_headers(path: Path) -> None:
     cuts = list(range(0, min(1024, len(data)))) + list(range(1024, len(data), len(data) // 64))
     for cut in cuts:
         assert check_decode(data[:cut]) is None, f"{path.name} cut at byte {cut} decoded"
+
+
+preprocess_mod = pytest.importorskip("yolo_sfn.core.preprocess")
+
+
+@fuzz_settings()
+@given(st.integers(1, 4000), st.integers(1, 4000), st.sampled_from(["stretch", "letterbox"]),
+       st.sampled_from([(416, 416), (320, 320), (608, 608), (256, 416)]))
+def test_preprocess_any_image_size(h: int, w: int, mode: str, size: tuple[int, int]) -> None:
+    """Any decodable size (1 x 4000 included) -> (1, H, W, 3) uint8 and an invertible
+    Transform that survives the JSON trip between the Preprocess and Postprocess states."""
+    import json
+
+    rgb = np.zeros((h, w, 3), np.uint8)
+    batch, t = preprocess_mod.preprocess(rgb, size, mode=mode)
+    assert batch.shape == (1, *size, 3) and batch.dtype == np.uint8
+    t2 = preprocess_mod.Transform.from_dict(json.loads(json.dumps(t.to_dict())))
+    assert t2 == t
+    box = np.array([[0.0, 0.0, w, h]], np.float32)
+    back = t2.norm_to_src_xyxy(t2.src_to_norm_xyxy(box))
+    assert np.all(np.isfinite(back))
+    np.testing.assert_allclose(back, box, rtol=1e-3, atol=0.05 * max(h, w) / min(size) + 1e-3)

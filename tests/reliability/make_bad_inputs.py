@@ -169,6 +169,9 @@ def _opencv_variants(rgb: np.ndarray) -> list[Case]:
              "RGBA PNG, opaque alpha", reference=rgb),
         Case("odd/16bit.png", _cv2_encode(".png", u16), "succeeded", "16-bit RGB PNG",
              reference=rgb),
+        Case("odd/1x3000.png", _cv2_encode(".png", bgr[:1, :, :].repeat(4, axis=1)[:, :3000]),
+             "succeeded", "1 pixel tall, 3000 wide (extreme aspect ratio)",
+             reference=np.ascontiguousarray(rgb[:1].repeat(4, axis=1)[:, :3000])),
         Case("odd/lossless.webp", _cv2_encode(".webp", bgr, (cv2.IMWRITE_WEBP_QUALITY, 101)),
              "succeeded", "lossless WebP", reference=rgb),
     ]
