@@ -23,6 +23,14 @@ BUDGETS = {"ci": 200, "long": int(os.environ.get("FUZZ_EXAMPLES", "20000"))}
 DATABASE = DirectoryBasedExampleDatabase(str(ROOT / ".cache" / "hypothesis"))
 
 
+# Also registered by name (not loaded: other suites keep Hypothesis' defaults), for
+# ``pytest --hypothesis-profile=yolo-sfn-long`` on any hypothesis test.
+settings.register_profile("yolo-sfn-ci", max_examples=BUDGETS["ci"], deadline=None,
+                          derandomize=True, database=None)
+settings.register_profile("yolo-sfn-long", max_examples=BUDGETS["long"], deadline=None,
+                          database=DATABASE)
+
+
 def fuzz_settings(examples: int | None = None) -> settings:
     """Settings for one fuzz test: ``examples`` is its CI budget (default 200)."""
     ci = BUDGETS["ci"] if examples is None else examples
