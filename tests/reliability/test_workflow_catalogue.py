@@ -4,9 +4,10 @@ One engine (one deploy) for the module. Executions:
 1. the catalogue batch: the good samples, every broken/odd image from make_bad_inputs.py,
    tricky keys, a missing key and duplicates, all in one execution;
 2. a batch naming an object in a bucket outside the allow-list (INPUT_BUCKETS);
-3. malformed execution inputs (each must fail fast at Plan, naming the field);
-4. a list over the inline payload limit, submitted through the CLI submit path (manifest);
-and, while 2 runs, every log line, output and stored JSON is checked for credentials.
+3. a small mixed batch with every log record captured: logs, outputs and stored JSON must hold
+   no signature, credential name or (distinctive, injected) credential value;
+4. malformed execution inputs and sources (each must fail fast at Plan, naming the field);
+5. a list over the inline payload limit, submitted through the CLI submit path (manifest).
 
 Every input must end as exactly one summary entry / table item / result JSON; failures name
 stage + error type + the input; good images' detections equal Detector's.
@@ -20,6 +21,7 @@ import logging
 import os
 import secrets
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pytest
 from make_bad_inputs import build_cases
@@ -35,7 +37,7 @@ pytest.importorskip("samtranslator")
 
 from yolo_sfn.local.engine import LocalEngine
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]
 INPUT = "yolo-sfn-input"
 FORBIDDEN = "not-allowed-input"
 PREFIX = "catalogue/"
