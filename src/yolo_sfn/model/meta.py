@@ -13,6 +13,7 @@ Head tensor layout (one per darknet ``[yolo]`` section, raw conv output, no acti
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,14 @@ from yolo_sfn.errors import ModelError
 FORMAT = "yolo-sfn/model-meta"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _pos_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _pos_float(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def meta_path_for(model_path: str | Path) -> Path:
@@ -47,6 +56,20 @@ class HeadMeta:
     def num_anchors(self) -> int:
         return len(self.anchors)
 
+    def problems(self) -> list[str]:
+        out = []
+        if not (len(self.grid) == 2 and all(_pos_int(v) for v in self.grid)):
+            out.append(f"grid {self.grid!r} is not two positive integers")
+        if not _pos_int(self.stride):
+            out.append(f"stride {self.stride!r} is not a positive integer")
+        if not self.anchors or not all(
+            len(a) == 2 and all(_pos_float(x) for x in a) for a in self.anchors
+        ):
+            out.append(f"anchors {self.anchors!r} are not positive [w, h] pairs")
+        if not _pos_float(self.scale_x_y):
+            out.append(f"scale_x_y {self.scale_x_y!r} is not a positive number")
+        return out
+
 
 @dataclass(frozen=True)
 class ModelMeta:
@@ -68,17 +91,31 @@ class ModelMeta:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r} not in {PRECISIONS}")
-        if len(self.names) != self.num_classes:
-            problems.append(f"{len(self.names)} names for {self.num_classes} classes")
-        if not self.heads:
-            problems.append("no heads")
-        if self.nms_kind not in ("greedy", "diou"):
-            problems.append(f"nms_kind {self.nms_kind!r} not greedy|diou")
+        problems = self._problems()
         if problems:
             raise ModelError(f"model metadata {self.name!r}: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        """Every reason this metadata cannot describe a working detector (empty: fine)."""
+        problems = []
+        if not (len(self.input_size) == 2 and all(_pos_int(v) for v in self.input_size)):
+            problems.append(f"input_size {self.input_size!r} is not two positive integers")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} not in {PRECISIONS}")
+        if not _pos_int(self.num_classes):
+            problems.append(f"num_classes {self.num_classes!r} is not a positive integer")
+        elif not isinstance(self.names, list) or len(self.names) != self.num_classes:
+            n = len(self.names) if isinstance(self.names, list) else self.names
+            problems.append(f"{n!r} names for {self.num_classes} classes")
+        if not self.heads:
+            problems.append("no heads")
+        for i, h in enumerate(self.heads):
+            problems += [f"head {i}: {p}" for p in h.problems()]
+        if self.nms_kind not in ("greedy", "diou"):
+            problems.append(f"nms_kind {self.nms_kind!r} not greedy|diou")
+        if not _pos_float(self.beta_nms):
+            problems.append(f"beta_nms {self.beta_nms!r} is not a positive number")
+        return problems
 
     def head_shape(self, i: int) -> tuple[int, int, int, int]:
         """Expected tensor shape of head ``i``: (1, H, W, A * (5 + C))."""
@@ -89,7 +126,10 @@ class ModelMeta:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, *, source: str = "metadata") -> ModelMeta:
+    def from_dict(cls, d: object, *, source: str = "metadata") -> ModelMeta:
+        if not isinstance(d, dict):
+            kind = type(d).__name__
+            raise ModelError(f"{source}: model metadata must be a JSON object, not {kind}")
         if d.get("format") != FORMAT:
             raise ModelError(
                 f"{source}: not a yolo-sfn model metadata file (format={d.get('format')!r})"
@@ -102,9 +142,9 @@ class ModelMeta:
             heads = [
                 HeadMeta(
                     grid=tuple(h["grid"]),
-                    stride=int(h["stride"]),
-                    anchors=[list(map(float, a)) for a in h["anchors"]],
-                    scale_x_y=float(h.get("scale_x_y", 1.0)),
+                    stride=h["stride"],
+                    anchors=[list(a) for a in h["anchors"]],
+                    scale_x_y=h.get("scale_x_y", 1.0),
                     new_coords=bool(h.get("new_coords", False)),
                 )
                 for h in d["heads"]
@@ -112,7 +152,9 @@ class ModelMeta:
             fields = {k: v for k, v in d.items() if k != "heads"}
             fields["input_size"] = tuple(fields["input_size"])
             return cls(heads=heads, **fields)
-        except (KeyError, TypeError, ValueError) as e:
+        except ModelError as e:
+            raise ModelError(f"{source}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ModelError(f"{source}: malformed model metadata ({type(e).__name__}: {e})") from e
 
     def save(self, model_path: str | Path) -> Path:
