@@ -94,9 +94,10 @@ class Model:
             raise ModelError(f"{where}: expected 1 input tensor, model has {len(inputs)}")
         inp = inputs[0]
         h, w = meta.input_size
-        if tuple(int(s) for s in inp["shape"]) != (1, h, w, 3):
+        shape = tuple(int(s) for s in inp["shape"])
+        if shape != (1, h, w, 3):
             raise ModelError(
-                f"{where}: input shape {tuple(inp['shape'])} does not match metadata input_size "
+                f"{where}: input shape {shape} does not match metadata input_size "
                 f"{(h, w)} (expected (1, {h}, {w}, 3))"
             )
         self._in_index = int(inp["index"])
