@@ -5,6 +5,10 @@ Both process the same N images (default 100, cycled from testdata/images):
           handler, intermediates in moto S3, results in moto DynamoDB); wall time of the
           execution (``run.elapsed_s``, deploy and uploads excluded)
   bare    for each image: read bytes, decode, preprocess, Model.run, postprocess
+Score threshold: 0.25 for the demo model; ``--random-score`` (0.9) for random-weight models,
+on both sides: plain random heads put ~half of all cells of every class above 0.25 (~500,000
+NMS candidates, ~90 s per image), which no trained model does; at 0.9 nothing passes, so
+decode still runs over every row and only NMS work is left out.
 Targets, per-image wall time local / bare:
   YOLOv4-416 fp32 (random weights)   <= 1.15
   yolov3-tiny (demo)                 <= 1.5
@@ -26,7 +30,7 @@ from yolo_sfn.env import INFER_THREADS
 LIMITS = {"yolov4": 1.15, "yolov3-tiny": 1.5}
 
 
-def bare_loop(model_path: Path, files: list[Path], threads: int) -> float:
+def bare_loop(model_path: Path, files: list[Path], threads: int, score: float) -> float:
     """Seconds for the in-process loop over ``files`` (model load excluded, one warm-up)."""
     from yolo_sfn.core.image import decode_image
     from yolo_sfn.core.postprocess import postprocess
@@ -40,18 +44,18 @@ def bare_loop(model_path: Path, files: list[Path], threads: int) -> float:
     for f in files:
         rgb = decode_image(f.read_bytes(), name=f.name)
         batch, tr = preprocess(rgb, size)
-        postprocess(model.run(batch), model.meta, tr)
+        postprocess(model.run(batch), model.meta, tr, score=score)
     return time.perf_counter() - t0
 
 
-def local_run(model_path: Path, n: int) -> dict:
+def local_run(model_path: Path, n: int, score: float) -> dict:
     from yolo_sfn.local.runner import RunOptions, run_batch
 
     sys.path.insert(0, str(Path(__file__).parent))
     from memory import cycled_inputs
 
     t0 = time.perf_counter()
-    run, _ = run_batch(cycled_inputs(n), RunOptions(model=model_path, annotate=False))
+    run, _ = run_batch(cycled_inputs(n), RunOptions(model=model_path, annotate=False, score=score))
     wall = time.perf_counter() - t0
     s = run.summary or {}
     return {
@@ -70,6 +74,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--models", default="yolov3-tiny,yolov4")
+    ap.add_argument("--random-score", type=float, default=0.9)
     ap.add_argument("--json-out")
     args = ap.parse_args()
     os.environ[INFER_THREADS] = str(args.threads)  # the infer handler's thread count
@@ -81,8 +86,9 @@ def main() -> int:
     rows, targets, out = [], [], {"machine": info}
     for which in args.models.split(","):
         path = models.demo_model() if which == "yolov3-tiny" else models.random_model(which, 416)
-        bare = bare_loop(path, cycled, args.threads)
-        loc = local_run(path, args.images)
+        score = 0.25 if which == "yolov3-tiny" else args.random_score
+        bare = bare_loop(path, cycled, args.threads, score)
+        loc = local_run(path, args.images, score)
         per_bare = 1000.0 * bare / args.images
         per_local = 1000.0 * loc["elapsed_s"] / args.images
         rows.append(

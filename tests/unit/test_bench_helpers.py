@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from yolo_sfn.bench import sgemm
+from yolo_sfn.model.meta import HeadMeta, ModelMeta
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -40,39 +41,39 @@ def test_iou_and_greedy_one_to_one_matching():
     assert m.match([], other) == 0
 
 
-def test_trained_like_weights_make_sparse_heads_and_keep_the_rest():
-    from yolo_sfn.bench import models
-    from yolo_sfn.darknet.cfg import parse_cfg
-    from yolo_sfn.darknet.weights import layout, random_weights
+def _meta(num_classes=3):
+    heads = [
+        HeadMeta(grid=(4, 4), stride=8, anchors=[[10, 10], [20, 20]]),
+        HeadMeta(grid=(2, 2), stride=16, anchors=[[30, 30], [40, 40]]),
+    ]
+    return ModelMeta(
+        name="t",
+        input_size=(32, 32),
+        num_classes=num_classes,
+        names=[f"c{i}" for i in range(num_classes)],
+        heads=heads,
+    )
 
-    net = parse_cfg(models.CFG_DIR / "yolov3-tiny.cfg")
-    plain = random_weights(net, 0)
-    tl = models.trained_like_weights(net, 0)
-    assert [a.shape for a in tl] == [a.shape for a in plain]
-    heads = {i for layer in net.layers if layer.kind == "yolo" for i in layer.inputs}
-    pos, changed = 0, 0
-    for layer, parts in layout(net):
-        names = [n for n, _ in parts]
-        for j, _ in enumerate(parts):
-            a, b = plain[pos + j], tl[pos + j]
-            if layer.index not in heads:
-                np.testing.assert_array_equal(a, b)
-        if layer.index in heads:
-            changed += 1
-            bias = tl[pos + names.index("bias")]
-            k = np.arange(bias.size) % 85
-            assert (bias[k == 4] == models.HEAD_BIAS["objectness"]).all()
-            assert (bias[k >= 5] == models.HEAD_BIAS["class"]).all()
-            np.testing.assert_array_equal(bias[k < 4], plain[pos + names.index("bias")][k < 4])
-            kern, kern0 = (
-                tl[pos + names.index("kernel_oihw")],
-                plain[pos + names.index("kernel_oihw")],
-            )
-            np.testing.assert_allclose(
-                kern[k == 4], kern0[k == 4] * models.HEAD_KERNEL_SCALE["objectness"]
-            )
-        pos += len(parts)
-    assert changed == 2  # yolov3-tiny has two [yolo] heads
+
+def test_trained_like_heads_keep_boxes_and_set_few_object_rows():
+    m = _script("inference_vs_opencv")
+    meta = _meta()
+    rng = np.random.default_rng(0)
+    heads = [rng.normal(size=meta.head_shape(i)).astype(np.float32) for i in range(2)]
+    out = m.trained_like_heads(heads, meta, rows=10)
+    stride = 5 + meta.num_classes
+    objects = 0
+    for h, o in zip(heads, out, strict=True):
+        assert o.shape == h.shape and o.dtype == np.float32
+        r, q = h.reshape(-1, stride), o.reshape(-1, stride)
+        np.testing.assert_array_equal(q[:, :4], r[:, :4])  # box logits untouched
+        hot = q[:, 4] > 0
+        objects += int(hot.sum())
+        assert set(np.unique(q[:, 4])) <= {-8.0, 3.0}
+        # every object row has exactly one class switched on
+        assert ((q[hot, 5:] > 0).sum(axis=1) == 1).all()
+        assert (q[~hot, 5:] == -8.0).all()
+    assert 1 <= objects <= 10
 
 
 def test_sgemm_env_drops_the_slow_kernel_overrides_only(monkeypatch):
