@@ -9,13 +9,15 @@ Modes:
 
 Coordinates: boxes are continuous pixel coordinates (edges, not pixel centres), so
 ``x_net = x_src * scale_x + pad_x`` and ``x_src = (x_net - pad_x) / scale_x``.
+
+cv2 is imported inside :func:`preprocess` only: :class:`Transform` (all that Postprocess needs)
+is numpy-only, so the Postprocess Lambda carries no OpenCV layer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 RESIZE_MODES = ("stretch", "letterbox")
@@ -99,6 +101,8 @@ def preprocess(
     rgb: np.ndarray, size_hw: tuple[int, int], mode: str = "stretch"
 ) -> tuple[np.ndarray, Transform]:
     """(H, W, 3) uint8 RGB -> ((1, h, w, 3) uint8 RGB, Transform). No normalization here."""
+    import cv2  # here, not at module level: Transform must import without OpenCV
+
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode {mode!r} not in {RESIZE_MODES}")
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
