@@ -92,8 +92,8 @@ def as_list(x) -> list:
 def test_template_is_sam_with_the_contract_logical_ids(template: dict) -> None:
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
     res = template["Resources"]
-    for logical in (*LOGICAL_IDS.values(), "RuntimeLayer", "CoreLayer", "ArtifactsBucket",
-                    "ResultsTable", "DetectStateMachine"):
+    for logical in (*LOGICAL_IDS.values(), "RuntimeLayer", "ImageLayer", "NumpyLayer",
+                    "CoreLayer", "ArtifactsBucket", "ResultsTable", "DetectStateMachine"):
         assert logical in res, logical
     sized = [f"{s}{k}" for s in ("Plan", *STAGES, "Summarize") for k in ("MemorySize", "Timeout")]
     for p in ("ModelUri", "ScoreThreshold", "IouThreshold", "ResizeMode", "MapConcurrency",
@@ -113,8 +113,10 @@ def test_functions_point_at_thin_handlers_with_layers(template: dict) -> None:
         assert props["CodeUri"].rstrip("/") == f"functions/{stage}"
         assert (ROOT / "functions" / stage / "app.py").is_file()
         assert template["Resources"][logical]["Metadata"]["BuildMethod"] == "makefile"
-        needs_runtime = stage in ("preprocess", "infer", "postprocess")
-        assert ({"Ref": "RuntimeLayer"} in props.get("Layers", [])) == needs_runtime, stage
+        # each function carries only what it imports (details: test_template_layers.py)
+        own = {"preprocess": ["ImageLayer"], "infer": ["RuntimeLayer"],
+               "postprocess": ["NumpyLayer"]}.get(stage, [])
+        assert props.get("Layers", []) == [{"Ref": layer} for layer in own], stage
     infer = template["Parameters"]["InferMemorySize"]["Default"]
     assert infer >= 3008 and all(
         template["Parameters"][f"{s}MemorySize"]["Default"] <= infer
