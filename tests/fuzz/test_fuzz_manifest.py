@@ -55,3 +55,13 @@ def test_any_manifest_body(body: str, name: str) -> None:
 def test_deeply_nested_json_manifest(depth: int) -> None:
     """F11 (fixed): json.loads raises RecursionError, not ValueError, on deep nesting."""
     check("[" * depth + "]" * depth, "list.json")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "F13: parse_manifest reads a .csv with csv.reader over StringIO(body): a bare CR (a "
+    "classic-Mac/Excel CSV export) raises _csv.Error, so Plan fails with errorType 'Error'"))
+@pytest.mark.parametrize("body", ["s3://input-bucket/a.jpg\rs3://input-bucket/b.jpg\r",
+                                  "uri\rs3://input-bucket/a.jpg", "\r0"],
+                         ids=["cr-lines", "cr-header", "found-by-long-fuzz"])
+def test_csv_manifest_with_cr_line_endings(body: str) -> None:
+    check(body, "list.csv")

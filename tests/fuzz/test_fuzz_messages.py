@@ -114,8 +114,10 @@ def check_round_trip(name: str, msg) -> None:
         return
     d = json.loads(json.dumps(msg.to_dict()))
     again = getattr(messages, name).from_event(d)
-    if name not in ("CaughtError",):
-        assert again == msg, f"{name} changed on a round trip: {msg} -> {again}"
+    # what crosses the state boundary is to_dict(): it must be a fixed point (an optional ""
+    # may legitimately come back as None)
+    assert json.loads(json.dumps(again.to_dict())) == d, (
+        f"{name} changed on a round trip: {d} -> {again.to_dict()}")
     for attr in ("batch_id", "image_id"):
         value = getattr(msg, attr, None)
         if value is not None:
