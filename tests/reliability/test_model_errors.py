@@ -36,10 +36,8 @@ def test_model_load_error_is_one_clear_line(rel_model, tmp_path, name) -> None:
     assert "\n" not in msg.strip() and "Traceback" not in msg, msg
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F8: core.runtime formats the input shape with numpy 2 scalar reprs: "
-    "'input shape (np.int32(1), np.int32(416), ...) does not match metadata input_size'"))
 def test_input_size_mismatch_message_has_plain_numbers(rel_model, tmp_path) -> None:
+    """F8 (fixed): the message used numpy 2 scalar reprs (np.int32(1), ...)."""
     path, _ = _variant(rel_model, tmp_path, "input-mismatch")
     msg = _load_error(path)
     assert not NUMPY_REPR.search(msg), msg
