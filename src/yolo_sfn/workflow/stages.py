@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io as _io
 import json
 import re
 import time
@@ -123,8 +122,11 @@ def parse_manifest(text: str, *, name: str = "manifest") -> list[tuple[str, str]
             out.append((v, f"manifest[{i}]"))
         return out
     if name.lower().endswith(".csv"):
-        rows = [(row[0].strip() if row else "", n)
-                for n, row in enumerate(csv.reader(_io.StringIO(body)), start=1)]
+        try:  # splitlines(): CR-only (classic Mac/Excel) exports are lines too
+            rows = [(row[0].strip() if row else "", n)
+                    for n, row in enumerate(csv.reader(body.splitlines()), start=1)]
+        except csv.Error as e:
+            raise InputValidationError(f"manifest {name}: unreadable CSV ({e})") from None
         if rows and rows[0][0] and not rows[0][0].startswith("s3://"):
             rows = rows[1:]  # header
     else:
