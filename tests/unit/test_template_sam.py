@@ -184,6 +184,23 @@ def test_input_buckets_are_read_only_and_table_access_is_scoped(template: dict) 
                 assert st["Resource"] == {"Fn::GetAtt": ["ResultsTable", "Arn"]}, st
 
 
+def test_join_delimiters_are_literal_strings(template: dict) -> None:
+    """CloudFormation rejects a Fn::Join whose delimiter is a function (e.g. !Sub): "every
+    Fn::Join object requires two parameters, (1) a string delimiter ..." (cfn-lint's E1018
+    catches it only sometimes)."""
+    def walk(node, path):
+        if isinstance(node, dict):
+            if "Fn::Join" in node:
+                assert isinstance(node["Fn::Join"][0], str), path
+            for k, v in node.items():
+                walk(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    walk(template, "")
+
+
 # --- state machine -----------------------------------------------------------------------
 def test_every_substitution_is_defined_and_used(template: dict, asl_text: str) -> None:
     sm = template["Resources"]["DetectStateMachine"]["Properties"]
