@@ -30,8 +30,10 @@ cfn: $(BIN)/.installed $(SAM_VENV)/bin/sam
 	$(BIN)/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
 
-sam-build: $(SAM_VENV)/bin/sam
-	$(SAM_VENV)/bin/sam build --region us-east-1
+# --no-cached: SAM's cache only watches a layer's own folder, not src/yolo_sfn or layers/pip.mk.
+sam-build: $(BIN)/.installed $(SAM_VENV)/bin/sam
+	$(SAM_VENV)/bin/sam build --region us-east-1 --no-cached
+	$(BIN)/python layers/check_layers.py
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
