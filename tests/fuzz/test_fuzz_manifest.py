@@ -57,11 +57,9 @@ def test_deeply_nested_json_manifest(depth: int) -> None:
     check("[" * depth + "]" * depth, "list.json")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F13: parse_manifest reads a .csv with csv.reader over StringIO(body): a bare CR (a "
-    "classic-Mac/Excel CSV export) raises _csv.Error, so Plan fails with errorType 'Error'"))
 @pytest.mark.parametrize("body", ["s3://input-bucket/a.jpg\rs3://input-bucket/b.jpg\r",
                                   "uri\rs3://input-bucket/a.jpg", "\r0"],
                          ids=["cr-lines", "cr-header", "found-by-long-fuzz"])
 def test_csv_manifest_with_cr_line_endings(body: str) -> None:
+    """F13 (fixed): csv.reader raised _csv.Error on bare CR line endings."""
     check(body, "list.csv")
