@@ -3,7 +3,7 @@
 
     python tools/fuzz.py                      # every fuzz test, 20,000 examples each
     python tools/fuzz.py --examples 2000 -k s3uri
-    python tools/fuzz.py --runxfail           # also explore the known findings
+    python tools/fuzz.py -x                   # stop at the first failure
 
 Sets ``HYPOTHESIS_PROFILE=long`` (random exploration + example database under
 ``.cache/hypothesis``, so a failure found here replays first next time) and
