@@ -145,15 +145,30 @@ def test_nms_invariants(n, seed):
         assert np.any((iou_xyxy(boxes[d : d + 1], boxes[k])[0] > 0.45) & (scores[k] >= scores[d]))
 
 
+def _sequential_nms(boxes, scores, classes, thr, kind, beta=0.6):
+    """The textbook greedy walk, one box at a time (the reference for the blocked version)."""
+    overlap = (lambda a, b: diou_xyxy(a, b, beta)) if kind == "diou" else iou_xyxy
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    for i in order.tolist():
+        mine = [k for k in keep if classes[k] == classes[i]]
+        if not mine or not np.any(overlap(boxes[mine], boxes[i : i + 1])[:, 0] > thr):
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
+
+
 @pytest.mark.parametrize("kind", ["greedy", "diou"])
-def test_matrix_and_shrinking_paths_agree(kind, monkeypatch):
+@pytest.mark.parametrize(("block", "tile"), [(256, 8192), (64, 5), (7, 1), (1, 3), (1000, 1000)])
+def test_blocked_nms_matches_sequential_greedy(kind, block, tile, monkeypatch):
     import yolo_sfn.core.nms as nms_mod
 
     rng = np.random.default_rng(5)
-    xy = rng.uniform(0, 100, (300, 2))
-    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (300, 2))], 1).astype(np.float32)
-    scores = rng.uniform(0, 1, 300).astype(np.float32)
-    classes = rng.integers(0, 3, 300)
-    via_matrix = nms(boxes, scores, classes, 0.45, kind=kind)
-    monkeypatch.setattr(nms_mod, "_MATRIX_MAX", 0)
-    np.testing.assert_array_equal(nms(boxes, scores, classes, 0.45, kind=kind), via_matrix)
+    n = 300
+    xy = rng.uniform(0, 100, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (n, 2))], 1).astype(np.float32)
+    scores = rng.choice(np.linspace(0.1, 1, 40).astype(np.float32), n)  # many ties
+    classes = rng.integers(0, 3, n)
+    want = _sequential_nms(boxes, scores, classes, 0.45, kind)
+    monkeypatch.setattr(nms_mod, "_BLOCK", block)
+    monkeypatch.setattr(nms_mod, "_TILE", tile)
+    np.testing.assert_array_equal(nms(boxes, scores, classes, 0.45, kind=kind), want)

@@ -41,16 +41,30 @@ def box_area_xyxy(boxes_xyxy: np.ndarray) -> np.ndarray:
 
 
 def iou_xyxy(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """IoU matrix: (N, 4) xyxy x (M, 4) xyxy -> (N, M). 0 where the union is empty."""
-    a = np.asarray(a_xyxy)[:, None, :]  # (N, 1, 4)
-    b = np.asarray(b_xyxy)[None, :, :]  # (1, M, 4)
-    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
-    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
-    union = box_area_xyxy(a) + box_area_xyxy(b) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(union > 0, inter / union, 0)
-    return out.astype(np.result_type(a, b, np.float32), copy=False)
+    """IoU matrix: (N, 4) xyxy x (M, 4) xyxy -> (N, M). 0 where the union is empty.
+
+    In-place arithmetic on (N, M) buffers (NMS builds 2048 x 2048 of these), with the same
+    operations in the same order as the plain formula, so the values are identical.
+    """
+    a = np.asarray(a_xyxy)
+    b = np.asarray(b_xyxy)
+    dtype = np.result_type(a, b, np.float32)
+    a = a.astype(dtype, copy=False)
+    b = b.astype(dtype, copy=False)
+    ax1, ay1, ax2, ay2 = (a[:, k : k + 1] for k in range(4))  # (N, 1)
+    bx1, by1, bx2, by2 = (b[None, :, k] for k in range(4))  # (1, M)
+    inter = np.minimum(ax2, bx2)
+    inter -= np.maximum(ax1, bx1)
+    np.maximum(inter, 0, out=inter)  # iw
+    ih = np.minimum(ay2, by2)
+    ih -= np.maximum(ay1, by1)
+    np.maximum(ih, 0, out=ih)
+    inter *= ih
+    union = np.add(box_area_xyxy(a)[:, None], box_area_xyxy(b)[None, :], out=ih)
+    union -= inter
+    out = np.zeros_like(inter)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
 
 
 def diou_xyxy(a_xyxy: np.ndarray, b_xyxy: np.ndarray, beta: float = 1.0) -> np.ndarray:

@@ -16,7 +16,8 @@ from yolo_sfn.core.boxes import diou_xyxy, iou_xyxy
 NMS_KINDS = ("greedy", "diou")
 
 
-_MATRIX_MAX = 2048  # per-class candidates up to which the (K, K) overlap matrix is built
+_BLOCK = 256  # boxes taken from the front of the score order per round
+_TILE = 8192  # later boxes tested per overlap matrix (_BLOCK x _TILE float32 = 8 MiB)
 
 
 def _overlap(a_xyxy: np.ndarray, b_xyxy: np.ndarray, kind: str, beta: float) -> np.ndarray:
@@ -25,28 +26,36 @@ def _overlap(a_xyxy: np.ndarray, b_xyxy: np.ndarray, kind: str, beta: float) -> 
 
 def _nms_one_class(
     boxes_xyxy: np.ndarray, order: np.ndarray, iou_threshold: float, kind: str, beta: float
-) -> list[int]:
-    """Greedy walk over ``order`` (indices into boxes, best first) -> kept indices."""
-    if order.size <= _MATRIX_MAX:
-        # one (K, K) overlap matrix; only boxes that overlap a *later* box can suppress, so
-        # the sequential scan visits just those rows
-        b = boxes_xyxy[order]
+) -> list[np.ndarray]:
+    """Greedy walk over ``order`` (indices into boxes, best first) -> kept indices, in order.
+
+    Batched, and exactly the sequential greedy result: each round takes the best ``_BLOCK``
+    remaining boxes and walks them greedily with one upper-triangular overlap matrix (only
+    rows that overlap a *later* box can suppress, so the Python loop runs once per such row),
+    then drops every later box that a box kept in this round overlaps (``_TILE`` columns per
+    matrix). Few kept boxes: the remaining list shrinks fast; many: the work is
+    kept x remaining in large numpy operations. Memory stays bounded either way.
+    """
+    kept_parts: list[np.ndarray] = []
+    rest = order
+    while rest.size:
+        head, rest = rest[:_BLOCK], rest[_BLOCK:]
+        b = boxes_xyxy[head]
         over = np.triu(_overlap(b, b, kind, beta) > iou_threshold, k=1)
-        suppressed = np.zeros(order.size, dtype=bool)
+        suppressed = np.zeros(head.size, dtype=bool)
         for i in np.flatnonzero(over.any(axis=1)).tolist():
             if not suppressed[i]:
                 suppressed |= over[i]
-        return order[~suppressed].tolist()
-    keep: list[int] = []
-    while order.size:  # large K: shrink the candidate list after each kept box
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        if not rest.size:
-            break
-        overlap = _overlap(boxes_xyxy[i : i + 1], boxes_xyxy[rest], kind, beta)[0]
-        order = rest[overlap <= iou_threshold]
-    return keep
+        kept = head[~suppressed]
+        kept_parts.append(kept)
+        if rest.size:
+            kb = boxes_xyxy[kept]
+            alive = np.empty(rest.size, dtype=bool)
+            for s in range(0, rest.size, _TILE):
+                hit = _overlap(kb, boxes_xyxy[rest[s : s + _TILE]], kind, beta) > iou_threshold
+                np.logical_not(hit.any(axis=0), out=alive[s : s + _TILE])
+            rest = rest[alive]
+    return kept_parts
 
 
 def nms(
@@ -74,11 +83,15 @@ def nms(
         return np.zeros((0,), dtype=np.int64)
     # one global order: score desc, index asc (stable sort on -score)
     order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
     cls_sorted = class_ids[order]
-    for c in np.unique(cls_sorted):
-        keep.extend(_nms_one_class(boxes_xyxy, order[cls_sorted == c], iou_threshold, kind, beta))
-    kept = np.asarray(keep, dtype=np.int64)
+    # group by class, keeping the score order inside each class (stable sort on the class)
+    by_cls = np.argsort(cls_sorted, kind="stable")
+    grouped = order[by_cls]
+    bounds = np.flatnonzero(np.diff(cls_sorted[by_cls])) + 1
+    keep: list[np.ndarray] = []
+    for part in np.split(grouped, bounds):
+        keep.extend(_nms_one_class(boxes_xyxy, part, iou_threshold, kind, beta))
+    kept = np.concatenate(keep).astype(np.int64, copy=False)
     # back to global score order (stable on index for ties)
     kept.sort()
     return kept[np.argsort(-scores[kept], kind="stable")]

@@ -5,10 +5,24 @@ with ``obj * cls_prob >= score`` (darknet/OpenCV style: one box may yield severa
 class-aware NMS (greedy IoU or darknet DIoU) on boxes in normalized original-image coordinates
 (darknet's convention; IoU itself is invariant to per-axis scaling) -> map to original pixels,
 clip to the image -> sort by score desc, class asc, box asc.
+
+Two caps bound the work on pathological heads (a random-weights or badly trained model, or a
+very low score threshold: ~550,000 candidates on YOLOv4-416, minutes of NMS). Below the caps
+the result is exactly the uncapped one.
+
+* ``MAX_CANDIDATES`` (30,000, as common detectors' pre-NMS top-k): when more (row, class)
+  candidates pass the score threshold, only the best ``max_candidates`` by score go to NMS
+  (ties: lower candidate index first, candidates in row-major (row, class) order).
+* ``MAX_DETECTIONS`` (1,000; darknet has no cap, COCO evaluation counts 100 per image): at
+  most this many detections are returned, the first ones of the final order.
+
+Both are keyword arguments of :func:`postprocess` (``None`` = no cap); hitting one logs a
+warning on the ``yolo_sfn.core.postprocess`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +32,11 @@ from yolo_sfn.core.decode import decode_candidates
 from yolo_sfn.core.nms import NMS_KINDS, nms
 from yolo_sfn.core.preprocess import Transform
 from yolo_sfn.model.meta import ModelMeta
+
+MAX_CANDIDATES = 30_000  # pre-NMS top-k by score
+MAX_DETECTIONS = 1_000  # detections returned per image
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -54,6 +73,19 @@ class Detection:
         )
 
 
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best scores, ties by lower index, returned in index order.
+
+    The same set as ``argsort(-scores, kind="stable")[:k]``, in O(n) (partition).
+    """
+    n = scores.size
+    kth = np.partition(scores, n - k)[n - k]  # the k-th largest value
+    keep = scores > kth
+    need = k - int(np.count_nonzero(keep))
+    keep[np.flatnonzero(scores == kth)[:need]] = True
+    return np.flatnonzero(keep)
+
+
 def postprocess(
     heads: list[np.ndarray],
     meta: ModelMeta,
@@ -62,20 +94,39 @@ def postprocess(
     score: float = 0.25,
     iou: float = 0.45,
     nms_kind: str | None = None,
+    max_candidates: int | None = MAX_CANDIDATES,
+    max_detections: int | None = MAX_DETECTIONS,
 ) -> list[Detection]:
     """heads: (1, H, W, A*(5+C)) float32 in meta order -> detections, best first.
 
     nms_kind: "greedy" | "diou" | None (= ``meta.nms_kind``, darknet's cfg choice).
+    max_candidates: pre-NMS cap, the best ``max_candidates`` (row, class) candidates by score
+        (default ``MAX_CANDIDATES`` = 30,000; None = no cap).
+    max_detections: at most this many detections, best first (default ``MAX_DETECTIONS`` =
+        1,000; None = no cap). Results are unchanged whenever neither cap is reached.
     """
     kind = nms_kind or meta.nms_kind
     if kind not in NMS_KINDS:
         raise ValueError(f"nms kind {kind!r} not in {NMS_KINDS}")
+    for name, cap in (("max_candidates", max_candidates), ("max_detections", max_detections)):
+        if cap is not None and (isinstance(cap, bool) or int(cap) != cap or cap < 1):
+            raise ValueError(f"{name} must be None or an integer >= 1, got {cap!r}")
     _, boxes_cxcywh, class_scores = decode_candidates(heads, meta, score)
     # candidates: (K,) row into the decoded subset, (K,) class id
     cand_row, cand_cls = np.nonzero(class_scores >= np.float32(score))
     if cand_row.size == 0:
         return []
     cand_score = class_scores[cand_row, cand_cls]
+    if max_candidates is not None and cand_score.size > max_candidates:
+        _log.warning(
+            "%s: %d candidates at score %s, keeping the best %d for NMS",
+            meta.name,
+            cand_score.size,
+            score,
+            max_candidates,
+        )
+        top = _top_k(cand_score, int(max_candidates))
+        cand_row, cand_cls, cand_score = cand_row[top], cand_cls[top], cand_score[top]
     # (K, 4) xyxy original pixels, unclipped
     src_h, src_w = transform.src_hw
     boxes_src = transform.norm_to_src_xyxy(xywh_to_xyxy(boxes_cxcywh[cand_row]))
@@ -87,6 +138,11 @@ def postprocess(
     scores = cand_score[keep]
     classes = cand_cls[keep]
     order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], classes, -scores))
+    if max_detections is not None and order.size > max_detections:
+        _log.warning(
+            "%s: %d detections, returning the best %d", meta.name, order.size, max_detections
+        )
+        order = order[: int(max_detections)]
     names = meta.names
     # python scalars once (per-element numpy indexing dominates with thousands of detections)
     cls_l = classes[order].tolist()
