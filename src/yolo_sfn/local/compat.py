@@ -20,6 +20,7 @@ from yolo_sfn.errors import YoloSfnError
 MOTO_VERSION = "5.2.5"
 
 LAMBDA_MODELS = "moto.awslambda.models"
+S3_MODELS = "moto.s3.models"
 BOTO_CLIENT = "moto.stepfunctions.parser.asl.utils.boto_client"
 RETRIER = "moto.stepfunctions.parser.asl.component.common.retry.retrier_decl"
 SFN_MODELS = "moto.stepfunctions.models"
@@ -73,6 +74,21 @@ def check_moto() -> None:
     _require(SFN_MODELS, "stepfunctions_backends")
     _require(SFN_PARSER_MODELS, "stepfunctions_parser_backends")
     _require("moto.core.exceptions", "JsonRESTError")
+    _require("moto.core.exceptions", "ServiceException")
+    _require(S3_MODELS, "s3_backends")
+    backend_cls = _require(S3_MODELS, "S3Backend")
+    for name, params in (("put_object", ["self", "bucket_name", "key_name", "value"]),
+                         ("get_object", ["self", "bucket_name", "key_name"]),
+                         ("head_object", ["self", "bucket_name", "key_name"])):
+        method = getattr(backend_cls, name, None)
+        if method is None or list(inspect.signature(method).parameters)[:len(params)] != params:
+            raise LocalEngineError(f"moto internals moved: S3Backend.{name}({', '.join(params)})")
+    key_cls = _require(S3_MODELS, "FakeKey")
+    for attr in ("value", "etag", "size", "metadata", "set_metadata"):
+        if not hasattr(key_cls, attr):
+            raise LocalEngineError(f"moto internals moved: FakeKey.{attr} is gone")
+    if not callable(_require("moto.settings", "get_s3_default_key_buffer_size")):
+        raise LocalEngineError("moto internals moved: settings.get_s3_default_key_buffer_size")
 
 
 @contextmanager

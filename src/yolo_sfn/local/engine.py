@@ -30,6 +30,8 @@ MODEL_BUCKET = "yolo-sfn-local-models"
 STACK_NAME = "yolo-sfn-local"
 REGION = "us-east-1"
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+S3_BUFFER_ENV = "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"
+S3_BUFFER_BYTES = 64 * 1024
 
 
 @dataclass
@@ -107,6 +109,9 @@ class LocalEngine:
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing", "AWS_ENDPOINT_URL": None,
                 "AWS_PROFILE": None, "AWS_DEFAULT_PROFILE": None,
+                # moto keeps object bodies in SpooledTemporaryFiles of this size: past it they
+                # spill to disk, so a long batch's intermediates do not grow the process
+                S3_BUFFER_ENV: os.environ.get(S3_BUFFER_ENV) or str(S3_BUFFER_BYTES),
             }))
             # (not lambda use_docker=False: that swaps in moto's echo backend)
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
@@ -117,6 +122,7 @@ class LocalEngine:
             stack.enter_context(self.router.installed())
             stack.callback(_reset_handler_clients)
             _reset_handler_clients()  # clients cached by the stages belong to this moto session
+            _install_direct_s3()
         except BaseException:
             stack.close()
             raise
@@ -307,6 +313,18 @@ def _reset_handler_clients() -> None:
     except ImportError:
         return
     reset_clients()
+
+
+def _install_direct_s3() -> None:
+    """The stages' shared S3 client: get/put/head_object straight to moto (see directs3)."""
+    try:
+        from yolo_sfn.workflow import aws
+    except ImportError:
+        return
+    from yolo_sfn.local.directs3 import DirectS3
+
+    with aws._lock:
+        aws._clients["s3"] = DirectS3(aws.boto3.client("s3", config=aws.CLIENT_CONFIG))
 
 
 def _find_summary_uri(output: Any) -> str | None:
