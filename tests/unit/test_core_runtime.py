@@ -244,3 +244,102 @@ def test_sidecar_input_size_mismatch(models, tmp_path):
     with pytest.raises(ModelError) as e:
         Model.load(p)
     _one_line(e, "m.tflite", "input")
+
+
+# --- XNNPACK weight cache ---------------------------------------------------------------
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "mc"))
+    return tmp_path / "mc" / "xnnpack"
+
+
+def _heads_equal(a, b) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_weight_cache_built_once_then_reused_with_identical_results(models, cache_dir, precision):
+    batch = _batch(3)
+    plain = Model.load(models[precision], threads=1, weight_cache=False)
+    assert not plain._compiled
+    want = plain.run(batch)
+    first = Model.load(models[precision], threads=1)
+    assert first._compiled
+    files = sorted(cache_dir.iterdir())
+    assert [f.suffix for f in files] == [".xnnpack"]  # no temporary file left behind
+    assert _heads_equal(first.run(batch), want)
+    again = Model.load(models[precision], threads=1)
+    assert again._compiled and sorted(cache_dir.iterdir()) == files
+    assert _heads_equal(again.run(batch), want)
+    assert first.meta == plain.meta and again.input_hw == plain.input_hw
+
+
+@pytest.mark.parametrize("content", ["empty", "garbage", "truncated", "other-model"])
+def test_corrupt_or_foreign_cache_file_gives_the_same_results(models, cache_dir, content):
+    batch = _batch(4)
+    want = Model.load(models["fp32"], threads=1, weight_cache=False).run(batch)
+    Model.load(models["fp32"], threads=1)
+    (path,) = cache_dir.iterdir()
+    good = path.read_bytes()
+    if content == "empty":
+        path.write_bytes(b"")
+    elif content == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(len(good)))
+    elif content == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:
+        Model.load(models["fp16"], threads=1)
+        other = next(f for f in cache_dir.iterdir() if f != path)
+        path.write_bytes(other.read_bytes())
+    m = Model.load(models["fp32"], threads=1)
+    assert _heads_equal(m.run(batch), want)
+    assert _heads_equal(Model.load(models["fp32"], threads=1).run(batch), want)
+
+
+def test_unusable_cache_dir_falls_back_to_the_interpreter(models, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(blocker))
+    batch = _batch(5)
+    with caplog.at_level("WARNING", logger="yolo_sfn.core.runtime"):
+        m = Model.load(models["fp32"], threads=1)
+    assert not m._compiled
+    assert "weight cache not used" in caplog.text
+    want = Model.load(models["fp32"], threads=1, weight_cache=False).run(batch)
+    assert _heads_equal(m.run(batch), want)
+
+
+def test_int8_model_keeps_the_interpreter(models, cache_dir):
+    assert not Model.load(models["int8"], threads=1)._compiled
+    assert not cache_dir.exists() or not any(cache_dir.iterdir())
+
+
+def test_concurrent_first_loads_share_one_cache_file(models, cache_dir):
+    batch = _batch(6)
+    want = Model.load(models["fp32"], threads=1, weight_cache=False).run(batch)
+    got, errors = [], []
+
+    def work():
+        try:
+            got.append(Model.load(models["fp32"], threads=1).run(batch))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(got) == 4
+    assert all(_heads_equal(g, want) for g in got)
+    assert [f.suffix for f in cache_dir.iterdir()] == [".xnnpack"]
+
+
+def test_cache_dir_is_pruned(models, cache_dir, monkeypatch):
+    import yolo_sfn.core.runtime as rt
+
+    monkeypatch.setattr(rt, "WEIGHT_CACHE_KEEP", 1)
+    Model.load(models["fp32"], threads=1)
+    Model.load(models["fp16"], threads=1)
+    (only,) = cache_dir.iterdir()
+    assert only.name.startswith("tiny-fp16.")
