@@ -21,6 +21,9 @@ MOTO_VERSION = "5.2.5"
 
 LAMBDA_MODELS = "moto.awslambda.models"
 S3_MODELS = "moto.s3.models"
+LAMBDA_EVAL_UTILS = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils"
+)
 BOTO_CLIENT = "moto.stepfunctions.parser.asl.utils.boto_client"
 RETRIER = "moto.stepfunctions.parser.asl.component.common.retry.retrier_decl"
 SFN_MODELS = "moto.stepfunctions.models"
@@ -63,6 +66,13 @@ def check_moto() -> None:
     invoke = getattr(fn_cls, "_invoke_lambda", None)
     if invoke is None or list(inspect.signature(invoke).parameters) != ["self", "event"]:
         raise LocalEngineError("moto internals moved: LambdaFunction._invoke_lambda(self, event)")
+    _require(LAMBDA_MODELS, "lambda_backends")
+    task_invoke = _require(LAMBDA_EVAL_UTILS, "_invoke_lambda_function")
+    if list(inspect.signature(task_invoke).parameters) != ["parameters", "region",
+                                                           "state_credentials"]:
+        raise LocalEngineError("moto internals moved: lambda_eval_utils._invoke_lambda_function"
+                               "(parameters, region, state_credentials)")
+    _require(LAMBDA_EVAL_UTILS, "execute_lambda_function_integration")
     client_for = _require(BOTO_CLIENT, "boto_client_for")
     if list(inspect.signature(client_for).parameters)[:2] != ["region", "service"]:
         raise LocalEngineError("moto internals moved: boto_client_for(region, service, ...)")
@@ -74,6 +84,11 @@ def check_moto() -> None:
     _require(SFN_MODELS, "stepfunctions_backends")
     _require(SFN_PARSER_MODELS, "stepfunctions_parser_backends")
     _require("moto.core.exceptions", "JsonRESTError")
+    _check_s3_backend()
+
+
+def _check_s3_backend() -> None:
+    """What ``yolo_sfn.local.directs3`` and the S3 body spill rely on."""
     _require("moto.core.exceptions", "ServiceException")
     _require(S3_MODELS, "s3_backends")
     backend_cls = _require(S3_MODELS, "S3Backend")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_sfn.errors import TransientS3Error, error_payload
-from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
+from yolo_sfn.local.compat import LAMBDA_EVAL_UTILS, LAMBDA_MODELS, LocalEngineError
 from yolo_sfn.local.template import FunctionSpec
 
 FAULT_KINDS = ("s3_transient", "throttle", "crash", "timeout")
@@ -198,11 +198,20 @@ class Router:
 
         fn_cls = importlib.import_module(LAMBDA_MODELS).LambdaFunction
         original = fn_cls._invoke_lambda
+        eval_utils = importlib.import_module(LAMBDA_EVAL_UTILS)
+        original_task_invoke = eval_utils._invoke_lambda_function
+
+        def _invoke_lambda_function(parameters: dict, region: str, state_credentials: Any):
+            return router.task_invoke(parameters, region, state_credentials,
+                                      original_task_invoke)
+
         fn_cls._invoke_lambda = _invoke_lambda
+        eval_utils._invoke_lambda_function = _invoke_lambda_function
         try:
             yield self
         finally:
             fn_cls._invoke_lambda = original
+            eval_utils._invoke_lambda_function = original_task_invoke
             for handler, stream in reversed(self._log_restore):
                 handler.setStream(stream)
             self._log_restore.clear()
@@ -282,6 +291,63 @@ class Router:
         self._record(spec.stage, image, attempt, "ok", None, start, injected)
         return body, False, ""
 
+    def task_invoke(self, parameters: dict, region: str, state_credentials: Any,
+                    fallback: Any) -> dict:
+        """A ``lambda:invoke`` Task's call, without the botocore client and moto's Lambda API.
+
+        Stands in for moto's ``lambda_eval_utils._invoke_lambda_function``: finds the moto
+        function, runs :meth:`invoke` and returns what that function returns through
+        botocore and moto (``StatusCode`` 200, ``FunctionError: Handled`` on an error
+        payload, ``Payload`` parsed). A 429 from :meth:`invoke` is raised as the botocore
+        ``TooManyRequestsException`` the client would raise, so the state's error is still
+        ``Lambda.TooManyRequestsException``. Anything else (other invocation types, functions
+        not bound here) takes moto's own path.
+        """
+        fn = self._direct_function(parameters, region)
+        if fn is None:
+            return fallback(parameters=parameters, region=region,
+                            state_credentials=state_credentials)
+        body = parameters.get("Payload")
+        if isinstance(body, bytes | bytearray):
+            body = body.decode("utf-8")
+        event = json.loads(body) if body else "{}"  # as LambdaFunction.invoke
+        try:
+            payload, errored, _logs = self.invoke(fn, event)
+        except Exception as err:
+            raise _as_client_error(err, region) from None
+        response: dict[str, Any] = {
+            "ResponseMetadata": {"RequestId": str(uuid.uuid4()), "HTTPStatusCode": 200,
+                                 "HTTPHeaders": {}, "RetryAttempts": 0},
+            "StatusCode": 200,
+        }
+        if errored:
+            response["FunctionError"] = "Handled"
+        try:
+            response["Payload"] = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            response["Payload"] = payload
+        return response
+
+    _DIRECT_PARAMETERS = frozenset({"FunctionName", "Payload"})
+
+    def _direct_function(self, parameters: dict, region: str) -> Any:
+        if not set(parameters) <= self._DIRECT_PARAMETERS:
+            return None
+        name = parameters.get("FunctionName")
+        if not isinstance(name, str):
+            return None
+        account = name.split(":")[4] if name.startswith("arn:") and name.count(":") >= 6 else None
+        backends = importlib.import_module(LAMBDA_MODELS).lambda_backends
+        try:
+            from moto.core import DEFAULT_ACCOUNT_ID
+
+            fn = backends[account or DEFAULT_ACCOUNT_ID][region].get_function(name, None)
+        except Exception:  # let moto's own path raise what it raises
+            return None
+        if getattr(fn, "function_name", None) not in self.functions:
+            return None
+        return fn
+
     def _call(self, spec: FunctionSpec, fn: Any, event: Any, injected: str | None) -> Any:
         if injected == "s3_transient":
             raise TransientS3Error(f"injected transient S3 error in {spec.stage}")
@@ -322,6 +388,33 @@ class Router:
                     if (stage is None or a.stage == stage)
                     and (image is None or a.image == image
                          or (a.image or "").rsplit("/", 1)[-1] == image)]
+
+
+def _as_client_error(err: Exception, region: str) -> Exception:
+    """A moto ``JsonRESTError`` as the botocore exception the Lambda client would raise."""
+    from moto.core.exceptions import JsonRESTError
+
+    if not isinstance(err, JsonRESTError):
+        return err
+    import boto3
+
+    code, status = err.error_type, int(err.code)
+    response = {"Error": {"Code": code, "Message": err.message},
+                "ResponseMetadata": {"RequestId": str(uuid.uuid4()), "HTTPStatusCode": status,
+                                     "HTTPHeaders": {}, "RetryAttempts": 0}}
+    cls = _lambda_exceptions(boto3, region).from_code(code)
+    return cls(response, "Invoke")
+
+
+_exception_factories: dict[str, Any] = {}
+
+
+def _lambda_exceptions(boto3: Any, region: str) -> Any:
+    factory = _exception_factories.get(region)
+    if factory is None:
+        factory = _exception_factories[region] = boto3.client(
+            "lambda", region_name=region).exceptions
+    return factory
 
 
 def redirect_stdout_loggers(module: Any, stream: Any) -> list[tuple[Any, Any]]:
