@@ -391,17 +391,28 @@ def parse_cause(error: dict) -> CaughtError:
 
 
 # --- Summarize -----------------------------------------------------------------------------
-def query_batch(cfg: StageConfig, batch_id: str, *, ddb=None) -> dict[str, dict]:
-    """Every table item of the batch (paginated), keyed by image_id."""
+# what build_summary reads from a record: Summarize queries only these attributes
+SUMMARY_FIELDS = ("image_id", "status", "result_uri", "num_detections", "class_counts", "error",
+                  "execution_arn")
+
+
+def query_batch(cfg: StageConfig, batch_id: str, *, ddb=None,
+                fields: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Every table item of the batch (paginated), keyed by image_id; with ``fields``, only
+    those attributes (``image_id`` is always included)."""
     from boto3.dynamodb.types import TypeDeserializer
 
     ddb = ddb or aws.client("dynamodb")
     des = TypeDeserializer()
     out = {}
+    kwargs = {}
+    if fields:
+        names = {f"#f{i}": f for i, f in enumerate(dict.fromkeys(("image_id", *fields)))}
+        kwargs = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
     with _ddb_errors(f"dynamodb query {cfg.table}"):
         pages = ddb.get_paginator("query").paginate(
             TableName=cfg.table, KeyConditionExpression="batch_id = :b",
-            ExpressionAttributeValues={":b": {"S": batch_id}}, ConsistentRead=True)
+            ExpressionAttributeValues={":b": {"S": batch_id}}, ConsistentRead=True, **kwargs)
         for page in pages:
             for raw in page.get("Items", []):
                 item = {k: des.deserialize(v) for k, v in raw.items()}
@@ -468,7 +479,7 @@ def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> Su
         plan_doc = io.get_json(cfg.bucket, plan_key(msg.batch_id), s3=s3)
     except ObjectNotFoundError:
         plan_doc = {}
-    records = query_batch(cfg, msg.batch_id, ddb=ddb)
+    records = query_batch(cfg, msg.batch_id, ddb=ddb, fields=SUMMARY_FIELDS)
     summary = build_summary(msg.batch_id, items, records, plan_doc, msg.execution_arn)
     s_key = summary_key(cfg, msg.batch_id)
     summary_uri = format_s3_uri(cfg.bucket, s_key)
