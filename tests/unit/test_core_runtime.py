@@ -343,3 +343,23 @@ def test_cache_dir_is_pruned(models, cache_dir, monkeypatch):
     Model.load(models["fp16"], threads=1)
     (only,) = cache_dir.iterdir()
     assert only.name.startswith("tiny-fp16.")
+
+
+@pytest.mark.parametrize("failure", ["disk-full", "child-aborts"])
+def test_cache_build_failure_falls_back(models, cache_dir, monkeypatch, caplog, failure):
+    import collections
+
+    import yolo_sfn.core.runtime as rt
+
+    if failure == "disk-full":
+        usage = collections.namedtuple("usage", "total used free")
+        monkeypatch.setattr(rt.shutil, "disk_usage", lambda _: usage(1 << 30, 1 << 30, 1 << 20))
+    else:  # what XNNPACK does when the disk fills up mid-write
+        monkeypatch.setattr(rt, "_BUILD_CHILD", "import os; os.abort()")
+    batch = _batch(7)
+    want = Model.load(models["fp32"], threads=1, weight_cache=False).run(batch)
+    with caplog.at_level("WARNING", logger="yolo_sfn.core.runtime"):
+        m = Model.load(models["fp32"], threads=1)
+    assert not m._compiled and "weight cache not used" in caplog.text
+    assert _heads_equal(m.run(batch), want)
+    assert not any(cache_dir.iterdir())  # no partial or temporary file left

@@ -18,10 +18,14 @@ on later loads (~430 MiB, ~0.05 s). The ``Interpreter`` API of ai_edge_litert 2.
 (no option, no env variable, no exported XNNPACK delegate C API), so float models go through
 ``CompiledModel`` when a cache directory is usable, with the same XNNPACK kernels: outputs are
 bit-identical to the ``Interpreter``'s. The cache file is keyed by the model file's identity
-(size, mtime, inode, first/last MiB sha256), the CPU flags and the runtime version; it is built
-under a temporary name and renamed into place, the newest ``WEIGHT_CACHE_KEEP`` files are
-kept. XNNPACK itself rejects a cache with a bad header, a bad offset or another model's
-fingerprint (and rebuilds). Any error on this path falls back to the plain ``Interpreter``.
+(size, mtime, inode, first/last MiB sha256), the CPU flags and the runtime version. It is built
+in a child process (XNNPACK abort()s the process when the disk fills up mid-write; free space
+is checked first too) under a temporary name, loaded once more there to check XNNPACK accepts
+it, then renamed into place; the newest ``WEIGHT_CACHE_KEEP`` files are kept. XNNPACK itself
+rejects a cache with a bad header, a bad offset or another model's fingerprint (it then packs
+in memory and rewrites the file). Any error on this path falls back to the plain
+``Interpreter``. Not detected: flipped bits inside the packed weights of a cache file (XNNPACK
+has no checksum; a full sha256 of 245 MB costs more than the load it saves).
 Directory: ``$MODEL_CACHE_DIR/xnnpack``, else ``/tmp/yolo-sfn-models/xnnpack`` on Lambda, else
 ``$XDG_CACHE_HOME`` or ``~/.cache`` ``/yolo-sfn/xnnpack``. ``Model.load(weight_cache=False)``
 turns it off.
@@ -34,6 +38,9 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -226,24 +233,61 @@ def _float_input(p: Path, threads: int) -> bool:
     return len(inputs) == 1 and np.dtype(inputs[0]["dtype"]) == np.float32
 
 
-def _load_compiled(p: Path, threads: int, folder: Path) -> _Compiled:
-    """``_Compiled`` with the cache file for ``p`` in ``folder``, building it atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{p.stem[:60]}.{_weight_cache_key(p)}.xnnpack"
-    if final.is_file() and final.stat().st_size > 0:
-        compiled = _Compiled(p, threads, final)
-        with contextlib.suppress(OSError):
-            os.utime(final)  # most recently used: survives pruning
-        return compiled
-    tmp = folder / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+# Builds a cache file in a child process: XNNPACK abort()s the whole process when it cannot
+# write the cache (disk full), so that must not happen in ours. The child then loads the file
+# a second time and fails unless XNNPACK accepts it unchanged.
+_BUILD_CHILD = """
+import os, sys
+from ai_edge_litert import compiled_model as cm
+model, cache, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def load():
+    cpu = cm.CpuOptions(num_threads=threads, xnnpack_weight_cache_path=cache)
+    opts = cm.Options(cm.HardwareAccelerator.CPU, cpu_options=cpu)
+    cm.CompiledModel.from_file(model, options=opts)
+    st = os.stat(cache)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+first = load()
+if not first[0] or load() != first:
+    sys.exit(3)
+"""
+BUILD_TIMEOUT_S = 600.0
+
+
+def _build_cache(p: Path, threads: int, final: Path) -> None:
+    """Write the cache file ``final`` for ``p`` (child process, temporary name, rename)."""
+    need = 2 * p.stat().st_size + (64 << 20)  # fp16 weights are packed as fp32: up to 2x
+    free = shutil.disk_usage(final.parent).free
+    if free < need:
+        raise OSError(f"{free >> 20} MiB free in {final.parent}, the cache needs ~{need >> 20}")
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        compiled = _Compiled(p, threads, tmp)
-        if tmp.is_file() and tmp.stat().st_size > 0:
-            os.replace(tmp, final)  # the open mapping keeps pointing at the same file
-            _prune_cache(folder, WEIGHT_CACHE_KEEP)
-        return compiled
+        proc = subprocess.run(
+            [sys.executable, "-c", _BUILD_CHILD, str(p), str(tmp), str(threads)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+        if proc.returncode != 0:
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise RuntimeError(f"cache build exited with {proc.returncode}: {tail[0][:300]}")
+        os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+    _prune_cache(final.parent, WEIGHT_CACHE_KEEP)
+
+
+def _load_compiled(p: Path, threads: int, folder: Path) -> _Compiled:
+    """``_Compiled`` with the cache file for ``p`` in ``folder`` (built first if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{p.stem[:60]}.{_weight_cache_key(p)}.xnnpack"
+    if not (final.is_file() and final.stat().st_size > 0):
+        _build_cache(p, threads, final)
+    compiled = _Compiled(p, threads, final)
+    with contextlib.suppress(OSError):
+        os.utime(final)  # most recently used: survives pruning
+    return compiled
 
 
 class Model:
