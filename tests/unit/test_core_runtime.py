@@ -363,3 +363,9 @@ def test_cache_build_failure_falls_back(models, cache_dir, monkeypatch, caplog, 
     assert not m._compiled and "weight cache not used" in caplog.text
     assert _heads_equal(m.run(batch), want)
     assert not any(cache_dir.iterdir())  # no partial or temporary file left
+
+
+def test_weight_cache_off_by_default_on_lambda(models, cache_dir, monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "infer")
+    assert not Model.load(models["fp32"], threads=1)._compiled
+    assert Model.load(models["fp32"], threads=1, weight_cache=True)._compiled
