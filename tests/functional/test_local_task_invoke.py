@@ -76,3 +76,25 @@ def test_pin_check_covers_the_task_invoke_hook(monkeypatch):
     monkeypatch.setattr(mod, "_invoke_lambda_function", moved)
     with pytest.raises(compat.LocalEngineError, match="_invoke_lambda_function"):
         compat.check_moto()
+
+
+def test_finished_interpreter_threads_are_pruned():
+    import importlib
+    import threading
+
+    threads = importlib.import_module(compat.PARSER_UTILS).TMP_THREADS
+    done = threading.Thread(target=lambda: None)
+    done.start()
+    done.join()
+    stop = threading.Event()
+    alive = threading.Thread(target=stop.wait)
+    alive.start()
+    threads += [done, alive]
+    try:
+        assert compat.prune_finished_threads() >= 1
+        assert done not in threads
+        assert alive in threads
+    finally:
+        stop.set()
+        alive.join()
+        compat.prune_finished_threads()

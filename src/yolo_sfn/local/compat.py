@@ -29,6 +29,7 @@ RETRIER = "moto.stepfunctions.parser.asl.component.common.retry.retrier_decl"
 SFN_MODELS = "moto.stepfunctions.models"
 SFN_PARSER_MODELS = "moto.stepfunctions.parser.models"
 PARSER_PACKAGE = "moto.stepfunctions.parser"
+PARSER_UTILS = "moto.stepfunctions.parser.utils"  # TMP_THREADS: every interpreter thread
 JSONPATH_USERS = (  # modules that call jsonpath_ng's parse() on every evaluation
     "moto.stepfunctions.parser.asl.utils.json_path",
     "moto.stepfunctions.parser.asl.component.common.path.result_path",
@@ -84,6 +85,8 @@ def check_moto() -> None:
     _require(SFN_MODELS, "stepfunctions_backends")
     _require(SFN_PARSER_MODELS, "stepfunctions_parser_backends")
     _require("moto.core.exceptions", "JsonRESTError")
+    if not isinstance(_require(PARSER_UTILS, "TMP_THREADS"), list):
+        raise LocalEngineError(f"moto internals moved: {PARSER_UTILS}.TMP_THREADS is not a list")
     _check_s3_backend()
 
 
@@ -188,6 +191,19 @@ def cached_jsonpath_parsing() -> Iterator[None]:
             stack.enter_context(patched(module, "parse", functools.lru_cache(maxsize=4096)(
                 original)))
         yield
+
+
+def prune_finished_threads() -> int:
+    """Drop finished threads from moto's ``TMP_THREADS``; returns how many were dropped.
+
+    moto's interpreter appends every thread it starts (~5 per Map item) to that module list
+    and never removes one, so a long batch grows by the dead ``Thread`` objects. Nothing in
+    moto reads the list; a live thread missed by a concurrent append race is only unlisted.
+    """
+    threads = importlib.import_module(PARSER_UTILS).TMP_THREADS
+    before = len(threads)
+    threads[:] = [t for t in threads if t.is_alive()]
+    return before - len(threads)
 
 
 # --- retry sleeps ------------------------------------------------------------------------

@@ -256,6 +256,7 @@ class LocalEngine:
         started = time.monotonic()
         while True:
             desc = sfn.describe_execution(executionArn=arn)
+            compat.prune_finished_threads()  # moto never forgets a thread: keep memory flat
             if on_progress is not None:
                 on_progress(self.progress(arn, started))
             if desc["status"] in TERMINAL:
