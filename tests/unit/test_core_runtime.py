@@ -250,7 +250,7 @@ def test_sidecar_input_size_mismatch(models, tmp_path):
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "mc"))
-    return tmp_path / "mc" / "xnnpack"
+    return tmp_path / "mc.xnnpack"
 
 
 def _heads_equal(a, b) -> bool:
@@ -297,9 +297,8 @@ def test_corrupt_or_foreign_cache_file_gives_the_same_results(models, cache_dir,
 
 
 def test_unusable_cache_dir_falls_back_to_the_interpreter(models, tmp_path, monkeypatch, caplog):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    monkeypatch.setenv("MODEL_CACHE_DIR", str(blocker))
+    (tmp_path / "mc.xnnpack").write_text("a file where the cache directory should be")
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "mc"))
     batch = _batch(5)
     with caplog.at_level("WARNING", logger="yolo_sfn.core.runtime"):
         m = Model.load(models["fp32"], threads=1)

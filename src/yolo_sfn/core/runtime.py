@@ -26,7 +26,8 @@ rejects a cache with a bad header, a bad offset or another model's fingerprint (
 in memory and rewrites the file). Any error on this path falls back to the plain
 ``Interpreter``. Not detected: flipped bits inside the packed weights of a cache file (XNNPACK
 has no checksum; a full sha256 of 245 MB costs more than the load it saves).
-Directory: ``$MODEL_CACHE_DIR/xnnpack``, else ``/tmp/yolo-sfn-models/xnnpack`` on Lambda, else
+Directory: ``$MODEL_CACHE_DIR.xnnpack`` (a sibling of the workflow's model cache), else
+``/tmp/yolo-sfn-models.xnnpack`` on Lambda, else
 ``$XDG_CACHE_HOME`` or ``~/.cache`` ``/yolo-sfn/xnnpack``. On by default except on AWS Lambda
 (see :meth:`Model.load`'s ``weight_cache``). Costs: the first load of a model on a machine
 builds the file in a child process (+0.6-0.9 s, and the child's ~600 MiB for YOLOv4-416); a
@@ -114,10 +115,11 @@ def _match_outputs(meta: ModelMeta, outputs: list[dict], where: str) -> list[int
 def weight_cache_dir() -> Path:
     """Directory of XNNPACK weight cache files (see the module docstring)."""
     env = os.environ.get(MODEL_CACHE_DIR, "").strip()
-    if env:
-        return Path(env) / "xnnpack"
+    if env:  # a sibling: the workflow owns the layout inside MODEL_CACHE_DIR (one dir per model)
+        d = Path(env)
+        return d.parent / f"{d.name}.xnnpack"
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        return Path("/tmp/yolo-sfn-models/xnnpack")
+        return Path("/tmp/yolo-sfn-models.xnnpack")
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
     return Path(base) / "yolo-sfn" / "xnnpack"
 
