@@ -263,12 +263,12 @@ def test_weight_cache_built_once_then_reused_with_identical_results(models, cach
     plain = Model.load(models[precision], threads=1, weight_cache=False)
     assert not plain._compiled
     want = plain.run(batch)
-    first = Model.load(models[precision], threads=1)
+    first = Model.load(models[precision], threads=1, weight_cache=True)
     assert first._compiled
     files = sorted(cache_dir.iterdir())
     assert [f.suffix for f in files] == [".xnnpack"]  # no temporary file left behind
     assert _heads_equal(first.run(batch), want)
-    again = Model.load(models[precision], threads=1)
+    again = Model.load(models[precision], threads=1, weight_cache=True)
     assert again._compiled and sorted(cache_dir.iterdir()) == files
     assert _heads_equal(again.run(batch), want)
     assert first.meta == plain.meta and again.input_hw == plain.input_hw
@@ -278,7 +278,7 @@ def test_weight_cache_built_once_then_reused_with_identical_results(models, cach
 def test_corrupt_or_foreign_cache_file_gives_the_same_results(models, cache_dir, content):
     batch = _batch(4)
     want = Model.load(models["fp32"], threads=1, weight_cache=False).run(batch)
-    Model.load(models["fp32"], threads=1)
+    Model.load(models["fp32"], threads=1, weight_cache=True)
     (path,) = cache_dir.iterdir()
     good = path.read_bytes()
     if content == "empty":
@@ -288,12 +288,12 @@ def test_corrupt_or_foreign_cache_file_gives_the_same_results(models, cache_dir,
     elif content == "truncated":
         path.write_bytes(good[: len(good) // 2])
     else:
-        Model.load(models["fp16"], threads=1)
+        Model.load(models["fp16"], threads=1, weight_cache=True)
         other = next(f for f in cache_dir.iterdir() if f != path)
         path.write_bytes(other.read_bytes())
-    m = Model.load(models["fp32"], threads=1)
+    m = Model.load(models["fp32"], threads=1, weight_cache=True)
     assert _heads_equal(m.run(batch), want)
-    assert _heads_equal(Model.load(models["fp32"], threads=1).run(batch), want)
+    assert _heads_equal(Model.load(models["fp32"], threads=1, weight_cache=True).run(batch), want)
 
 
 def test_unusable_cache_dir_falls_back_to_the_interpreter(models, tmp_path, monkeypatch, caplog):
@@ -301,7 +301,7 @@ def test_unusable_cache_dir_falls_back_to_the_interpreter(models, tmp_path, monk
     monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "mc"))
     batch = _batch(5)
     with caplog.at_level("WARNING", logger="yolo_sfn.core.runtime"):
-        m = Model.load(models["fp32"], threads=1)
+        m = Model.load(models["fp32"], threads=1, weight_cache=True)
     assert not m._compiled
     assert "weight cache not used" in caplog.text
     want = Model.load(models["fp32"], threads=1, weight_cache=False).run(batch)
@@ -309,7 +309,7 @@ def test_unusable_cache_dir_falls_back_to_the_interpreter(models, tmp_path, monk
 
 
 def test_int8_model_keeps_the_interpreter(models, cache_dir):
-    assert not Model.load(models["int8"], threads=1)._compiled
+    assert not Model.load(models["int8"], threads=1, weight_cache=True)._compiled
     assert not cache_dir.exists() or not any(cache_dir.iterdir())
 
 
@@ -320,7 +320,7 @@ def test_concurrent_first_loads_share_one_cache_file(models, cache_dir):
 
     def work():
         try:
-            got.append(Model.load(models["fp32"], threads=1).run(batch))
+            got.append(Model.load(models["fp32"], threads=1, weight_cache=True).run(batch))
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -338,8 +338,8 @@ def test_cache_dir_is_pruned(models, cache_dir, monkeypatch):
     import yolo_sfn.core.runtime as rt
 
     monkeypatch.setattr(rt, "WEIGHT_CACHE_KEEP", 1)
-    Model.load(models["fp32"], threads=1)
-    Model.load(models["fp16"], threads=1)
+    Model.load(models["fp32"], threads=1, weight_cache=True)
+    Model.load(models["fp16"], threads=1, weight_cache=True)
     (only,) = cache_dir.iterdir()
     assert only.name.startswith("tiny-fp16.")
 
@@ -358,13 +358,32 @@ def test_cache_build_failure_falls_back(models, cache_dir, monkeypatch, caplog, 
     batch = _batch(7)
     want = Model.load(models["fp32"], threads=1, weight_cache=False).run(batch)
     with caplog.at_level("WARNING", logger="yolo_sfn.core.runtime"):
-        m = Model.load(models["fp32"], threads=1)
+        m = Model.load(models["fp32"], threads=1, weight_cache=True)
     assert not m._compiled and "weight cache not used" in caplog.text
     assert _heads_equal(m.run(batch), want)
     assert not any(cache_dir.iterdir())  # no partial or temporary file left
 
 
 def test_weight_cache_off_by_default_on_lambda(models, cache_dir, monkeypatch):
+    import yolo_sfn.core.runtime as rt
+
+    monkeypatch.setattr(rt, "WEIGHT_CACHE_MIN_BYTES", 0)
+    assert Model.load(models["fp32"], threads=1)._compiled
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "infer")
     assert not Model.load(models["fp32"], threads=1)._compiled
     assert Model.load(models["fp32"], threads=1, weight_cache=True)._compiled
+
+
+def test_small_models_skip_the_cache_by_default(models, cache_dir):
+    assert not Model.load(models["fp32"], threads=1)._compiled  # 64x64 test model, KiB
+    assert not cache_dir.exists()
+
+
+def test_cache_dir_is_pruned_by_size(models, cache_dir, monkeypatch):
+    import yolo_sfn.core.runtime as rt
+
+    monkeypatch.setattr(rt, "WEIGHT_CACHE_MAX_BYTES", 1)  # the newest file always stays
+    Model.load(models["fp32"], threads=1, weight_cache=True)
+    Model.load(models["fp16"], threads=1, weight_cache=True)
+    (only,) = cache_dir.iterdir()
+    assert only.name.startswith("tiny-fp16.")

@@ -22,7 +22,8 @@ bit-identical to the ``Interpreter``'s. The cache file is keyed by the model fil
 (size, mtime, inode, first/last MiB sha256), the CPU flags and the runtime version. It is built
 in a child process (XNNPACK abort()s the process when the disk fills up mid-write; free space
 is checked first too) under a temporary name, loaded once more there to check XNNPACK accepts
-it, then renamed into place; the newest ``WEIGHT_CACHE_KEEP`` files are kept. XNNPACK itself
+it, then renamed into place; the newest ``WEIGHT_CACHE_KEEP`` files (at most
+``WEIGHT_CACHE_MAX_BYTES`` together) are kept. XNNPACK itself
 rejects a cache with a bad header, a bad offset or another model's fingerprint (it then packs
 in memory and rewrites the file). Any error on this path falls back to the plain
 ``Interpreter``. Not detected: flipped bits inside the packed weights of a cache file (XNNPACK
@@ -70,7 +71,9 @@ except ImportError:  # pragma: no cover
 
 _U8_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255)  # exact float32 u8 / 255
 
-WEIGHT_CACHE_KEEP = 8  # newest cache files kept in the cache directory
+WEIGHT_CACHE_KEEP = 8  # newest cache files kept in the cache directory ...
+WEIGHT_CACHE_MAX_BYTES = 2 << 30  # ... and at most this many bytes of them
+WEIGHT_CACHE_MIN_BYTES = 64 << 20  # weight_cache=None: only models at least this large
 _log = logging.getLogger(__name__)
 
 
@@ -159,11 +162,16 @@ def _runtime_version() -> str:
         return "?"
 
 
-def _prune_cache(folder: Path, keep: int) -> None:
+def _prune_cache(folder: Path, keep: int, max_bytes: int) -> None:
+    """Keep the newest ``keep`` cache files, and only as many as fit in ``max_bytes``."""
     try:
-        files = sorted(folder.glob("*.xnnpack"), key=lambda f: f.stat().st_mtime, reverse=True)
-        for f in files[keep:]:
-            f.unlink(missing_ok=True)
+        stats = [(f, f.stat()) for f in folder.glob("*.xnnpack")]
+        stats.sort(key=lambda fs: fs[1].st_mtime, reverse=True)
+        total = 0
+        for i, (f, st) in enumerate(stats):
+            total += st.st_size
+            if i >= keep or (i > 0 and total > max_bytes):
+                f.unlink(missing_ok=True)
     except OSError:
         pass
 
@@ -280,7 +288,7 @@ def _build_cache(p: Path, threads: int, final: Path) -> None:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    _prune_cache(final.parent, WEIGHT_CACHE_KEEP)
+    _prune_cache(final.parent, WEIGHT_CACHE_KEEP, WEIGHT_CACHE_MAX_BYTES)
 
 
 def _load_compiled(p: Path, threads: int, folder: Path) -> _Compiled:
@@ -348,12 +356,12 @@ class Model:
 
         weight_cache: True = float models use an XNNPACK weight cache file (module docstring)
         when the runtime offers it; False = always the plain ``Interpreter``; None (default) =
-        True except on AWS Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set), where ``/tmp`` starts
-        empty in every execution environment, so each cold start would pay the build
-        (measured +0.6-0.9 s on YOLOv4-416) and never reuse the file.
+        True for model files of at least ``WEIGHT_CACHE_MIN_BYTES`` (64 MiB: below that the
+        saving is tens of MiB and ~0.05 s, less than the one-off build in a child process),
+        except on AWS Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set), where ``/tmp`` starts empty
+        in every execution environment, so each cold start would pay the build (measured
+        +0.6-0.9 s on YOLOv4-416) and never reuse the file.
         """
-        if weight_cache is None:
-            weight_cache = not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
         p = Path(path)
         if _Interpreter is None:
             raise ModelError(
@@ -374,6 +382,11 @@ class Model:
             raise ModelError(f"{p}: cannot read model ({e.strerror or e})") from None
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise ModelError(f"{p}: not a TFLite flatbuffer (missing TFL3 identifier)")
+        if weight_cache is None:
+            weight_cache = (
+                not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+                and p.stat().st_size >= WEIGHT_CACHE_MIN_BYTES
+            )
         if weight_cache and RUNTIME == "ai_edge_litert" and _float_input(p, n):
             try:
                 compiled = _load_compiled(p, n, weight_cache_dir())
