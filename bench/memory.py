@@ -5,7 +5,8 @@
    model file size + 300 MB.
 2. ``--batch N`` (default 1000; 0 skips) runs the whole local workflow (``yolo_sfn.local``,
    demo yolov3-tiny) over N images cycled from testdata/images, sampling this process's RSS
-   as items complete. Flat: RSS growth from 20 % to 100 % of the items <= ``--flat-mb``.
+   as items complete. Flat: RSS growth from 20 % to 100 % of the items <= ``--flat-mb``
+   (also printed: the least-squares RSS slope over those samples, KiB per image).
 
 Exit status 1 when a target is missed.
 """
@@ -80,9 +81,16 @@ def local_batch(n: int, model: Path) -> dict:
         hits = [s[2] for s in samples if s[1] >= want]
         return hits[0] if hits else samples[-1][2]
 
+    tail = [(d, r) for _, d, r in samples if d >= 0.2 * n]  # 20 % .. 100 % of the items
+    slope = None
+    if len(tail) >= 2 and len({d for d, _ in tail}) > 1:
+        mx = sum(d for d, _ in tail) / len(tail)
+        my = sum(r for _, r in tail) / len(tail)
+        slope = sum((d - mx) * (r - my) for d, r in tail) / sum((d - mx) ** 2 for d, _ in tail)
     return {
         "images": n,
         "status": run.status,
+        "rss_slope_mb_per_image": slope,
         "elapsed_s": run.elapsed_s,
         "succeeded": summary.get("succeeded"),
         "failed": summary.get("failed"),
@@ -168,7 +176,9 @@ def main() -> int:
             f"{b['elapsed_s']:.1f} s, {b['succeeded']} succeeded / {b['failed']} failed; "
             f"RSS MiB at "
             + ", ".join(f"{k} {v:.0f}" for k, v in at.items())
-            + f"; peak {b['peak_rss_mb']:.0f}"
+            + f"; peak {b['peak_rss_mb']:.0f}; least-squares slope 20%..100% "
+            + (f"{b['rss_slope_mb_per_image'] * 1024:.1f} KiB/image"
+               if b["rss_slope_mb_per_image"] is not None else "n/a")
         )
         targets.append(
             report.Target(
