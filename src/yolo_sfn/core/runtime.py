@@ -32,7 +32,8 @@ Directory: ``$MODEL_CACHE_DIR.xnnpack`` (a sibling of the workflow's model cache
 ``/tmp/yolo-sfn-models.xnnpack`` on Lambda, else
 ``$XDG_CACHE_HOME`` or ``~/.cache`` ``/yolo-sfn/xnnpack``. On by default except on AWS Lambda
 (see :meth:`Model.load`'s ``weight_cache``). Costs: the first load of a model on a machine
-builds the file in a child process (+0.6-0.9 s, and the child's ~600 MiB for YOLOv4-416); a
+builds the file in a child process (+0.4-0.9 s; the child peaks at ~82 MiB RSS for
+YOLOv4-416, as XNNPACK streams the packed weights to the file); a
 cached load moves page faults into the first inference, so cold start totals barely change.
 """
 
