@@ -364,17 +364,19 @@ def test_cache_build_failure_falls_back(models, cache_dir, monkeypatch, caplog, 
     assert not any(cache_dir.iterdir())  # no partial or temporary file left
 
 
-def test_weight_cache_off_by_default_on_lambda(models, cache_dir, monkeypatch):
+def test_weight_cache_is_opt_in(models, cache_dir, monkeypatch):
     import yolo_sfn.core.runtime as rt
 
     monkeypatch.setattr(rt, "WEIGHT_CACHE_MIN_BYTES", 0)
-    assert Model.load(models["fp32"], threads=1)._compiled
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "infer")
+    monkeypatch.delenv("YOLO_SFN_WEIGHT_CACHE", raising=False)
     assert not Model.load(models["fp32"], threads=1)._compiled
-    assert Model.load(models["fp32"], threads=1, weight_cache=True)._compiled
+    monkeypatch.setenv("YOLO_SFN_WEIGHT_CACHE", "1")
+    assert Model.load(models["fp32"], threads=1)._compiled
+    assert not Model.load(models["fp32"], threads=1, weight_cache=False)._compiled
 
 
-def test_small_models_skip_the_cache_by_default(models, cache_dir):
+def test_small_models_skip_the_cache_even_when_opted_in(models, cache_dir, monkeypatch):
+    monkeypatch.setenv("YOLO_SFN_WEIGHT_CACHE", "1")
     assert not Model.load(models["fp32"], threads=1)._compiled  # 64x64 test model, KiB
     assert not cache_dir.exists()
 

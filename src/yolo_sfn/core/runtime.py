@@ -30,7 +30,7 @@ in memory and rewrites the file). Any error on this path falls back to the plain
 has no checksum; a full sha256 of 245 MB costs more than the load it saves).
 Directory: ``$MODEL_CACHE_DIR.xnnpack`` (a sibling of the workflow's model cache), else
 ``/tmp/yolo-sfn-models.xnnpack`` on Lambda, else
-``$XDG_CACHE_HOME`` or ``~/.cache`` ``/yolo-sfn/xnnpack``. On by default except on AWS Lambda
+``$XDG_CACHE_HOME`` or ``~/.cache`` ``/yolo-sfn/xnnpack``. Opt-in: ``YOLO_SFN_WEIGHT_CACHE=1``
 (see :meth:`Model.load`'s ``weight_cache``). Costs: the first load of a model on a machine
 builds the file in a child process (+0.4-0.9 s; the child peaks at ~82 MiB RSS for
 YOLOv4-416, as XNNPACK streams the packed weights to the file); a
@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.env import INFER_THREADS, MODEL_CACHE_DIR
+from yolo_sfn.env import INFER_THREADS, MODEL_CACHE_DIR, WEIGHT_CACHE
 from yolo_sfn.errors import ModelError
 from yolo_sfn.model.meta import ModelMeta
 
@@ -357,11 +357,14 @@ class Model:
 
         weight_cache: True = float models use an XNNPACK weight cache file (module docstring)
         when the runtime offers it; False = always the plain ``Interpreter``; None (default) =
-        True for model files of at least ``WEIGHT_CACHE_MIN_BYTES`` (64 MiB: below that the
-        saving is tens of MiB and ~0.05 s, less than the one-off build in a child process),
-        except on AWS Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set), where ``/tmp`` starts empty
-        in every execution environment, so each cold start would pay the build (measured
-        +0.6-0.9 s on YOLOv4-416) and never reuse the file.
+        opt-in: True only when ``$YOLO_SFN_WEIGHT_CACHE`` is ``1`` and the model file is at
+        least ``WEIGHT_CACHE_MIN_BYTES`` (64 MiB: below that the saving is tens of MiB and
+        ~0.05 s, less than the one-off build in a child process). Off by default because
+        LiteRT's ``CompiledModel`` prints ~30 accelerator-probing lines to stderr on every
+        load, a cache file with flipped bits gives silently wrong results, and on AWS Lambda
+        ``/tmp`` starts empty in every execution environment, so each cold start would pay
+        the build (+0.6-0.9 s on YOLOv4-416) and never reuse the file. It saves ~230 MiB of
+        peak RSS on YOLOv4-416 (BENCHMARKS.md).
         """
         p = Path(path)
         if _Interpreter is None:
@@ -385,8 +388,7 @@ class Model:
             raise ModelError(f"{p}: not a TFLite flatbuffer (missing TFL3 identifier)")
         if weight_cache is None:
             weight_cache = (
-                not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-                and p.stat().st_size >= WEIGHT_CACHE_MIN_BYTES
+                os.environ.get(WEIGHT_CACHE) == "1" and p.stat().st_size >= WEIGHT_CACHE_MIN_BYTES
             )
         if weight_cache and RUNTIME == "ai_edge_litert" and _float_input(p, n):
             try:
