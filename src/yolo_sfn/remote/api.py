@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yolo_sfn.errors import InputValidationError, S3UriError, YoloSfnError
+from yolo_sfn.workflow.stages import plain
 
 STAGES = ("preprocess", "infer", "postprocess", "store")
 MAX_INLINE_INPUT = 200 * 1024  # Step Functions input limit is 256 KiB; keep a margin
@@ -242,18 +243,6 @@ def map_run_counts(arn: str) -> dict | None:
     return total
 
 
-def _plain(v: Any) -> Any:
-    from decimal import Decimal
-
-    if isinstance(v, Decimal):
-        return int(v) if v == v.to_integral_value() else float(v)
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
 def records(ev: ExecutionView) -> list[dict]:
     """Per-image records of the batch: table items, else the result JSONs."""
     if not ev.batch_id:
@@ -265,7 +254,7 @@ def records(ev: ExecutionView) -> list[dict]:
         pages = client("dynamodb").get_paginator("query").paginate(
             TableName=ev.table, KeyConditionExpression="batch_id = :b",
             ExpressionAttributeValues={":b": {"S": ev.batch_id}}, ConsistentRead=True)
-        return [_plain({k: des.deserialize(v) for k, v in raw.items()})
+        return [plain({k: des.deserialize(v) for k, v in raw.items()})
                 for page in pages for raw in page.get("Items", [])]
     if not ev.bucket:
         return []

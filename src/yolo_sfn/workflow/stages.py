@@ -420,13 +420,14 @@ def query_batch(cfg: StageConfig, batch_id: str, *, ddb=None,
     return out
 
 
-def _plain(v):
+def plain(v):
+    """A deserialized DynamoDB value with Decimals turned back into int/float (recursively)."""
     if isinstance(v, Decimal):
         return int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: plain(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     return v
 
 
@@ -449,7 +450,7 @@ def build_summary(batch_id: str, items: list[dict], records: dict[str, dict],
                            "result_uri": None, "num_detections": 0,
                            "error": dict(MISSING_ERROR)})
             continue
-        rec = _plain(rec)
+        rec = plain(rec)
         ok = rec.get("status") == "succeeded"
         if ok:
             classes.update(rec.get("class_counts") or {})
