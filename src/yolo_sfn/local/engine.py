@@ -22,7 +22,7 @@ from typing import Any
 
 from yolo_sfn.local import compat, features
 from yolo_sfn.local.deploy import Stack, create_stack, package, translate
-from yolo_sfn.local.invoke import Attempt, Fault, Router
+from yolo_sfn.local.invoke import Attempt, Fault, Router, set_environ
 from yolo_sfn.local.template import Template, find_project_root, read_template
 
 INPUT_BUCKET = "yolo-sfn-input"
@@ -395,16 +395,8 @@ def _make_bucket(s3: Any, bucket: str, region: str) -> None:
 @contextmanager
 def _environ(values: dict[str, str | None]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    set_environ(values)
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        set_environ(saved)

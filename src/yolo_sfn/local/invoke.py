@@ -132,6 +132,15 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def set_environ(values: dict[str, str | None]) -> None:
+    """Set each name in ``os.environ``; ``None`` removes it (restores a saved snapshot)."""
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def split_environment(envs: dict[str, dict[str, str]]) -> tuple[dict, dict[str, dict]]:
     """``(common, per_function)``: values shared by every function, and the differing ones."""
     keys = {k for env in envs.values() for k in env}
@@ -183,11 +192,7 @@ class Router:
         try:
             yield notes
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            set_environ(saved)
 
     @contextmanager
     def installed(self) -> Iterator[Router]:
@@ -365,11 +370,7 @@ class Router:
             try:
                 return handler(event, context)
             finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+                set_environ(saved)
 
     def _sleep_past_timeout(self, spec: FunctionSpec, fn: Any) -> dict:
         """Wait past the Task's TimeoutSeconds (or the function Timeout, whichever is first)."""
