@@ -232,7 +232,7 @@ def table_rows(run: LocalRun) -> list[dict]:
         labels: dict[str, int] = {}
         for d in result.get("detections", []):
             labels[d["label"]] = labels.get(d["label"], 0) + 1
-        top = sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        top = list(labels.items())[:3]  # detections come score-first: labels by best score
         err = img.get("error")
         rows.append({
             "image": split_s3_uri(img["uri"])[1] if img["uri"].startswith("s3://") else img["uri"],
