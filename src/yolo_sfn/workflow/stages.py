@@ -264,6 +264,7 @@ def infer(msg: Preprocessed, cfg: StageConfig, *, s3=None, model=None) -> Inferr
                                  threads=cfg.infer_threads, s3=s3)
     batch = io.get_npy(cfg.bucket, msg.input_key, s3=s3)
     heads = model.run(batch)
+    t0 += model.last_wait_s  # local runs share one model across Map threads: not our work
     key = tmp_key(cfg, msg.batch_id, msg.image_id, "heads.npz")
     io.put_npz(cfg.bucket, key, {f"head_{i}": h for i, h in enumerate(heads)}, s3=s3)
     meta = model.meta
