@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 PRICES_AS_OF = "2026-11-25"
 PRICE_NOTE = (
     f"prices as published for us-east-1, first tier, as of {PRICES_AS_OF} "
-    "(AWS Lambda pricing page figures as given in the project issue; "
-    "not re-fetched from this machine)"
+    "(AWS Lambda pricing page, first tier; unchanged since 2022 as far as we know, but not "
+    "re-fetched: this machine has no internet)"
 )
 PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
 PRICE_PER_REQUEST = 0.20 / 1_000_000

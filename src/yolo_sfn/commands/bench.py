@@ -123,7 +123,7 @@ def render(r: dict) -> str:
     lines = [
         f"model   {m['name']} ({m['precision']}, {m['input_size'][0]}x{m['input_size'][1]}, "
         f"{m['file_mb']:.1f} MiB) {m['path']}",
-        f"machine {mach['cpu']}, {mach['cpus']} cpus, load {mach['loadavg_1m']}, "
+        f"machine {mach['cpu']}, {mach['cpus']} cpus, load {float(mach['loadavg_1m']):.2f}, "
         f"{mach['date_utc']}; threads={r['threads']}",
         "",
         "cold load (fresh process: python start + imports + model load + first inference)",
