@@ -3,9 +3,9 @@ Event: :class:`ImageTask` (the Map ItemSelector); returns :class:`Preprocessed`.
 
 from aws_lambda_powertools import Logger
 
-from yolo_sfn.errors import YoloSfnError
 from yolo_sfn.workflow import aws, stages
 from yolo_sfn.workflow.config import StageConfig
+from yolo_sfn.workflow.handlers import logged_failure
 from yolo_sfn.workflow.messages import ImageTask
 
 logger = Logger(service="yolo-sfn-preprocess")
@@ -14,12 +14,8 @@ logger = Logger(service="yolo-sfn-preprocess")
 def handler(event, context=None):
     task = ImageTask.from_event(event)
     keys = {"batch_id": task.batch_id, "image_id": task.image_id, "uri": task.uri}
-    try:
+    with logged_failure(logger, "preprocess", **keys):
         out = stages.preprocess(task, StageConfig.from_env(), s3=aws.client("s3"))
-    except YoloSfnError as e:
-        logger.warning("preprocess failed", extra={**keys, "error_type": type(e).__name__,
-                                                   "error": str(e)})
-        raise
     logger.info("preprocessed", extra={**keys, "width": out.width, "height": out.height,
                                        "timings_ms": out.timings_ms})
     return out.to_dict()

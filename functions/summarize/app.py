@@ -3,9 +3,9 @@ Event: :class:`SummarizeEvent`; returns :class:`SummarizeResult` (counts, capped
 
 from aws_lambda_powertools import Logger
 
-from yolo_sfn.errors import YoloSfnError
 from yolo_sfn.workflow import aws, stages
 from yolo_sfn.workflow.config import StageConfig
+from yolo_sfn.workflow.handlers import logged_failure
 from yolo_sfn.workflow.messages import SummarizeEvent
 
 logger = Logger(service="yolo-sfn-summarize")
@@ -13,13 +13,9 @@ logger = Logger(service="yolo-sfn-summarize")
 
 def handler(event, context=None):
     msg = SummarizeEvent.from_event(event)
-    try:
+    with logged_failure(logger, "summarize", batch_id=msg.batch_id):
         out = stages.summarize(msg, StageConfig.from_env(), s3=aws.client("s3"),
                                ddb=aws.client("dynamodb"))
-    except YoloSfnError as e:
-        logger.warning("summarize failed", extra={"batch_id": msg.batch_id,
-                                                  "error_type": type(e).__name__})
-        raise
     logger.info("summarized", extra={"batch_id": out.batch_id, "succeeded": out.succeeded,
                                      "failed": out.failed, "summary_uri": out.summary_uri})
     return out.to_dict()

@@ -1,4 +1,5 @@
-"""Import the Lambda handlers (``functions/<stage>/app.py:handler``) in-process.
+"""What the Lambda handlers share, and importing them (``functions/<stage>/app.py:handler``)
+in-process.
 
 Every function folder holds a module called ``app``, so they are imported by path under
 distinct names (``yolo_sfn_functions.<stage>``). Used by the tests and the local runner.
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from yolo_sfn.errors import YoloSfnError
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[3] / "functions"
 STAGES = ("plan", "preprocess", "infer", "postprocess", "store", "summarize")
@@ -33,3 +37,15 @@ def load_handler(stage: str, functions_dir: str | Path | None = None) -> Callabl
             del sys.modules[name]
             raise
     return module.handler
+
+
+@contextmanager
+def logged_failure(logger, what: str, **keys) -> Iterator[None]:
+    """Log a project error as ``"<what> failed"`` with ``keys``, its type and message, then
+    re-raise it unchanged (Lambda reports the class name as ``errorType``)."""
+    try:
+        yield
+    except YoloSfnError as e:
+        logger.warning(f"{what} failed", extra={**keys, "error_type": type(e).__name__,
+                                                "error": str(e)})
+        raise
