@@ -19,4 +19,5 @@ INFER_THREADS = "INFER_THREADS"
 MODEL_CACHE_DIR = "MODEL_CACHE_DIR"  # /tmp on Lambda
 INTERMEDIATE_PREFIX = "INTERMEDIATE_PREFIX"  # tmp/ (lifecycle rule expires it)
 RESULTS_PREFIX = "RESULTS_PREFIX"  # results/
-WEIGHT_CACHE = "YOLO_SFN_WEIGHT_CACHE"  # "1": float models >= 64 MiB use an XNNPACK weight cache
+# 1 / 0 / unset: XNNPACK weight cache for float models >= 64 MiB (unset: on, except on Lambda)
+WEIGHT_CACHE = "YOLO_SFN_WEIGHT_CACHE"

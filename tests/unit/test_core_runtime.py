@@ -364,15 +364,101 @@ def test_cache_build_failure_falls_back(models, cache_dir, monkeypatch, caplog, 
     assert not any(cache_dir.iterdir())  # no partial or temporary file left
 
 
-def test_weight_cache_is_opt_in(models, cache_dir, monkeypatch):
+@pytest.mark.parametrize(
+    ("value", "lambda_env", "compiled"),
+    [
+        ("", False, True),
+        ("1", False, True),
+        ("0", False, False),
+        ("", True, False),
+        ("1", True, True),
+    ],
+)
+def test_weight_cache_default(models, cache_dir, monkeypatch, value, lambda_env, compiled):
+    """Unset/empty: on, except on Lambda (where /tmp starts empty); 1 / 0 force it."""
     import yolo_sfn.core.runtime as rt
 
     monkeypatch.setattr(rt, "WEIGHT_CACHE_MIN_BYTES", 0)
-    monkeypatch.delenv("YOLO_SFN_WEIGHT_CACHE", raising=False)
-    assert not Model.load(models["fp32"], threads=1)._compiled
-    monkeypatch.setenv("YOLO_SFN_WEIGHT_CACHE", "1")
-    assert Model.load(models["fp32"], threads=1)._compiled
+    monkeypatch.setenv("YOLO_SFN_WEIGHT_CACHE", value)
+    if lambda_env:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "yolo-sfn-infer")
+    else:
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    assert Model.load(models["fp32"], threads=1)._compiled is compiled
     assert not Model.load(models["fp32"], threads=1, weight_cache=False)._compiled
+
+
+def test_weight_cache_env_typo_is_an_error(models, monkeypatch):
+    monkeypatch.setenv("YOLO_SFN_WEIGHT_CACHE", "yes")
+    with pytest.raises(ModelError) as e:
+        Model.load(models["fp32"], threads=1)
+    _one_line(e, "YOLO_SFN_WEIGHT_CACHE", "'yes'")
+
+
+def test_flipped_bit_in_cache_is_detected_and_rebuilt(models, cache_dir, caplog):
+    """XNNPACK has no checksum: the file name carries one, checked on every load."""
+    batch = _batch(8)
+    want = Model.load(models["fp32"], threads=1, weight_cache=False).run(batch)
+    Model.load(models["fp32"], threads=1, weight_cache=True)
+    (path,) = cache_dir.iterdir()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10  # inside the packed weights: XNNPACK itself would accept it
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="yolo_sfn.core.runtime"):
+        m = Model.load(models["fp32"], threads=1, weight_cache=True)
+    assert m._compiled and "does not match its checksum" in caplog.text
+    assert _heads_equal(m.run(batch), want)
+    (rebuilt,) = cache_dir.iterdir()
+    assert rebuilt.read_bytes() != bytes(data)
+
+
+def test_compiled_load_keeps_stderr_free_of_litert_probing(models, cache_dir, capfd):
+    Model.load(models["fp32"], threads=1, weight_cache=True).run(_batch(9))
+    err = capfd.readouterr().err
+    assert "INFO: [" not in err and "WARNING: [" not in err, err
+
+
+def test_litert_noise_filter_passes_everything_else():
+    from yolo_sfn.core.runtime import _pass_on
+
+    text = (
+        "INFO: [environment.cc:36] Creating LiteRT environment with options\n"
+        "WARNING: [compiler_plugin.cc:312] Failed to load plugin at: x.so with error: E\n"
+        "\u2514 Could not load shared library x.so\n"
+        "ERROR: [compiled_model.cc:1] real trouble\n"
+        "\u2514 its detail\n"
+        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+        "Traceback (most recent call last):\n"
+    )
+    out: list[str] = []
+    _pass_on(text, out.append)
+    assert out == [
+        "ERROR: [compiled_model.cc:1] real trouble\n",
+        "\u2514 its detail\n",
+        "Traceback (most recent call last):\n",
+    ]
+
+
+def test_process_exit_drops_litert_teardown_lines_only(models, tmp_path):
+    """LiteRT logs DestroyAccelerator after Python has finished: filtered, the rest kept."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys, numpy as np\n"
+        "from yolo_sfn.core.runtime import Model\n"
+        f"m = Model.load({str(models['fp32'])!r}, threads=1, weight_cache=True)\n"
+        "m.run(np.zeros((1, 64, 64, 3), np.uint8))\n"
+        "atexit.register(lambda: print('goodbye from atexit', file=sys.stderr))\n"
+        "raise SystemExit(3)\n"
+    )
+    env = {**__import__("os").environ, "MODEL_CACHE_DIR": str(tmp_path / "mc")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 3
+    assert "goodbye from atexit" in proc.stderr
+    assert "DestroyAccelerator" not in proc.stderr and "INFO: [" not in proc.stderr, proc.stderr
 
 
 def test_small_models_skip_the_cache_even_when_opted_in(models, cache_dir, monkeypatch):

@@ -12,44 +12,54 @@ interpreter's input buffer); quantized (uint8/int8) inputs get ``round(u8 / 255 
 A lock makes one Model safe to share between threads (the local runner's Map iterations).
 
 XNNPACK weight cache (float models only): XNNPACK repacks every weight at load, so a plain
-load holds the mmapped model *and* a packed copy (YOLOv4-416 fp32: ~600 MiB peak RSS, 0.4-0.6 s
+load holds the mmapped model *and* a packed copy (YOLOv4-416 fp32: ~620 MiB peak RSS, 0.4-0.6 s
 load). LiteRT's ``CompiledModel`` can write the packed weights to a cache file once and mmap it
-on later loads (measured: 393-398 MiB peak, 0.08 s load). The ``Interpreter`` API of
-ai_edge_litert 2.3 cannot (no option, no env variable, no exported XNNPACK delegate C API),
-so float models go through
-``CompiledModel`` when a cache directory is usable, with the same XNNPACK kernels: outputs are
-bit-identical to the ``Interpreter``'s. The cache file is keyed by the model file's identity
-(size, mtime, inode, first/last MiB sha256), the CPU flags and the runtime version. It is built
-in a child process (XNNPACK abort()s the process when the disk fills up mid-write; free space
-is checked first too) under a temporary name, loaded once more there to check XNNPACK accepts
-it, then renamed into place; the newest ``WEIGHT_CACHE_KEEP`` files (at most
-``WEIGHT_CACHE_MAX_BYTES`` together) are kept. XNNPACK itself
-rejects a cache with a bad header, a bad offset or another model's fingerprint (it then packs
-in memory and rewrites the file). Any error on this path falls back to the plain
-``Interpreter``. Not detected: flipped bits inside the packed weights of a cache file (XNNPACK
-has no checksum; a full sha256 of 245 MB costs more than the load it saves).
+on later loads without touching the model's weights (measured: ~400 MiB peak, 0.05 s load).
+The ``Interpreter`` API of ai_edge_litert 2.3 cannot (no option, no env variable, no exported
+XNNPACK delegate C API), so float models go through ``CompiledModel`` when a cache directory is
+usable, with the same XNNPACK kernels: outputs are bit-identical to the ``Interpreter``'s.
+
+* The cache file is keyed by the model file's identity (size, mtime, inode, first/last MiB
+  sha256), the CPU flags and the runtime version, and its name carries the sha256 of its own
+  bytes: every load re-hashes it (~0.25 s for YOLOv4-416's 257 MB) and rebuilds it on a
+  mismatch, so a flipped bit in the packed weights is caught, not silently used.
+* It is built in a child process (XNNPACK abort()s the process when the disk fills up
+  mid-write; free space is checked first too) under a temporary name, loaded once more there
+  to check XNNPACK accepts it, hashed, then renamed into place; the newest
+  ``WEIGHT_CACHE_KEEP`` files (at most ``WEIGHT_CACHE_MAX_BYTES`` together) are kept. Any error
+  on this path falls back to the plain ``Interpreter``.
+* ``CompiledModel`` logs ~30 accelerator-probing lines on stderr per load (no log-level knob
+  in 2.3; ``TF_CPP_MIN_LOG_LEVEL`` is ignored). The load runs with fd 2 captured and only
+  lines that are not LiteRT's ``INFO``/``WARNING`` probing are passed on (:func:`_quiet_litert`);
+  LiteRT logs two more ``DestroyAccelerator`` lines after Python has finished, which an
+  ``atexit`` hook filters the same way (:func:`_filter_exit_noise`).
+
 Directory: ``$MODEL_CACHE_DIR.xnnpack`` (a sibling of the workflow's model cache), else
 ``/tmp/yolo-sfn-models.xnnpack`` on Lambda, else
-``$XDG_CACHE_HOME`` or ``~/.cache`` ``/yolo-sfn/xnnpack``. Opt-in: ``YOLO_SFN_WEIGHT_CACHE=1``
-(see :meth:`Model.load`'s ``weight_cache``). Costs: the first load of a model on a machine
-builds the file in a child process (+0.4-0.9 s; the child peaks at ~82 MiB RSS for
-YOLOv4-416, as XNNPACK streams the packed weights to the file); a
-cached load moves page faults into the first inference, so cold start totals barely change.
+``$XDG_CACHE_HOME`` or ``~/.cache`` ``/yolo-sfn/xnnpack``. When it is used: see
+:meth:`Model.load`'s ``weight_cache`` (default on for float models >= 64 MiB, off on Lambda).
+Costs: the first load of a model on a machine builds the file in a child process (+0.4-0.9 s;
+the child peaks at ~82 MiB RSS for YOLOv4-416, as XNNPACK streams the packed weights to the
+file), and the disk space of one packed copy per model.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +85,7 @@ _U8_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255)  # exact float3
 
 WEIGHT_CACHE_KEEP = 8  # newest cache files kept in the cache directory ...
 WEIGHT_CACHE_MAX_BYTES = 2 << 30  # ... and at most this many bytes of them
+CACHE_SHA_HEX = 16  # hex digits of the cache file's sha256 in its name
 WEIGHT_CACHE_MIN_BYTES = 64 << 20  # weight_cache=None: only models at least this large
 _log = logging.getLogger(__name__)
 
@@ -116,6 +127,16 @@ def _match_outputs(meta: ModelMeta, outputs: list[dict], where: str) -> list[int
         extra = [tuple(int(s) for s in d["shape"]) for d in free]
         raise ModelError(f"{where}: model has outputs {extra} not described by its metadata")
     return order
+
+
+def weight_cache_default() -> bool:
+    """``$YOLO_SFN_WEIGHT_CACHE``: "1" on, "0" off, unset/empty: on unless on AWS Lambda."""
+    raw = os.environ.get(WEIGHT_CACHE, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ModelError(f"{WEIGHT_CACHE}={raw!r} must be 0, 1 or empty")
+    if raw:
+        return raw == "1"
+    return not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
 
 
 def weight_cache_dir() -> Path:
@@ -178,6 +199,86 @@ def _prune_cache(folder: Path, keep: int, max_bytes: int) -> None:
         pass
 
 
+# LiteRT's CompiledModel probing lines ("INFO: [environment.cc:36] ...", "WARNING: [npu_registry
+# .cc:34] ...", plus the "└ ..." continuation of a dropped line). Anything else is passed on.
+_LITERT_NOISE = re.compile(r"^(INFO|WARNING): (\[[\w.]+:\d+\] |Created TensorFlow Lite)")
+_FD2_LOCK = threading.RLock()  # re-entrant: a GC'd model may be freed inside a load
+
+
+def _pass_on(text: str, write) -> None:
+    """Write the lines of ``text`` that are not LiteRT probing noise."""
+    dropping = False
+    for line in text.splitlines(keepends=True):
+        if _LITERT_NOISE.match(line) or (dropping and line.startswith("\u2514")):
+            dropping = True
+            continue
+        dropping = False
+        write(line)
+
+
+@contextlib.contextmanager
+def _quiet_litert():
+    """Capture fd 2 while LiteRT loads; pass on whatever is not its probing noise."""
+    with _FD2_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            if text:
+                _pass_on(text, sys.stderr.write)
+                sys.stderr.flush()
+
+
+_EXIT_FILTER = (
+    "import re, sys\n"
+    f"noise = re.compile({_LITERT_NOISE.pattern!r})\n"
+    "for line in sys.stdin:\n"
+    "    if not noise.match(line):\n"
+    "        sys.stdout.write(line)\n"
+    "        sys.stdout.flush()\n"
+)
+_exit_filter_armed = False
+
+
+def _filter_exit_noise() -> None:
+    """atexit: LiteRT destroys its accelerators after Python has finished and logs one INFO line
+    each. Route fd 2 through a small filter process for those last moments; the filter reads
+    until every writer has exited and forwards anything else (late tracebacks included)."""
+    try:
+        sys.stderr.flush()
+        r, w = os.pipe()
+        saved = os.dup(2)
+        try:
+            subprocess.Popen(
+                [sys.executable, "-S", "-c", _EXIT_FILTER],
+                stdin=r,
+                stdout=saved,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+            os.dup2(w, 2)
+        finally:
+            for fd in (r, w, saved):
+                os.close(fd)
+    except Exception:
+        pass
+
+
+def _arm_exit_filter() -> None:
+    global _exit_filter_armed
+    if not _exit_filter_armed:
+        _exit_filter_armed = True
+        atexit.register(_filter_exit_noise)
+
+
 class _Compiled:
     """A float model run through LiteRT ``CompiledModel`` + an XNNPACK weight cache file.
 
@@ -194,7 +295,15 @@ class _Compiled:
                 num_threads=threads, xnnpack_weight_cache_path=str(cache_file)
             ),
         )
-        self.model = cm.CompiledModel.from_file(str(path), options=opts)
+        _arm_exit_filter()
+        with _quiet_litert():
+            self.model = cm.CompiledModel.from_file(str(path), options=opts)
+            self._in_bufs = self.model.create_input_buffers(0)
+            self._out_bufs = self.model.create_output_buffers(0)
+            # the first TensorBuffer.write creates (and logs) one more LiteRT environment
+            shape = self.model.get_input_tensor_details(next(iter(self.model.get_signature_list())))
+            first = next(iter(shape.values()))
+            self._in_bufs[0].write(np.zeros(first["shape"], np.dtype(first["dtype"])))
         sigs = self.model.get_signature_list()
         if len(sigs) != 1:
             raise ValueError(f"{len(sigs)} signatures")
@@ -213,9 +322,16 @@ class _Compiled:
         ]
         if any(d["dtype"] != np.float32 for d in self._inputs + self._outputs):
             raise ValueError("not a float32-in, float32-out model")
-        self._in_bufs = self.model.create_input_buffers(0)
-        self._out_bufs = self.model.create_output_buffers(0)
         self._out_sizes = [int(np.prod(d["shape"])) for d in self._outputs]
+
+    def __del__(self) -> None:
+        """Free the model and its buffers while fd 2 is captured: LiteRT logs one
+        ``DestroyAccelerator`` INFO line per accelerator when its environment goes."""
+        try:
+            with _quiet_litert():
+                self.model = self._in_bufs = self._out_bufs = None
+        except Exception:  # interpreter shutdown: modules may be gone
+            pass
 
     def get_input_details(self) -> list[dict]:
         return [dict(d) for d in self._inputs]
@@ -268,13 +384,22 @@ if not first[0] or load() != first:
 BUILD_TIMEOUT_S = 600.0
 
 
-def _build_cache(p: Path, threads: int, final: Path) -> None:
-    """Write the cache file ``final`` for ``p`` (child process, temporary name, rename)."""
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _build_cache(p: Path, threads: int, folder: Path, prefix: str) -> Path:
+    """Write the cache file for ``p`` as ``folder/<prefix>.<sha256 of the file>.xnnpack``
+    (child process, temporary name, hash, rename); returns its path."""
     need = 2 * p.stat().st_size + (64 << 20)  # fp16 weights are packed as fp32: up to 2x
-    free = shutil.disk_usage(final.parent).free
+    free = shutil.disk_usage(folder).free
     if free < need:
-        raise OSError(f"{free >> 20} MiB free in {final.parent}, the cache needs ~{need >> 20}")
-    tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        raise OSError(f"{free >> 20} MiB free in {folder}, the cache needs ~{need >> 20}")
+    tmp = folder / f".{prefix}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _BUILD_CHILD, str(p), str(tmp), str(threads)],
@@ -287,18 +412,39 @@ def _build_cache(p: Path, threads: int, final: Path) -> None:
         if proc.returncode != 0:
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise RuntimeError(f"cache build exited with {proc.returncode}: {tail[0][:300]}")
+        final = folder / f"{prefix}.{_file_sha256(tmp)[:CACHE_SHA_HEX]}.xnnpack"
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    _prune_cache(final.parent, WEIGHT_CACHE_KEEP, WEIGHT_CACHE_MAX_BYTES)
+    _prune_cache(folder, WEIGHT_CACHE_KEEP, WEIGHT_CACHE_MAX_BYTES)
+    return final
+
+
+def _verified_cache(folder: Path, prefix: str) -> Path | None:
+    """The newest ``<prefix>.<sha>.xnnpack`` whose bytes still hash to its name; files that
+    do not (flipped bits, truncation, a rewrite) are deleted."""
+    found = []
+    for f in folder.glob(f"{glob_escape(prefix)}.*.xnnpack"):
+        with contextlib.suppress(OSError):
+            found.append((f.stat().st_mtime, f))
+    for _, f in sorted(found, reverse=True):
+        want = f.name[len(prefix) + 1 : -len(".xnnpack")]
+        try:
+            ok = len(want) == CACHE_SHA_HEX and _file_sha256(f).startswith(want)
+        except OSError:
+            continue
+        if ok:
+            return f
+        _log.warning("%s: XNNPACK weight cache does not match its checksum, rebuilding", f)
+        f.unlink(missing_ok=True)
+    return None
 
 
 def _load_compiled(p: Path, threads: int, folder: Path) -> _Compiled:
-    """``_Compiled`` with the cache file for ``p`` in ``folder`` (built first if missing)."""
+    """``_Compiled`` with a verified cache file for ``p`` in ``folder`` (built if missing)."""
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{p.stem[:60]}.{_weight_cache_key(p)}.xnnpack"
-    if not (final.is_file() and final.stat().st_size > 0):
-        _build_cache(p, threads, final)
+    prefix = f"{p.stem[:60]}.{_weight_cache_key(p)}"
+    final = _verified_cache(folder, prefix) or _build_cache(p, threads, folder, prefix)
     compiled = _Compiled(p, threads, final)
     with contextlib.suppress(OSError):
         os.utime(final)  # most recently used: survives pruning
@@ -359,14 +505,13 @@ class Model:
 
         weight_cache: True = float models use an XNNPACK weight cache file (module docstring)
         when the runtime offers it; False = always the plain ``Interpreter``; None (default) =
-        opt-in: True only when ``$YOLO_SFN_WEIGHT_CACHE`` is ``1`` and the model file is at
-        least ``WEIGHT_CACHE_MIN_BYTES`` (64 MiB: below that the saving is tens of MiB and
-        ~0.05 s, less than the one-off build in a child process). Off by default because
-        LiteRT's ``CompiledModel`` prints ~30 accelerator-probing lines to stderr on every
-        load, a cache file with flipped bits gives silently wrong results, and on AWS Lambda
-        ``/tmp`` starts empty in every execution environment, so each cold start would pay
-        the build (+0.6-0.9 s on YOLOv4-416) and never reuse the file. It saves ~230 MiB of
-        peak RSS on YOLOv4-416 (BENCHMARKS.md).
+        ``$YOLO_SFN_WEIGHT_CACHE``: ``1`` on, ``0`` off, unset or empty = on, except on AWS
+        Lambda; and only for model files of at least ``WEIGHT_CACHE_MIN_BYTES`` (64 MiB: below
+        that the saving is tens of MiB and ~0.05 s, less than the one-off build). It saves
+        ~230 MiB of peak RSS and ~0.3 s of load on YOLOv4-416 (BENCHMARKS.md). Off on Lambda
+        because ``/tmp`` starts empty in every execution environment: each cold start would
+        pay the build (+0.6-0.9 s on YOLOv4-416) and the Infer function's memory is sized for
+        CPU, not RSS.
         """
         p = Path(path)
         if _Interpreter is None:
@@ -389,9 +534,7 @@ class Model:
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise ModelError(f"{p}: not a TFLite flatbuffer (missing TFL3 identifier)")
         if weight_cache is None:
-            weight_cache = (
-                os.environ.get(WEIGHT_CACHE) == "1" and p.stat().st_size >= WEIGHT_CACHE_MIN_BYTES
-            )
+            weight_cache = weight_cache_default() and p.stat().st_size >= WEIGHT_CACHE_MIN_BYTES
         if weight_cache and RUNTIME == "ai_edge_litert" and _float_input(p, n):
             try:
                 compiled = _load_compiled(p, n, weight_cache_dir())
