@@ -4,7 +4,8 @@ Same network (testdata/cfg/yolov4.cfg at 416, random darknet weights, seed 0), s
 (a real image, stretch-resized once: LiteRT gets the uint8 NHWC tensor, OpenCV the identical
 values as float32 NCHW / 255), same thread count (interpreter threads, cv2.setNumThreads,
 OPENBLAS_NUM_THREADS for sgemm). The two runtimes alternate run by run so background load hits
-both alike. Targets:
+both alike, each after a --settle pause (default 0.25 s) in which the previous engine's
+spin-waiting worker threads go idle. Targets:
 
   LiteRT / OpenCV time                          <= 0.85
   (60.1 GFLOP / sgemm GFLOP/s) / LiteRT time    >= 0.75   (sgemm measured in this run)
@@ -115,6 +116,13 @@ def main() -> int:
     ap.add_argument("--cfg", default="yolov4")
     ap.add_argument("--rows", type=int, default=50, help="object rows in the trained-like heads")
     ap.add_argument(
+        "--settle",
+        type=float,
+        default=0.25,
+        help="seconds of idle before each timed run, so the previous engine's spinning worker "
+        "threads do not steal the cores (0: back to back)",
+    )
+    ap.add_argument(
         "--raw-random-post",
         action="store_true",
         help="also time postprocess once on the raw random heads (minutes)",
@@ -142,13 +150,18 @@ def main() -> int:
     net.forward(names)
     t_lite, t_cv, sg_gflops = [], [], []
     for _ in range(args.runs):
+        # each engine's worker threads spin-wait a while after a run (OpenCV's pool, OpenBLAS
+        # in the sgemm child, XNNPACK's pthreadpool): let them go idle before timing the next
+        time.sleep(args.settle)
         t = time.perf_counter()
         model.run(batch)
         t_lite.append(time.perf_counter() - t)
+        time.sleep(args.settle)
         t = time.perf_counter()
         net.setInput(blob)
         net.forward(names)
         t_cv.append(time.perf_counter() - t)
+        time.sleep(args.settle)
         sg_gflops.append(sg.gflops())
     sg.close()
     sg_after = measure_sgemm(args.threads)
