@@ -140,3 +140,35 @@ def test_model_disk_cache_is_keyed_by_etag(stack, tmp_path) -> None:
         stack.put_object(Bucket=MODELS, Key="demo/model.tflite.json", Body=b"{}")
         path = models.fetch_model(uri, str(tmp_path / "cache"))
         assert path.read_bytes() == body  # a replaced model is never served from disk
+
+
+def test_model_disk_cache_keeps_the_most_recent_versions(stack, tmp_path, monkeypatch) -> None:
+    """Every model version gets a folder: old, idle ones are deleted, recent ones kept."""
+    import os
+    import time
+
+    monkeypatch.setattr(models, "MODEL_CACHE_MIN_IDLE_S", 0.0)
+    monkeypatch.setattr(models, "MODEL_CACHE_KEEP", 2)
+    cache = tmp_path / "cache"
+    uri = f"s3://{MODELS}/demo/model.tflite"
+    paths = []
+    for i in range(4):
+        stack.put_object(Bucket=MODELS, Key="demo/model.tflite", Body=f"version-{i}".encode())
+        stack.put_object(Bucket=MODELS, Key="demo/model.tflite.json", Body=b"{}")
+        paths.append(models.fetch_model(uri, str(cache)))
+        old = time.time() - 3600 * (4 - i)  # older versions were used longer ago
+        os.utime(paths[-1].parent, (old, old))
+    (cache / "not-a-model-folder").mkdir()
+    stack.put_object(Bucket=MODELS, Key="demo/model.tflite", Body=b"version-4")
+    newest = models.fetch_model(uri, str(cache))
+    kept = sorted(f.name for f in cache.iterdir())
+    assert newest.read_bytes() == b"version-4"
+    assert kept == sorted([newest.parent.name, paths[3].parent.name, "not-a-model-folder"])
+
+
+def test_model_cache_pruning_spares_recently_used_folders(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    for name in ("0" * 16, "1" * 16, "2" * 16):
+        (cache / name).mkdir(parents=True)
+    assert models.prune_model_cache(cache, max_folders=1) == []  # all used in the last 10 min
+    assert len(list(cache.iterdir())) == 3

@@ -12,9 +12,13 @@ throttling stays :class:`TransientS3Error` so the stage is retried.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +31,9 @@ from yolo_sfn.workflow.s3uri import SCHEME, parse_s3_uri
 _metas: dict[str, tuple[str, ModelMeta]] = {}  # uri -> (version, meta)
 _models: dict[tuple[str, int | None], tuple[str, object]] = {}  # (uri, threads) -> (version, model)
 _lock = threading.Lock()
+MODEL_CACHE_KEEP = 4  # model versions kept on disk (most recently used first)
+MODEL_CACHE_MIN_IDLE_S = 600.0  # never delete a folder used in the last 10 minutes
+_FOLDER = re.compile(r"[0-9a-f]{16}")  # fetch_model's folder names
 
 
 def _require(model_uri: str) -> str:
@@ -94,6 +101,8 @@ def fetch_model(model_uri: str, cache_dir: str, *, s3=None, version: str | None 
     path = folder / (Path(loc.key).name or "model.tflite")
     meta_path = meta_path_for(path)
     if path.exists() and meta_path.exists():
+        with contextlib.suppress(OSError):
+            os.utime(folder)  # recently used: survives pruning
         return path
     folder.mkdir(parents=True, exist_ok=True)
     for key, target in ((loc.key + ".json", meta_path), (loc.key, path)):
@@ -101,7 +110,34 @@ def fetch_model(model_uri: str, cache_dir: str, *, s3=None, version: str | None 
         with _model_errors(f"s3://{loc.bucket}/{key}"):
             io.download_file(loc.bucket, key, str(part), s3=s3)
         part.replace(target)  # atomic: a crashed download never looks complete
+    prune_model_cache(Path(cache_dir), keep=folder)
     return path
+
+
+def prune_model_cache(cache_dir: Path, *, keep: Path | None = None,
+                      max_folders: int | None = None,
+                      min_idle_s: float | None = None) -> list[Path]:
+    """Delete model folders beyond the ``max_folders`` most recently used, if idle for
+    ``min_idle_s`` (another process may be about to load one). Each model version gets its own
+    folder, so without this a long-lived ``/tmp`` (local runs, tests) grows by a model copy
+    per version ever used. Returns the deleted folders. Defaults: ``MODEL_CACHE_KEEP`` and
+    ``MODEL_CACHE_MIN_IDLE_S``."""
+    max_folders = MODEL_CACHE_KEEP if max_folders is None else max_folders
+    min_idle_s = MODEL_CACHE_MIN_IDLE_S if min_idle_s is None else min_idle_s
+    now = time.time()
+    try:
+        folders = [(f.stat().st_mtime, f) for f in cache_dir.iterdir()
+                   if f.is_dir() and _FOLDER.fullmatch(f.name)]
+    except OSError:
+        return []
+    folders.sort(reverse=True)
+    gone = []
+    for mtime, f in folders[max_folders:]:
+        if f == keep or now - mtime < min_idle_s:
+            continue
+        shutil.rmtree(f, ignore_errors=True)
+        gone.append(f)
+    return gone
 
 
 def get_model(model_uri: str, cache_dir: str, *, threads: int | None = None, s3=None):
