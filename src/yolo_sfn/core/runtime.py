@@ -12,9 +12,11 @@ interpreter's input buffer); quantized (uint8/int8) inputs get ``round(u8 / 255 
 A lock makes one Model safe to share between threads (the local runner's Map iterations).
 
 XNNPACK weight cache (float models only): XNNPACK repacks every weight at load, so a plain
-load holds the mmapped model *and* a packed copy (YOLOv4-416 fp32: ~620 MiB peak RSS, 0.4-0.6 s
+load holds the mmapped model *and* a packed copy (YOLOv4-416 fp32, Winograd convs, 382 MiB file:
+907 MiB peak RSS; plain convs, 245 MiB: 622 MiB; 0.4-0.6 s
 load). LiteRT's ``CompiledModel`` can write the packed weights to a cache file once and mmap it
-on later loads without touching the model's weights (measured: ~400 MiB peak, 0.05 s load).
+on later loads without touching the model's weights (measured: 574 / 391 MiB peak, 0.05 s load
+plus ~0.37 / 0.25 s to check the file's sha256).
 The ``Interpreter`` API of ai_edge_litert 2.3 cannot (no option, no env variable, no exported
 XNNPACK delegate C API), so float models go through ``CompiledModel`` when a cache directory is
 usable, with the same XNNPACK kernels: outputs are bit-identical to the ``Interpreter``'s.
@@ -38,7 +40,7 @@ Directory: ``$MODEL_CACHE_DIR.xnnpack`` (a sibling of the workflow's model cache
 ``/tmp/yolo-sfn-models.xnnpack`` on Lambda, else
 ``$XDG_CACHE_HOME`` or ``~/.cache`` ``/yolo-sfn/xnnpack``. When it is used: see
 :meth:`Model.load`'s ``weight_cache`` (default on for float models >= 64 MiB, off on Lambda).
-Costs: the first load of a model on a machine builds the file in a child process (+0.4-0.9 s;
+Costs: the first load of a model on a machine builds the file in a child process (+0.6-1.5 s;
 the child peaks at ~82 MiB RSS for YOLOv4-416, as XNNPACK streams the packed weights to the
 file), and the disk space of one packed copy per model.
 """
@@ -508,9 +510,9 @@ class Model:
         ``$YOLO_SFN_WEIGHT_CACHE``: ``1`` on, ``0`` off, unset or empty = on, except on AWS
         Lambda; and only for model files of at least ``WEIGHT_CACHE_MIN_BYTES`` (64 MiB: below
         that the saving is tens of MiB and ~0.05 s, less than the one-off build). It saves
-        ~230 MiB of peak RSS and ~0.3 s of load on YOLOv4-416 (BENCHMARKS.md). Off on Lambda
+        230-330 MiB of peak RSS on YOLOv4-416 (BENCHMARKS.md). Off on Lambda
         because ``/tmp`` starts empty in every execution environment: each cold start would
-        pay the build (+0.6-0.9 s on YOLOv4-416) and the Infer function's memory is sized for
+        pay the build (+0.6-1.5 s on YOLOv4-416) and the Infer function's memory is sized for
         CPU, not RSS.
         """
         p = Path(path)
