@@ -104,3 +104,18 @@ def test_pin_check_covers_the_s3_backend(monkeypatch):
     monkeypatch.delattr(s3_models.S3Backend, "head_object")
     with pytest.raises(compat.LocalEngineError, match=r"S3Backend\.head_object"):
         compat.check_moto()
+
+
+def test_etag_is_computed_only_when_asked_and_matches_botocore(clients):
+    real, direct = clients
+    put = direct.put_object(Bucket=BUCKET, Key="c.bin", Body=b"\x01" * 50_000)
+    obj = direct._backend.get_object(BUCKET, "c.bin")
+    assert obj._etag is None  # not computed by the put
+    got = direct.get_object(Bucket=BUCKET, Key="c.bin")
+    assert obj._etag is None and got["Body"].read() == b"\x01" * 50_000  # nor by the get
+    want = real.head_object(Bucket=BUCKET, Key="c.bin")["ETag"]
+    assert "ETag" in put and put["ETag"] == want and put.get("ETag") == want
+    assert got.get("ETag") == want and got["ContentLength"] == 50_000
+    assert put.get("Missing", 7) == 7 and "Missing" not in put
+    with pytest.raises(KeyError):
+        put["Missing"]
