@@ -172,3 +172,16 @@ def test_model_cache_pruning_spares_recently_used_folders(tmp_path) -> None:
         (cache / name).mkdir(parents=True)
     assert models.prune_model_cache(cache, max_folders=1) == []  # all used in the last 10 min
     assert len(list(cache.iterdir())) == 3
+
+
+def test_model_cache_on_lambda_keeps_only_the_model_in_use(tmp_path, monkeypatch) -> None:
+    import os
+    import time
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "yolo-sfn-infer")
+    cache = tmp_path / "cache"
+    for name in ("0" * 16, "1" * 16):
+        (cache / name).mkdir(parents=True)
+    os.utime(cache / ("0" * 16), (time.time() - 5, time.time() - 5))
+    gone = models.prune_model_cache(cache, keep=cache / ("1" * 16))
+    assert gone == [cache / ("0" * 16)] and [f.name for f in cache.iterdir()] == ["1" * 16]

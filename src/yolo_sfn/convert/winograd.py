@@ -58,7 +58,7 @@ def transform_kernel(kernel_hwio: np.ndarray) -> np.ndarray:
 
 
 def _output_1d(m: list) -> list:
-    """A^T applied along one axis of 4 tensors -> 2 tensors (3 ADD/SUB per pair)."""
+    """A^T applied along one axis of 4 tensors -> 2 tensors (4 ADD/SUB)."""
     t = m[1] + m[2]
     u = m[1] - m[2]
     return [m[0] + t, u - m[3]]

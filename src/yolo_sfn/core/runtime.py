@@ -57,7 +57,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -220,32 +219,52 @@ def _pass_on(text: str, write) -> None:
 
 @contextlib.contextmanager
 def _quiet_litert():
-    """Capture fd 2 while LiteRT loads; pass on whatever is not its probing noise."""
-    with _FD2_LOCK, tempfile.TemporaryFile() as tmp:
+    """Route fd 2 through a pipe while LiteRT loads; a thread forwards every line that is not
+    its probing noise to the real stderr as it arrives (so a crash mid-load still shows what
+    was printed before it)."""
+    with _FD2_LOCK:
         sys.stderr.flush()
         saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
+        try:
+            r, w = os.pipe()
+        except OSError:
+            os.close(saved)
+            raise
+        pump = threading.Thread(target=_forward, args=(r, saved), daemon=True)
+        pump.start()
+        try:
+            os.dup2(w, 2)
+        finally:
+            os.close(w)
         try:
             yield
         finally:
             with contextlib.suppress(Exception):
                 sys.stderr.flush()
-            os.dup2(saved, 2)
+            os.dup2(saved, 2)  # the pipe's last writer is gone: the thread sees EOF
+            pump.join(timeout=5.0)
             os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
-            if text:
-                _pass_on(text, sys.stderr.write)
-                sys.stderr.flush()
+
+
+def _forward(r: int, out: int) -> None:
+    """Copy lines from fd ``r`` to fd ``out``, dropping LiteRT noise; closes ``r`` at EOF."""
+    buf = b""
+    with os.fdopen(r, "rb", buffering=0) as src:
+        while chunk := src.read(65536):
+            *lines, buf = (buf + chunk).split(b"\n")
+            text = "".join(line.decode(errors="replace") + "\n" for line in lines)
+            _pass_on(text, lambda t: os.write(out, t.encode()))
+    if buf:
+        _pass_on(buf.decode(errors="replace"), lambda t: os.write(out, t.encode()))
 
 
 _EXIT_FILTER = (
     "import re, sys\n"
-    f"noise = re.compile({_LITERT_NOISE.pattern!r})\n"
-    "for line in sys.stdin:\n"
+    f"noise = re.compile({_LITERT_NOISE.pattern.encode()!r})\n"
+    "for line in sys.stdin.buffer:\n"
     "    if not noise.match(line):\n"
-    "        sys.stdout.write(line)\n"
-    "        sys.stdout.flush()\n"
+    "        sys.stdout.buffer.write(line)\n"
+    "        sys.stdout.buffer.flush()\n"
 )
 _exit_filter_armed = False
 
@@ -329,10 +348,13 @@ class _Compiled:
     def __del__(self) -> None:
         """Free the model and its buffers while fd 2 is captured: LiteRT logs one
         ``DestroyAccelerator`` INFO line per accelerator when its environment goes."""
+        if sys.is_finalizing():  # no new threads now; the atexit filter drops the lines
+            return
         try:
             with _quiet_litert():
-                self.model = self._in_bufs = self._out_bufs = None
-        except Exception:  # interpreter shutdown: modules may be gone
+                self._in_bufs = self._out_bufs = None
+                self.model = None
+        except Exception:  # never raise from __del__
             pass
 
     def get_input_details(self) -> list[dict]:
@@ -412,7 +434,9 @@ def _build_cache(p: Path, threads: int, folder: Path, prefix: str) -> Path:
             check=False,
         )
         if proc.returncode != 0:
-            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            kept: list[str] = []
+            _pass_on(proc.stderr.decode(errors="replace"), kept.append)
+            tail = [line.strip() for line in kept if line.strip()][-1:] or [""]
             raise RuntimeError(f"cache build exited with {proc.returncode}: {tail[0][:300]}")
         final = folder / f"{prefix}.{_file_sha256(tmp)[:CACHE_SHA_HEX]}.xnnpack"
         os.replace(tmp, final)

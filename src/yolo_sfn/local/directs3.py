@@ -37,7 +37,8 @@ class _Response(dict):
 
     moto's ETag is an MD5 of the whole body (6 ms for YOLOv4-416's 3.6 MB heads, on every
     intermediate written and read back); the stages never read it, so it is only computed for
-    a caller that asks (``resp["ETag"]``, ``resp.get("ETag")``, ``"ETag" in resp``).
+    a caller that asks (``resp["ETag"]``, ``resp.get("ETag")``, ``"ETag" in resp``). Until then
+    ``keys()``, iteration, ``len`` and ``dict(resp)`` do not include it.
     """
 
     def __init__(self, obj: Any, fields: dict) -> None:

@@ -121,9 +121,14 @@ def prune_model_cache(cache_dir: Path, *, keep: Path | None = None,
     ``min_idle_s`` (another process may be about to load one). Each model version gets its own
     folder, so without this a long-lived ``/tmp`` (local runs, tests) grows by a model copy
     per version ever used. Returns the deleted folders. Defaults: ``MODEL_CACHE_KEEP`` and
-    ``MODEL_CACHE_MIN_IDLE_S``."""
-    max_folders = MODEL_CACHE_KEEP if max_folders is None else max_folders
-    min_idle_s = MODEL_CACHE_MIN_IDLE_S if min_idle_s is None else min_idle_s
+    ``MODEL_CACHE_MIN_IDLE_S``; on Lambda only the folder in use is kept (an environment serves
+    one invocation at a time, and a 400 MB model twice would nearly fill Infer's 1024 MB /tmp).
+    """
+    on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    if max_folders is None:  # Lambda: one invocation per environment, /tmp of 1024 MB
+        max_folders = 1 if on_lambda else MODEL_CACHE_KEEP
+    if min_idle_s is None:
+        min_idle_s = 0.0 if on_lambda else MODEL_CACHE_MIN_IDLE_S
     now = time.time()
     try:
         folders = [(f.stat().st_mtime, f) for f in cache_dir.iterdir()
@@ -132,7 +137,11 @@ def prune_model_cache(cache_dir: Path, *, keep: Path | None = None,
         return []
     folders.sort(reverse=True)
     gone = []
-    for mtime, f in folders[max_folders:]:
+    for _, f in folders[max_folders:]:
+        try:
+            mtime = f.stat().st_mtime  # again: another process may have just used it
+        except OSError:
+            continue
         if f == keep or now - mtime < min_idle_s:
             continue
         shutil.rmtree(f, ignore_errors=True)
