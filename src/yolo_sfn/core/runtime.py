@@ -230,12 +230,17 @@ def _quiet_litert():
         except OSError:
             os.close(saved)
             raise
-        pump = threading.Thread(target=_forward, args=(r, saved), daemon=True)
+        # the thread owns its own copy of the real stderr: if a child process spawned meanwhile
+        # keeps the pipe open past the join timeout, it never writes to a closed (reused) fd
+        pump = threading.Thread(target=_forward, args=(r, os.dup(saved)), daemon=True)
         pump.start()
         try:
             os.dup2(w, 2)
+        except OSError:
+            os.close(saved)
+            raise
         finally:
-            os.close(w)
+            os.close(w)  # no writer left but fd 2: the thread ends when fd 2 is restored
         try:
             yield
         finally:
@@ -247,15 +252,18 @@ def _quiet_litert():
 
 
 def _forward(r: int, out: int) -> None:
-    """Copy lines from fd ``r`` to fd ``out``, dropping LiteRT noise; closes ``r`` at EOF."""
+    """Copy lines from fd ``r`` to fd ``out``, dropping LiteRT noise; closes both at EOF."""
     buf = b""
-    with os.fdopen(r, "rb", buffering=0) as src:
-        while chunk := src.read(65536):
-            *lines, buf = (buf + chunk).split(b"\n")
-            text = "".join(line.decode(errors="replace") + "\n" for line in lines)
-            _pass_on(text, lambda t: os.write(out, t.encode()))
-    if buf:
-        _pass_on(buf.decode(errors="replace"), lambda t: os.write(out, t.encode()))
+    try:
+        with os.fdopen(r, "rb", buffering=0) as src:
+            while chunk := src.read(65536):
+                *lines, buf = (buf + chunk).split(b"\n")
+                text = "".join(line.decode(errors="replace") + "\n" for line in lines)
+                _pass_on(text, lambda t: os.write(out, t.encode()))
+        if buf:
+            _pass_on(buf.decode(errors="replace"), lambda t: os.write(out, t.encode()))
+    finally:
+        os.close(out)
 
 
 _EXIT_FILTER = (
