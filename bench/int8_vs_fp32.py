@@ -33,8 +33,8 @@ from yolo_sfn.bench import machine, models, pipeline, report
 def demo_twin(fp32: Path, precision: str) -> Path:
     """``int8`` or plain-CONV_2D ``fp32`` twin of the demo model, converted from the cfg /
     weights / names its sidecar names."""
-    from yolo_sfn.convert import convert
-    from yolo_sfn.model.meta import ModelMeta
+    from yolo_sfn.convert import convert, source_fingerprint
+    from yolo_sfn.model.meta import ModelMeta, sha256_file
 
     src = ModelMeta.load(fp32).source
     cfg, weights, names = Path(src["cfg"]), Path(src["weights"]), src.get("names")
@@ -42,7 +42,7 @@ def demo_twin(fp32: Path, precision: str) -> Path:
     tag = "int8" if precision == "int8" else "fp32-direct"
     out = models.CACHE / f"demo-yolov3-tiny-{tag}.tflite"
     stamp = out.with_name(out.name + ".stamp")
-    key = f"{models._sha(weights)} {models.converter_fingerprint()}"
+    key = f"{sha256_file(weights)} {source_fingerprint()}"
     if not out.exists() or not stamp.exists() or stamp.read_text() != key:
         convert(
             cfg,

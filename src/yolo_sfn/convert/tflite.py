@@ -14,7 +14,6 @@ Precisions:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from yolo_sfn.convert._tf import tensorflow
 from yolo_sfn.convert.graph import BuildOptions, build_forward, load_weights, uses_winograd
 from yolo_sfn.darknet.cfg import Network, parse_cfg
 from yolo_sfn.errors import ConversionError, InputFileError
-from yolo_sfn.model.meta import PRECISIONS, HeadMeta, ModelMeta
+from yolo_sfn.model.meta import PRECISIONS, HeadMeta, ModelMeta, sha256_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_CALIBRATION_IMAGES = 300
@@ -38,14 +37,6 @@ class ConversionResult:
     path: Path
     meta: ModelMeta
     seconds: float
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_names(path: str | Path | None) -> list[str]:

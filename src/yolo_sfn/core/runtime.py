@@ -67,7 +67,7 @@ import numpy as np
 
 from yolo_sfn.env import INFER_THREADS, MODEL_CACHE_DIR, WEIGHT_CACHE
 from yolo_sfn.errors import ModelError
-from yolo_sfn.model.meta import ModelMeta
+from yolo_sfn.model.meta import ModelMeta, sha256_file
 
 try:  # pragma: no cover - which branch runs depends on the environment
     from ai_edge_litert.interpreter import Interpreter as _Interpreter
@@ -416,14 +416,6 @@ if not first[0] or load() != first:
 BUILD_TIMEOUT_S = 600.0
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _build_cache(p: Path, threads: int, folder: Path, prefix: str) -> Path:
     """Write the cache file for ``p`` as ``folder/<prefix>.<sha256 of the file>.xnnpack``
     (child process, temporary name, hash, rename); returns its path."""
@@ -446,7 +438,7 @@ def _build_cache(p: Path, threads: int, folder: Path, prefix: str) -> Path:
             _pass_on(proc.stderr.decode(errors="replace"), kept.append)
             tail = [line.strip() for line in kept if line.strip()][-1:] or [""]
             raise RuntimeError(f"cache build exited with {proc.returncode}: {tail[0][:300]}")
-        final = folder / f"{prefix}.{_file_sha256(tmp)[:CACHE_SHA_HEX]}.xnnpack"
+        final = folder / f"{prefix}.{sha256_file(tmp)[:CACHE_SHA_HEX]}.xnnpack"
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -464,7 +456,7 @@ def _verified_cache(folder: Path, prefix: str) -> Path | None:
     for _, f in sorted(found, reverse=True):
         want = f.name[len(prefix) + 1 : -len(".xnnpack")]
         try:
-            ok = len(want) == CACHE_SHA_HEX and _file_sha256(f).startswith(want)
+            ok = len(want) == CACHE_SHA_HEX and sha256_file(f).startswith(want)
         except OSError:
             continue
         if ok:

@@ -12,12 +12,22 @@ Head tensor layout (one per darknet ``[yolo]`` section, raw conv output, no acti
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from yolo_sfn.errors import ModelError
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (weights, models, weight-cache files)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 FORMAT = "yolo-sfn/model-meta"
 FORMAT_VERSION = 1
