@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
+from yolo_sfn.local.template import load_cfn_yaml
 
 LIMIT = 262_144_000  # function + layers, unzipped
 # What each stage imports for its work (the handlers import the rest) and must never import.
@@ -36,30 +36,13 @@ STAGE_IMPORTS = {
 }
 
 
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _tag(loader, suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {"Ref": value} if suffix == "Ref" else {f"Fn::{suffix}": value}
-
-
-_Loader.add_multi_constructor("!", _tag)
-
-
 def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def function_layers(build: Path) -> dict[str, tuple[Path, list[tuple[str, Path]]]]:
     """Function logical id -> (its build dir, [(layer id, layer build dir)] in Lambda order)."""
-    doc = yaml.load((build / "template.yaml").read_text(), Loader=_Loader)
+    doc = load_cfn_yaml(build / "template.yaml")
     res = doc["Resources"]
     glob = ((doc.get("Globals") or {}).get("Function") or {}).get("Layers", [])
     out = {}

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from yolo_sfn.local.template import load_cfn_yaml
 from yolo_sfn.workflow.handlers import LOGICAL_IDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,20 +36,9 @@ STAGE_MODULES = {
 }
 
 
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_multi_constructor(
-    "!", lambda loader, suffix, node: {("Ref" if suffix == "Ref" else f"Fn::{suffix}"): (
-        loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
-        else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-        else loader.construct_mapping(node))})
-
-
 @pytest.fixture(scope="module")
 def template() -> dict:
-    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_Loader)
+    return load_cfn_yaml(ROOT / "template.yaml")
 
 
 def layer_resources(template: dict) -> dict[str, dict]:

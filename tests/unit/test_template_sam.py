@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from yolo_sfn import env
+from yolo_sfn.local.template import load_cfn_yaml
 from yolo_sfn.workflow.handlers import LOGICAL_IDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,31 +20,9 @@ LAMBDA_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException",
                  "Lambda.SdkClientException", "Lambda.TooManyRequestsException"}
 
 
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns ``!Ref x`` into ``{"Ref": x}`` and ``!Sub``/``!GetAtt``/... into
-    ``{"Fn::Sub": ...}`` (``!GetAtt A.B`` -> ``["A", "B"]``)."""
-
-
-def _tag(loader: CfnLoader, suffix: str, node: yaml.Node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _tag)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict:
-    return yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)  # a SafeLoader subclass
+    return load_cfn_yaml(TEMPLATE)
 
 
 @pytest.fixture(scope="module")
