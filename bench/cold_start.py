@@ -14,9 +14,7 @@ Exit status 1 when a target is missed.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -38,18 +36,9 @@ def bench_models(which: list[str]) -> list[tuple[str, Path, float]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap = report.script_parser(__doc__, with_boto3=True)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="yolov3-tiny,yolov4-tiny,yolov4")
-    ap.add_argument(
-        "--with-boto3",
-        action="store_true",
-        help="probe also imports boto3 + builds an S3 client (the handler's imports)",
-    )
-    ap.add_argument("--json-out")
     args = ap.parse_args()
     info = machine.machine_info()
     images = pipeline.find_images()[:1]

@@ -16,9 +16,7 @@ Exit status 1 when a target is missed. ``--json-out F`` writes every number.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -107,10 +105,7 @@ def prepost(model, images: list[Path], runs: int, rows: int, raw: bool) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap = report.script_parser(__doc__)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--size", type=int, default=416)
     ap.add_argument("--cfg", default="yolov4")
@@ -127,7 +122,6 @@ def main() -> int:
         action="store_true",
         help="also time postprocess once on the raw random heads (minutes)",
     )
-    ap.add_argument("--json-out")
     args = ap.parse_args()
 
     from yolo_sfn.core.image import load_image_file

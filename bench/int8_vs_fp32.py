@@ -20,9 +20,7 @@ Exit status 1 when a target is missed.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -99,14 +97,10 @@ def speed(runners: list, batches, runs: int) -> list[dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap = report.script_parser(__doc__)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--score", type=float, default=0.25)
     ap.add_argument("--yolov4", action="store_true", help="also time random YOLOv4-416 fp32/int8")
-    ap.add_argument("--json-out")
     args = ap.parse_args()
 
     from yolo_sfn.core.image import load_image_file

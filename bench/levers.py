@@ -15,7 +15,6 @@ Informational: always exits 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -109,12 +108,8 @@ def steady(variants: dict, batch: np.ndarray, runs: int) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap = report.script_parser(__doc__)
     ap.add_argument("--runs", type=int, default=6)
-    ap.add_argument("--json-out")
     args = ap.parse_args()
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

@@ -13,9 +13,7 @@ Exit status 1 when a target is missed.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -101,20 +99,11 @@ def local_batch(n: int, model: Path) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap = report.script_parser(__doc__, with_boto3=True)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--models", default="yolov3-tiny,yolov4-tiny,yolov4")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--flat-mb", type=float, default=50.0)
-    ap.add_argument(
-        "--with-boto3",
-        action="store_true",
-        help="probe also imports boto3 + builds an S3 client (the handler's imports)",
-    )
-    ap.add_argument("--json-out")
     args = ap.parse_args()
     info = machine.machine_info()
     images = pipeline.find_images()

@@ -11,7 +11,6 @@ ratio, exits 0 unless the reference environment cannot be built or run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -49,12 +48,8 @@ def ensure_ref_venv() -> Path:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap = report.script_parser(__doc__)
     ap.add_argument("--runs", type=int, default=8)
-    ap.add_argument("--json-out")
     args = ap.parse_args()
     from yolo_sfn.core.image import load_image_file
     from yolo_sfn.core.preprocess import preprocess

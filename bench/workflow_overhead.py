@@ -18,7 +18,6 @@ Exit status 1 when a target is missed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -70,16 +69,12 @@ def local_run(model_path: Path, n: int, score: float) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap = report.script_parser(__doc__)
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--models", default="yolov3-tiny,yolov4")
     ap.add_argument("--random-score", type=float, default=0.9)
     ap.add_argument("--repeats", type=int, default=1,
                     help="bare/local pairs per model, alternating; medians are compared")
-    ap.add_argument("--json-out")
     args = ap.parse_args()
     os.environ[INFER_THREADS] = str(args.threads)  # the infer handler's thread count
     from yolo_sfn.bench.pipeline import find_images

@@ -103,3 +103,15 @@ def test_render_mentions_every_section_and_the_price_date():
         "$0.20 per 1M",
     ):
         assert needle in text, needle
+
+
+def test_script_parser_has_the_common_bench_options():
+    import os
+
+    from yolo_sfn.bench.report import script_parser
+
+    args = script_parser("doc").parse_args([])
+    assert args.threads == (os.cpu_count() or 1) and args.json_out is None
+    assert not hasattr(args, "with_boto3")
+    args = script_parser("doc", with_boto3=True).parse_args(["--with-boto3", "--threads", "3"])
+    assert args.with_boto3 is True and args.threads == 3

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import operator
+import os
 from dataclasses import asdict, dataclass
 
 _OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
@@ -60,3 +62,20 @@ def verdict(targets: list[Target]) -> int:
     for t in targets:
         print(t.line())
     return 0 if all(t.passed for t in targets) else 1
+
+
+def script_parser(doc: str | None, *, with_boto3: bool = False) -> argparse.ArgumentParser:
+    """The ``bench/`` scripts' common options: ``--threads`` (default: all cores), ``--json-out
+    F`` and, for the fresh-process probes, ``--with-boto3``; ``doc`` is the script's help."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json-out", help="write every number to this JSON file")
+    if with_boto3:
+        ap.add_argument(
+            "--with-boto3",
+            action="store_true",
+            help="probe also imports boto3 + builds an S3 client (the handler's imports)",
+        )
+    return ap
