@@ -327,31 +327,27 @@ class _Compiled:
         _arm_exit_filter()
         with _quiet_litert():
             self.model = cm.CompiledModel.from_file(str(path), options=opts)
+            sigs = self.model.get_signature_list()
+            if len(sigs) != 1:
+                raise ValueError(f"{len(sigs)} signatures")
+            key = next(iter(sigs))
+            ins = self.model.get_input_tensor_details(key)
+            outs = self.model.get_output_tensor_details(key)
+            self._inputs = [
+                {"index": i, "shape": ins[n]["shape"], "dtype": np.dtype(ins[n]["dtype"])}
+                for i, n in enumerate(sigs[key]["inputs"])
+            ]
+            self._outputs = [
+                {"index": i, "shape": outs[n]["shape"], "dtype": np.dtype(outs[n]["dtype"])}
+                for i, n in enumerate(sigs[key]["outputs"])
+            ]
+            if any(d["dtype"] != np.float32 for d in self._inputs + self._outputs):
+                raise ValueError("not a float32-in, float32-out model")
+            self._out_sizes = [int(np.prod(d["shape"])) for d in self._outputs]
             self._in_bufs = self.model.create_input_buffers(0)
             self._out_bufs = self.model.create_output_buffers(0)
             # the first TensorBuffer.write creates (and logs) one more LiteRT environment
-            shape = self.model.get_input_tensor_details(next(iter(self.model.get_signature_list())))
-            first = next(iter(shape.values()))
-            self._in_bufs[0].write(np.zeros(first["shape"], np.dtype(first["dtype"])))
-        sigs = self.model.get_signature_list()
-        if len(sigs) != 1:
-            raise ValueError(f"{len(sigs)} signatures")
-        key = next(iter(sigs))
-        ins = self.model.get_input_tensor_details(key)
-        outs = self.model.get_output_tensor_details(key)
-        in_order = sigs[key]["inputs"]
-        out_order = sigs[key]["outputs"]
-        self._inputs = [
-            {"index": i, "shape": ins[n]["shape"], "dtype": np.dtype(ins[n]["dtype"])}
-            for i, n in enumerate(in_order)
-        ]
-        self._outputs = [
-            {"index": i, "shape": outs[n]["shape"], "dtype": np.dtype(outs[n]["dtype"])}
-            for i, n in enumerate(out_order)
-        ]
-        if any(d["dtype"] != np.float32 for d in self._inputs + self._outputs):
-            raise ValueError("not a float32-in, float32-out model")
-        self._out_sizes = [int(np.prod(d["shape"])) for d in self._outputs]
+            self._in_bufs[0].write(np.zeros(self._inputs[0]["shape"], np.float32))
 
     def __del__(self) -> None:
         """Free the model and its buffers while fd 2 is captured: LiteRT logs one
