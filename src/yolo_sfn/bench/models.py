@@ -71,7 +71,7 @@ def random_model(
         {
             "weights_sha256": sha256_file(weights),
             "cfg_sha256": sha256_file(cfg),
-            "winograd": winograd,
+            "winograd": precision == "fp32" if winograd is None else winograd,  # the default
             "converter": source_fingerprint(),
         }
     )
