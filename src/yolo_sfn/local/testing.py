@@ -88,13 +88,13 @@ def _lid(stage: str) -> str:
     return f"{stage.capitalize()}Function"
 
 
-def _task(stage: str, nxt: str | None) -> dict:
+def _task(stage: str, nxt: str | None, infer_timeout_s: int) -> dict:
     state = {
         "Type": "Task",
         "Resource": "arn:aws:states:::lambda:invoke",
         "Parameters": {"FunctionName": f"${{{_lid(stage)}Arn}}", "Payload.$": "$"},
         "OutputPath": "$.Payload",
-        "TimeoutSeconds": 2 if stage == "infer" else 30,
+        "TimeoutSeconds": infer_timeout_s if stage == "infer" else 30,
         "Retry": RETRY,
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
                    "Next": f"Record{stage.capitalize()}Failure"}],
@@ -122,11 +122,11 @@ RECORD_FAILURE = {
 }
 
 
-def asl() -> dict:
+def asl(infer_timeout_s: int = 30) -> dict:
     states = {}
     for i, stage in enumerate(STAGES):
         nxt = STAGES[i + 1].capitalize() if i + 1 < len(STAGES) else None
-        states[stage.capitalize()] = _task(stage, nxt)
+        states[stage.capitalize()] = _task(stage, nxt, infer_timeout_s)
         states[f"Record{stage.capitalize()}Failure"] = _record(stage)
     states["RecordFailure"] = RECORD_FAILURE
     return {
@@ -319,9 +319,13 @@ def handler(event, context):
 }
 
 
-def write_toy_project(root: Path | str, *, per_function_env: bool = True) -> Path:
+def write_toy_project(root: Path | str, *, per_function_env: bool = True,
+                      infer_timeout_s: int = 30) -> Path:
     """Write the toy project under ``root``; returns ``root``. ``per_function_env`` gives each
-    function its own ``STAGE_NAME`` (exercises the engine's per-call environment path)."""
+    function its own ``STAGE_NAME`` (exercises the engine's per-call environment path).
+    ``infer_timeout_s`` is the Infer Task's ``TimeoutSeconds``: a short one makes an injected
+    timeout fault quick to test, but it also bounds every other Infer call of the stack (a
+    loaded machine can stall a Map thread for seconds), so only the timeout test shortens it."""
     root = Path(root)
     all_stages = ("plan", *STAGES, "summarize")
     block = FUNCTION + (FUNCTION_ENV if per_function_env else "")
@@ -331,7 +335,8 @@ def write_toy_project(root: Path | str, *, per_function_env: bool = True) -> Pat
     (root / "template.yaml").write_text(
         TEMPLATE.replace("{functions}\n", functions).replace("{substitutions}\n", subs)
     )
-    (root / "statemachine" / "detect.asl.json").write_text(json.dumps(asl(), indent=2))
+    (root / "statemachine" / "detect.asl.json").write_text(
+        json.dumps(asl(infer_timeout_s), indent=2))
     for stage in all_stages:
         folder = root / "functions" / stage
         folder.mkdir(parents=True, exist_ok=True)
