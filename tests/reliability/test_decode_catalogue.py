@@ -8,7 +8,6 @@ one-line message naming the input; the decompression-bomb guard must fire before
 from __future__ import annotations
 
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -68,10 +67,8 @@ def test_bomb_refused_before_decoding(monkeypatch, data: bytes) -> None:
         raise AssertionError("cv2.imdecode called on a decompression bomb")
 
     monkeypatch.setattr(image.cv2, "imdecode", no_decode)
-    t0 = time.perf_counter()
     with pytest.raises(errors.ImageTooLargeError, match="over the limit"):
         image.decode_image(data, name="s3://input/bomb.png")
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_pixel_limit_boundary() -> None:
