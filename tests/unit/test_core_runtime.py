@@ -461,6 +461,25 @@ def test_process_exit_drops_litert_teardown_lines_only(models, tmp_path):
     assert "DestroyAccelerator" not in proc.stderr and "INFO: [" not in proc.stderr, proc.stderr
 
 
+def test_plain_load_keeps_the_delegate_banner_off_stderr(models):
+    """TFLite logs "Created TensorFlow Lite XNNPACK delegate" once per process, mid-progress-
+    line in ``yolo-sfn run``: checked in a fresh process, where that first time happens."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from yolo_sfn.core.runtime import Model\n"
+        f"m = Model.load({str(models['fp32'])!r}, threads=1, weight_cache=False)\n"
+        "m.run(np.zeros((1, 64, 64, 3), np.uint8))\n"
+        "print('done', flush=True)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr
+    assert "Created TensorFlow Lite" not in proc.stderr, proc.stderr
+
+
 def test_small_models_skip_the_cache_even_when_opted_in(models, cache_dir, monkeypatch):
     monkeypatch.setenv("YOLO_SFN_WEIGHT_CACHE", "1")
     assert not Model.load(models["fp32"], threads=1)._compiled  # 64x64 test model, KiB

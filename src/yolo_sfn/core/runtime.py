@@ -34,7 +34,8 @@ usable, with the same XNNPACK kernels: outputs are bit-identical to the ``Interp
   in 2.3; ``TF_CPP_MIN_LOG_LEVEL`` is ignored). The load runs with fd 2 captured and only
   lines that are not LiteRT's ``INFO``/``WARNING`` probing are passed on (:func:`_quiet_litert`);
   LiteRT logs two more ``DestroyAccelerator`` lines after Python has finished, which an
-  ``atexit`` hook filters the same way (:func:`_filter_exit_noise`).
+  ``atexit`` hook filters the same way (:func:`_filter_exit_noise`). The plain path's one
+  ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` line is filtered the same way.
 
 Directory: ``$MODEL_CACHE_DIR.xnnpack`` (a sibling of the workflow's model cache), else
 ``/tmp/yolo-sfn-models.xnnpack`` on Lambda, else
@@ -565,8 +566,9 @@ class Model:
             else:
                 return cls(p, meta, compiled, n)
         try:  # model_path: the runtime mmaps the file (no second copy of the weights in RAM)
-            interp = _Interpreter(model_path=str(p), num_threads=n)
-            interp.allocate_tensors()
+            with _quiet_litert():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+                interp = _Interpreter(model_path=str(p), num_threads=n)
+                interp.allocate_tensors()
         except Exception as e:  # the runtime raises ValueError/RuntimeError with C++ text
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ModelError(f"{p}: corrupt or unsupported TFLite model ({first})") from None
