@@ -23,18 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.bench import machine, models, pipeline, report
-from yolo_sfn.bench.sgemm import SgemmServer, measure_sgemm
-
-
-def opencv_net(cfg: Path, weights: Path, threads: int):
-    import cv2
-
-    cv2.setNumThreads(threads)
-    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    return net, net.getUnconnectedOutLayersNames()
+from yolo_sfn.bench import machine, models, pipeline, report, rival
+from yolo_sfn.bench.sgemm import measure_sgemm
 
 
 def trained_like_heads(heads: list[np.ndarray], meta, rows: int, seed: int = 0) -> list[np.ndarray]:
@@ -133,37 +123,20 @@ def main() -> int:
     tfl = models.random_model(args.cfg, args.size, "fp32")
     images = pipeline.find_images()
     model = Model.load(tfl, threads=args.threads)
-    net, names = opencv_net(cfg, weights, args.threads)
+    net, names = rival.opencv_net(cfg, weights, args.threads)
     batch, _ = preprocess(load_image_file(images[0]), (args.size, args.size))
-    blob = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
 
     sg_before = measure_sgemm(args.threads)
-    sg = SgemmServer(args.threads)
-    model.run(batch)  # warm-up both (first runs allocate / pack weights)
-    net.setInput(blob)
-    net.forward(names)
-    t_lite, t_cv, sg_gflops = [], [], []
-    for _ in range(args.runs):
-        # each engine's worker threads spin-wait a while after a run (OpenCV's pool, OpenBLAS
-        # in the sgemm child, XNNPACK's pthreadpool): let them go idle before timing the next
-        time.sleep(args.settle)
-        t = time.perf_counter()
-        model.run(batch)
-        t_lite.append(time.perf_counter() - t)
-        time.sleep(args.settle)
-        t = time.perf_counter()
-        net.setInput(blob)
-        net.forward(names)
-        t_cv.append(time.perf_counter() - t)
-        time.sleep(args.settle)
-        sg_gflops.append(sg.gflops())
-    sg.close()
+    both = rival.side_by_side(
+        model, net, names, batch, runs=args.runs, settle=args.settle, threads=args.threads
+    )
     sg_after = measure_sgemm(args.threads)
+    r = rival.ratios(both, rival.conv_gflop(cfg, (args.size, args.size)))
     pp = prepost(model, images, max(args.runs, 2 * len(images)), args.rows, args.raw_random_post)
 
-    lite, cv = machine.summary_ms(t_lite), machine.summary_ms(t_cv)
-    gflops = float(np.median(sg_gflops))  # interleaved with the model runs
-    limit_ms = 1000.0 * machine.YOLOV4_416_GFLOP / gflops
+    lite, cv = both["litert"], both["opencv"]
+    gflops, sg_gflops = both["sgemm_gflops"], both["sgemm_interleaved_gflops"]
+    limit_ms = r["sgemm_limit_ms"]
     share = (pp["preprocess"]["median_ms"] + pp["postprocess"]["median_ms"]) / lite["median_ms"]
     share_dec = share + pp["decode"]["median_ms"] / lite["median_ms"]
     print(
@@ -177,7 +150,7 @@ def main() -> int:
                 ["LiteRT (Model.run)", lite["median_ms"], lite["min_ms"], lite["n"]],
                 ["OpenCV DNN", cv["median_ms"], cv["min_ms"], cv["n"]],
                 [
-                    f"sgemm limit ({machine.YOLOV4_416_GFLOP} GFLOP @ {gflops:.0f} GFLOP/s)",
+                    f"sgemm limit ({r['gflop']:.1f} GFLOP @ {gflops:.0f} GFLOP/s)",
                     limit_ms,
                     None,
                     None,

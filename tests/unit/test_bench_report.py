@@ -105,6 +105,15 @@ def test_render_mentions_every_section_and_the_price_date():
         assert needle in text, needle
 
 
+def test_render_notes_a_capped_postprocess_only_when_the_cap_was_hit():
+    r = _fake_result()
+    r["steady"].update(candidate_cap=30_000, candidates={"a.jpg": 12, "b.jpg": 0})
+    assert "pre-NMS cap" not in bench_cmd.render(r)
+    r["steady"]["candidates"] = {"a.jpg": 550_000, "b.jpg": 549_000, "c.jpg": 3}
+    text = bench_cmd.render(r)
+    assert "note: 2 of 3 images have more" in text and "550,000 median vs 30,000" in text
+
+
 def test_script_parser_has_the_common_bench_options():
     import os
 

@@ -252,6 +252,22 @@ def test_max_candidates_is_top_k_by_score_then_index(caplog):
     )
 
 
+def test_stats_report_candidates_and_which_cap_was_hit():
+    meta, heads, t = _busy()
+    n_cand = int((decode_heads(heads, meta)[2] >= np.float32(0.05)).sum())
+    free: dict = {}
+    base = postprocess(heads, meta, t, score=0.05, stats=free)
+    assert free == {"candidates": n_cand, "candidates_capped": False, "detections_capped": False}
+    capped: dict = {}
+    got = postprocess(heads, meta, t, score=0.05, max_candidates=50, max_detections=3,
+                      stats=capped)
+    assert capped == {"candidates": n_cand, "candidates_capped": True, "detections_capped": True}
+    assert len(got) == 3 and len(base) > 3
+    none: dict = {}
+    assert postprocess(heads, meta, t, score=0.9999, stats=none) == []
+    assert none["candidates"] == 0 and not none["candidates_capped"]
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_caps_validated(bad):
     meta, heads, t = _busy()

@@ -16,8 +16,6 @@ import statistics
 import time
 from pathlib import Path
 
-YOLOV4_416_GFLOP = 60.1  # darknet's count for yolov4.cfg at 416x416 (multiply-add = 2 FLOP)
-
 
 def median_ms(samples_s: list[float]) -> float:
     return 1000.0 * statistics.median(samples_s)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from yolo_sfn.bench.pipeline import DEFAULT_IMAGES, REPO_ROOT
@@ -25,9 +24,9 @@ CFG_DIR = REPO_ROOT / "testdata" / "cfg"
 
 def sized_cfg(cfg: Path, size: int, out: Path) -> Path:
     """Copy of ``cfg`` with [net] width/height = ``size`` (for OpenCV, which has no override)."""
-    text = cfg.read_text()
-    text = re.sub(r"(?m)^\s*width\s*=.*$", f"width={size}", text, count=1)
-    text = re.sub(r"(?m)^\s*height\s*=.*$", f"height={size}", text, count=1)
+    from yolo_sfn.bench.rival import sized_cfg_text
+
+    text = sized_cfg_text(cfg, (size, size))
     out.parent.mkdir(parents=True, exist_ok=True)
     if not out.exists() or out.read_text() != text:
         out.write_text(text)

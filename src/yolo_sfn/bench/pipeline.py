@@ -55,8 +55,28 @@ def stage_times(
     """Run the pipeline ``runs`` times (images cycled) after one warm-up pass over every image.
 
     Returns {"first_infer_ms", stage: {"median_ms", "min_ms", "n"}, "total_median_ms",
-    "images_per_s", "detections"} with images/s from the median total.
+    "images_per_s", "detections", "candidates", "candidate_cap"} with images/s from the median
+    total; "detections" and "candidates" are per image name, from the warm-up pass.
+    Post-processing's cap warnings are held back while timing (the same two lines per image
+    for every run): ``candidates`` against ``candidate_cap`` says the same once.
     """
+    import logging
+
+    from yolo_sfn.core.postprocess import MAX_CANDIDATES
+
+    post_log = logging.getLogger("yolo_sfn.core.postprocess")
+    level = post_log.level
+    post_log.setLevel(logging.ERROR)
+    try:
+        out = _stage_times(model, images, runs, resize, score, iou)
+    finally:
+        post_log.setLevel(level)
+    out["candidate_cap"] = MAX_CANDIDATES
+    return out
+
+
+def _stage_times(model, images: list[Path], runs: int, resize: str, score: float,
+                 iou: float) -> dict:
     from yolo_sfn.core.image import load_image_file
     from yolo_sfn.core.postprocess import postprocess
     from yolo_sfn.core.preprocess import preprocess
@@ -64,7 +84,7 @@ def stage_times(
     size = tuple(model.meta.input_size)
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     first_infer = None
-    detections = {}
+    detections, candidates = {}, {}
     for i in range(len(images) + runs):
         path = images[i % len(images)]
         t0 = time.perf_counter()
@@ -74,12 +94,14 @@ def stage_times(
         t2 = time.perf_counter()
         heads = model.run(batch)
         t3 = time.perf_counter()
-        dets = postprocess(heads, model.meta, transform, score=score, iou=iou)
+        stats: dict = {}
+        dets = postprocess(heads, model.meta, transform, score=score, iou=iou, stats=stats)
         t4 = time.perf_counter()
         if first_infer is None:
             first_infer = t3 - t2
         if i < len(images):  # warm-up pass: one per image, not counted
             detections[path.name] = len(dets)
+            candidates[path.name] = stats["candidates"]
             continue
         for name, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             samples[name].append(dt)
@@ -90,6 +112,7 @@ def stage_times(
     out["total"] = summary_ms(totals)
     out["images_per_s"] = 1000.0 / out["total"]["median_ms"] if totals else None
     out["detections"] = detections
+    out["candidates"] = candidates
     return out
 
 

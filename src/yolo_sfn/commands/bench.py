@@ -5,7 +5,11 @@ Measures, on real images (testdata/images or ``--images``):
   * first inference and steady-state median/min per stage (decode, preprocess, infer,
     postprocess), images/s,
   * peak RSS of the infer stage (in the fresh process),
-  * a Lambda cost estimate per 1,000 images at ``--memory-sizes`` (see yolo_sfn.bench.cost).
+  * a Lambda cost estimate per 1,000 images at ``--memory-sizes`` (see yolo_sfn.bench.cost),
+  * with ``--vs-opencv``: OpenCV DNN on the darknet cfg + weights the model was converted from
+    (the sidecar's source, or ``--darknet``), same input and threads, runs alternating with
+    the model's, and the machine's sgemm-bound limit (conv GFLOP / numpy float32 matmul
+    GFLOP/s, measured interleaved): the two ratios a user compares (yolo_sfn.bench.rival).
 Heavy imports happen inside ``run`` (this module is imported by ``yolo-sfn --help``).
 """
 
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+from yolo_sfn.errors import InputValidationError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +49,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="1769,3008,10240",
         help="Lambda memory sizes (MB) for the cost estimate (default 1769,3008,10240)",
     )
+    p.add_argument(
+        "--vs-opencv",
+        action="store_true",
+        help="also time OpenCV DNN (darknet importer) on the same network and input, and the "
+        "sgemm-bound limit, alternating with the model's runs",
+    )
+    p.add_argument(
+        "--darknet",
+        nargs=2,
+        metavar=("CFG", "WEIGHTS"),
+        help="for --vs-opencv: the darknet files the model was converted from (default: the "
+        "paths its sidecar records; checked against the sidecar's sha256s)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.25,
+        help="for --vs-opencv: idle seconds before each timed run, so the previous engine's "
+        "spin-waiting threads do not steal the cores (default 0.25)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=run)
 
@@ -62,12 +88,22 @@ def measure(args: argparse.Namespace) -> dict:
         model_path = demo_model()
     images = pipeline.find_images(args.images)
     threads = args.threads or default_threads()
+    if args.darknet and not args.vs_opencv:
+        raise InputValidationError("--darknet is only used with --vs-opencv")
+    rival_source = None
+    if args.vs_opencv:  # checked before minutes of measuring, not after
+        from yolo_sfn.bench import rival
+        from yolo_sfn.model.meta import ModelMeta
+
+        rival_source = rival.darknet_source(
+            model_path, ModelMeta.load(model_path), *(args.darknet or (None, None))
+        )
     cold = pipeline.cold_start(
         model_path, images, threads=threads, repeats=max(1, args.cold_repeats), runs=len(images)
     )
     model = Model.load(model_path, threads=threads)
     steady = pipeline.stage_times(model, images, runs=args.runs, resize=args.resize)
-    batches = [model_input for model_input in _inputs(model, images, args.resize)]
+    batches = list(_inputs(model, images, args.resize))
     infer_n = steady["infer"]["median_ms"]
     if threads > 1:
         one = Model.load(model_path, threads=1)
@@ -83,6 +119,9 @@ def measure(args: argparse.Namespace) -> dict:
         infer_efficiency=eff,
     )
     rows = cost.cost_table(times, sizes)
+    vs = None
+    if rival_source is not None:
+        vs = _vs_opencv(model, rival_source, next(iter(batches)), args, threads)
     return {
         "model": {
             "path": str(model_path),
@@ -105,6 +144,29 @@ def measure(args: argparse.Namespace) -> dict:
             "price_note": cost.PRICE_NOTE,
             "scaling_note": cost.SCALING_NOTE,
         },
+        "vs_opencv": vs,
+    }
+
+
+def _vs_opencv(model, source, batch, args, threads: int) -> dict:
+    import cv2
+
+    from yolo_sfn.bench import rival
+
+    cfg, weights = source
+    size = tuple(model.meta.input_size)
+    net, names = rival.opencv_net(cfg, weights, threads, size)
+    both = rival.side_by_side(
+        model, net, names, batch, runs=max(3, args.runs), settle=args.settle, threads=threads
+    )
+    return {
+        **both,
+        **rival.ratios(both, rival.conv_gflop(cfg, size)),
+        "cfg": str(cfg),
+        "weights": str(weights),
+        "opencv_version": cv2.__version__,
+        "settle_s": args.settle,
+        "winograd_layers": int(model.meta.source.get("winograd_layers") or 0),
     }
 
 
@@ -158,6 +220,7 @@ def render(r: dict) -> str:
         f"images/s {s['images_per_s']:.2f}; "
         f"infer at 1 thread {r['infer_1thread_median_ms']:.1f} ms "
         f"(parallel efficiency {r['parallel_efficiency']:.2f} at {r['threads']} threads)",
+        *_candidate_note(s),
         "",
         f"Lambda cost per 1,000 images ({co['invocations_per_image']} invocations per image; "
         f"x86 ${co['prices']['x86_64']}/GB-s, arm64 ${co['prices']['arm64']}/GB-s, "
@@ -182,7 +245,57 @@ def render(r: dict) -> str:
         co["scaling_note"],
         "arm64 times are assumed equal to x86 (not measured; Graviton speed differs).",
     ]
+    if r.get("vs_opencv"):
+        lines += ["", *_render_vs(r["vs_opencv"], m, r["threads"])]
     return "\n".join(lines)
+
+
+def _candidate_note(s: dict) -> list[str]:
+    """A line when post-processing hit its pre-NMS cap: its time is then that of the cap."""
+    cap, counts = s.get("candidate_cap"), s.get("candidates") or {}
+    capped = sorted(n for n in counts.values() if cap is not None and n > cap)
+    if not capped:
+        return []
+    return [
+        f"note: {len(capped)} of {len(counts)} images have more score >= threshold candidates "
+        f"than the pre-NMS cap ({capped[len(capped) // 2]:,} median vs {cap:,}), as random or "
+        "untrained weights do (a trained detector has tens at score 0.25): postprocess time "
+        "here is NMS over the capped set, not a trained model's"
+    ]
+
+
+def _render_vs(v: dict, m: dict, threads: int) -> list[str]:
+    from yolo_sfn.bench.report import table
+
+    blas = v["openblas"]
+    lines = [
+        f"vs OpenCV DNN {v['opencv_version']} (darknet importer; same network, same input, "
+        f"threads={threads}; {v['litert']['n']} alternating runs, {v['settle_s']} s settle)",
+        f"  {v['cfg']} + {v['weights']}",
+        table(
+            ["engine", "median ms", "min ms"],
+            [
+                [f"this model ({m['precision']})", v["litert"]["median_ms"], v["litert"]["min_ms"]],
+                ["OpenCV DNN (fp32)", v["opencv"]["median_ms"], v["opencv"]["min_ms"]],
+                [
+                    f"sgemm limit ({v['gflop']:.1f} GFLOP @ {v['sgemm_gflops']:.0f} GFLOP/s)",
+                    v["sgemm_limit_ms"],
+                    None,
+                ],
+            ],
+        ),
+        f"this model / OpenCV time {v['litert_over_opencv']:.3f}x; "
+        f"sgemm limit / this model's time {v['limit_over_litert']:.3f} "
+        f"(sgemm: numpy float32 2048^2 matmul, OpenBLAS {blas.get('corename')}, "
+        f"{blas.get('threads')} threads, median of the interleaved runs)",
+    ]
+    if v["winograd_layers"]:
+        lines.append(
+            f"note: {v['winograd_layers']} of this model's 3x3 convolutions run as Winograd "
+            "F(2x2,3x3), fewer FLOPs than the darknet count the limit uses, so a ratio above "
+            "1 is possible (model convert --no-winograd for the direct convolution)"
+        )
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

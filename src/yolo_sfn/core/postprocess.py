@@ -96,6 +96,7 @@ def postprocess(
     nms_kind: str | None = None,
     max_candidates: int | None = MAX_CANDIDATES,
     max_detections: int | None = MAX_DETECTIONS,
+    stats: dict | None = None,
 ) -> list[Detection]:
     """heads: (1, H, W, A*(5+C)) float32 in meta order -> detections, best first.
 
@@ -104,6 +105,8 @@ def postprocess(
         (default ``MAX_CANDIDATES`` = 30,000; None = no cap).
     max_detections: at most this many detections, best first (default ``MAX_DETECTIONS`` =
         1,000; None = no cap). Results are unchanged whenever neither cap is reached.
+    stats: when given, filled with ``candidates`` ((row, class) pairs at or above ``score``,
+        before the cap), ``candidates_capped`` and ``detections_capped`` (bools).
     """
     kind = nms_kind or meta.nms_kind
     if kind not in NMS_KINDS:
@@ -114,10 +117,14 @@ def postprocess(
     _, boxes_cxcywh, class_scores = decode_candidates(heads, meta, score)
     # candidates: (K,) row into the decoded subset, (K,) class id
     cand_row, cand_cls = np.nonzero(class_scores >= np.float32(score))
+    capped = max_candidates is not None and cand_row.size > max_candidates
+    if stats is not None:
+        stats.update(candidates=int(cand_row.size), candidates_capped=capped,
+                     detections_capped=False)
     if cand_row.size == 0:
         return []
     cand_score = class_scores[cand_row, cand_cls]
-    if max_candidates is not None and cand_score.size > max_candidates:
+    if capped:
         _log.warning(
             "%s: %d candidates at score %s, keeping the best %d for NMS",
             meta.name,
@@ -139,6 +146,8 @@ def postprocess(
     classes = cand_cls[keep]
     order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], classes, -scores))
     if max_detections is not None and order.size > max_detections:
+        if stats is not None:
+            stats["detections_capped"] = True
         _log.warning(
             "%s: %d detections, returning the best %d", meta.name, order.size, max_detections
         )

@@ -324,6 +324,20 @@ class Network:
     def shape_of(self, index: int) -> tuple[int, int, int]:
         return self.input_shape if index == NETWORK_INPUT else self.layers[index].out_shape
 
+    @property
+    def conv_gflop(self) -> float:
+        """GFLOP of one forward pass, counted as darknet counts it: every convolution's
+        ``2 x size^2 x (C_in / groups) x filters x H_out x W_out`` (a multiply-add is 2 FLOP;
+        batch norm, activations and the other layers are left out). yolov4.cfg at 416: 60.1."""
+        total = 0
+        for layer in self.layers:
+            if layer.kind == "convolutional":
+                p = layer.params
+                h, w, _ = layer.out_shape
+                c_in = layer.in_shapes[0][2]
+                total += 2 * p.size * p.size * (c_in // p.groups) * p.filters * h * w
+        return total / 1e9
+
 
 # --- step 1: read blocks -----------------------------------------------------------------
 @dataclass(frozen=True)
