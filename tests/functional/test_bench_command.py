@@ -66,3 +66,20 @@ def test_darknet_without_vs_opencv_is_an_error(small, capsys):
     rc = cli.main(["bench", "--model", str(small.tflite), "--darknet", str(small.cfg),
                    str(small.weights)])
     assert rc == 2 and "--darknet is only used with --vs-opencv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--vs-opencv", "--settle", "-1"], "--settle must be >= 0"),
+        (["--runs", "0"], "--runs must be >= 1, got 0"),
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--cold-repeats", "-2"], "--cold-repeats must be >= 1, got -2"),
+        (["--memory-sizes", "abc"], "--memory-sizes 'abc'"),
+        (["--memory-sizes", "64"], "--memory-sizes '64': Lambda memory must be 128..10240 MB"),
+    ],
+)
+def test_bad_options_are_errors_naming_the_option(argv, message, capsys):
+    """Refused before anything is measured (no model is even loaded: the path is bogus)."""
+    rc = cli.main(["bench", "--model", "/nonexistent/m.tflite", *argv])
+    assert rc == 2 and message in capsys.readouterr().err

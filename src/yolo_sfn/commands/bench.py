@@ -79,7 +79,11 @@ def measure(args: argparse.Namespace) -> dict:
     from yolo_sfn.bench import cost, machine, pipeline
     from yolo_sfn.core.runtime import Model, default_threads
 
-    sizes = cost.parse_memory_sizes(args.memory_sizes)
+    _check_args(args)
+    try:
+        sizes = cost.parse_memory_sizes(args.memory_sizes)
+    except ValueError as e:
+        raise InputValidationError(f"--memory-sizes {args.memory_sizes!r}: {e}") from None
     if args.model:
         model_path = Path(args.model)
     else:
@@ -87,9 +91,7 @@ def measure(args: argparse.Namespace) -> dict:
 
         model_path = demo_model()
     images = pipeline.find_images(args.images)
-    threads = args.threads or default_threads()
-    if args.darknet and not args.vs_opencv:
-        raise InputValidationError("--darknet is only used with --vs-opencv")
+    threads = default_threads() if args.threads is None else args.threads
     rival_source = None
     if args.vs_opencv:  # checked before minutes of measuring, not after
         from yolo_sfn.bench import rival
@@ -99,7 +101,7 @@ def measure(args: argparse.Namespace) -> dict:
             model_path, ModelMeta.load(model_path), *(args.darknet or (None, None))
         )
     cold = pipeline.cold_start(
-        model_path, images, threads=threads, repeats=max(1, args.cold_repeats), runs=len(images)
+        model_path, images, threads=threads, repeats=args.cold_repeats, runs=len(images)
     )
     model = Model.load(model_path, threads=threads)
     steady = pipeline.stage_times(model, images, runs=args.runs, resize=args.resize)
@@ -121,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict:
     rows = cost.cost_table(times, sizes)
     vs = None
     if rival_source is not None:
-        vs = _vs_opencv(model, rival_source, next(iter(batches)), args, threads)
+        vs = _vs_opencv(model, rival_source, batches[0], args, threads)
     return {
         "model": {
             "path": str(model_path),
@@ -146,6 +148,18 @@ def measure(args: argparse.Namespace) -> dict:
         },
         "vs_opencv": vs,
     }
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every bad option is an error naming it, before any measuring."""
+    for name, value in (("--runs", args.runs), ("--cold-repeats", args.cold_repeats),
+                        ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise InputValidationError(f"{name} must be >= 1, got {value}")
+    if not args.settle >= 0:
+        raise InputValidationError(f"--settle must be >= 0 seconds, got {args.settle}")
+    if args.darknet and not args.vs_opencv:
+        raise InputValidationError("--darknet is only used with --vs-opencv")
 
 
 def _vs_opencv(model, source, batch, args, threads: int) -> dict:
