@@ -33,12 +33,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_aws_error(e: Exception) -> bool:
+    """botocore's own errors (NoRegionError, NoCredentialsError, EndpointConnectionError, ...)
+    and AWS error responses (ClientError), without importing botocore when it was not used."""
+    exceptions = sys.modules.get("botocore.exceptions")
+    if exceptions is None:
+        return False
+    return isinstance(e, exceptions.BotoCoreError | exceptions.ClientError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except YoloSfnError as e:
         print(f"yolo-sfn: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if not _is_aws_error(e):
+            raise
+        # no region / credentials / endpoint, or an AWS error response: one line, not a trace
+        print(f"yolo-sfn: error: AWS: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

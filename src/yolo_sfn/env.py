@@ -16,6 +16,7 @@ INPUT_BUCKETS = "INPUT_BUCKETS"  # comma-separated bucket or bucket/prefix allow
 MAX_IMAGE_BYTES = "MAX_IMAGE_BYTES"
 MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
 INFER_THREADS = "INFER_THREADS"
+MAX_THREADS = 256  # INFER_THREADS / --threads upper bound (XNNPACK's pool segfaults at 65,536)
 MODEL_CACHE_DIR = "MODEL_CACHE_DIR"  # /tmp on Lambda
 INTERMEDIATE_PREFIX = "INTERMEDIATE_PREFIX"  # tmp/ (lifecycle rule expires it)
 RESULTS_PREFIX = "RESULTS_PREFIX"  # results/

@@ -52,6 +52,17 @@ def test_bench_text_has_the_opencv_section(small, capsys):
     assert "vs OpenCV DNN" in out and "sgemm limit (" in out and "this model / OpenCV time" in out
 
 
+def test_a_bad_model_is_one_clean_error(tmp_path, capsys):
+    fake = tmp_path / "f.tflite"
+    fake.write_text("not a model")
+    (tmp_path / "f.tflite.json").write_text("{}")
+    rc = cli.main(["bench", "--model", str(fake), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("yolo-sfn: error:") and "Traceback" not in err
+    rc = cli.main(["bench", "--model", str(tmp_path / "gone.tflite"), *FAST])
+    assert rc == 2 and "gone.tflite: model file not found" in capsys.readouterr().err
+
+
 def test_bench_vs_opencv_refuses_other_weights_before_measuring(small, tmp_path, capsys):
     other = tmp_path / "other.weights"
     other.write_bytes(small.weights.read_bytes()[:-4] + b"\0\0\0\0")
@@ -71,7 +82,10 @@ def test_darknet_without_vs_opencv_is_an_error(small, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--vs-opencv", "--settle", "-1"], "--settle must be >= 0"),
+        (["--vs-opencv", "--settle", "-1"], "--settle must be 0..60 seconds, got -1.0"),
+        (["--vs-opencv", "--settle", "inf"], "--settle must be 0..60 seconds, got inf"),
+        (["--settle", "1"], "--settle is only used with --vs-opencv"),
+        (["--memory-sizes", "1769,,1769"], "1769 given twice"),
         (["--runs", "0"], "--runs must be >= 1, got 0"),
         (["--threads", "0"], "--threads must be >= 1, got 0"),
         (["--cold-repeats", "-2"], "--cold-repeats must be >= 1, got -2"),

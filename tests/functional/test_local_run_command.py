@@ -36,7 +36,7 @@ def test_run_command_writes_outputs(toy, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["run", "--project", str(toy), "--model", str(model), "--out", str(out),
                "--json", str(images), str(tmp_path / "gone.jpg")])
-    assert rc == 0
+    assert rc == 1  # the execution succeeded, one image (gone.jpg) failed: as detect does
     doc = json.loads(capsys.readouterr().out)
     assert doc["status"] == "SUCCEEDED" and doc["local_engine_notes"]
     summary = json.loads((out / "summary.json").read_text())
@@ -96,7 +96,7 @@ def test_run_command_injected_faults_show_retries_and_failures(toy, tmp_path, ca
                "--fault", "postprocess:crash:kite.jpg:all",
                str(REPO / "testdata" / "images" / "dog.jpg"),
                str(REPO / "testdata" / "images" / "kite.jpg")])
-    assert rc == 0
+    assert rc == 1  # kite.jpg failed
     out = capsys.readouterr().out
     assert "retried invokes: 1" in out
     assert "postprocess: RuntimeError: injected crash" in out
@@ -124,3 +124,57 @@ def test_fault_option_parsing():
         parse_fault("infer")
     with pytest.raises(InputValidationError):
         parse_fault("infer:explode")
+
+
+def test_same_name_images_get_two_annotated_files_and_reruns_replace_outputs(toy, tmp_path):
+    from yolo_sfn.cli import main
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    shutil.copy(REPO / "testdata" / "images" / "dog.jpg", tmp_path / "a" / "x.jpg")
+    shutil.copy(REPO / "testdata" / "images" / "kite.jpg", tmp_path / "b" / "x.jpg")
+    out = tmp_path / "out"
+    base = ["run", "--project", str(toy), "--model", str(_model(tmp_path)), "--out", str(out),
+            "--json"]
+    assert main([*base, str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg")]) == 0
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == ["x-2.jpg", "x.jpg"]
+    assert len(list((out / "results").glob("*.json"))) == 2
+    (out / "mine.txt").write_text("not ours")
+    assert main([*base, str(tmp_path / "a" / "x.jpg")]) == 0
+    assert [p.name for p in (out / "annotated").iterdir()] == ["x.jpg"]
+    assert len(list((out / "results").glob("*.json"))) == 1  # the earlier run's are gone
+    assert (out / "mine.txt").read_text() == "not ours"
+
+
+def test_sub_folders_are_named_not_silently_skipped(toy, tmp_path, capsys):
+    from yolo_sfn.cli import main
+
+    (tmp_path / "in" / "deeper").mkdir(parents=True)
+    shutil.copy(REPO / "testdata" / "images" / "dog.jpg", tmp_path / "in" / "dog.jpg")
+    shutil.copy(REPO / "testdata" / "images" / "dog.jpg", tmp_path / "in" / "deeper" / "d.jpg")
+    rc = main(["run", "--project", str(toy), "--model", str(_model(tmp_path)), "--out",
+               str(tmp_path / "out"), "--json", str(tmp_path / "in")])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["summary"]["unique"] == 1
+    (note,) = doc["input_notes"]
+    assert "not searched recursively" in note and str(tmp_path / "in" / "deeper") in note
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    rc = main(["run", "--project", str(toy), str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{tmp_path / 'empty'} has no files (sub-folders are not searched)" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--fault", "nostage:crash"], "no stage 'nostage' (the template's stages: infer, plan"),
+        (["--fault", "infer:crash:*:0"], "fault times must be >= 1 or 'all', got 0"),
+        (["--out", "/proc/yolo-sfn-no"], "--out /proc/yolo-sfn-no: cannot write there"),
+    ],
+)
+def test_bad_run_options_are_refused_before_the_run(toy, tmp_path, capsys, argv, message):
+    from yolo_sfn.cli import main
+
+    rc = main(["run", "--project", str(toy), "--model", str(_model(tmp_path)), *argv,
+               str(REPO / "testdata" / "images" / "dog.jpg")])
+    assert rc == 2 and message in capsys.readouterr().err

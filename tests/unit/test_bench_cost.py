@@ -90,7 +90,7 @@ def test_cost_table_rows_have_the_fields_and_cheaper_per_image_time_at_more_memo
 def test_parse_memory_sizes():
     assert cost.parse_memory_sizes("1769,3008,10240") == [1769, 3008, 10240]
     assert cost.parse_memory_sizes(" 512 , ") == [512]
-    for bad in ("", "abc", "64", "1769,99999"):
+    for bad in ("", "abc", "64", "1769,99999", "1769,,1769"):
         with pytest.raises(ValueError):
             cost.parse_memory_sizes(bad)
 

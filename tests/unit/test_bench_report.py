@@ -40,7 +40,7 @@ def test_bench_parser_defaults():
     parser = argparse.ArgumentParser()
     bench_cmd.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "--model", "m.tflite", "--json"])
-    assert args.model == "m.tflite" and args.json and args.runs == 20
+    assert str(args.model) == "m.tflite" and args.json and args.runs == 20
     assert cost.parse_memory_sizes(args.memory_sizes) == [1769, 3008, 10240]
     assert args.func is bench_cmd.run
 

@@ -138,6 +138,8 @@ def parse_memory_sizes(text: str) -> list[int]:
             continue
         m = int(part)
         vcpus_for_memory(m)  # range check
+        if m in sizes:
+            raise ValueError(f"{m} given twice")
         sizes.append(m)
     if not sizes:
         raise ValueError("no memory sizes given")

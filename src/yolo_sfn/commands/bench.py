@@ -19,7 +19,10 @@ import argparse
 import json
 import os
 
+from yolo_sfn.commands.checks import path_arg
 from yolo_sfn.errors import InputValidationError
+
+SETTLE_S = 0.25  # --settle default
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--model", help=".tflite with its .tflite.json sidecar (default: the demo yolov3-tiny)"
+        "--model",
+        type=path_arg,
+        help=".tflite with its .tflite.json sidecar (default: the demo yolov3-tiny)",
     )
     p.add_argument(
         "--threads",
@@ -65,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--settle",
         type=float,
-        default=0.25,
+        default=SETTLE_S,
         help="for --vs-opencv: idle seconds before each timed run, so the previous engine's "
         "spin-waiting threads do not steal the cores (default 0.25)",
     )
@@ -92,18 +97,16 @@ def measure(args: argparse.Namespace) -> dict:
         model_path = demo_model()
     images = pipeline.find_images(args.images)
     threads = default_threads() if args.threads is None else args.threads
+    # loaded here first: a bad model is one clean error, not a failed fresh-process probe
+    model = Model.load(model_path, threads=threads)
     rival_source = None
     if args.vs_opencv:  # checked before minutes of measuring, not after
         from yolo_sfn.bench import rival
-        from yolo_sfn.model.meta import ModelMeta
 
-        rival_source = rival.darknet_source(
-            model_path, ModelMeta.load(model_path), *(args.darknet or (None, None))
-        )
+        rival_source = rival.darknet_source(model_path, model.meta, *(args.darknet or (None, None)))
     cold = pipeline.cold_start(
         model_path, images, threads=threads, repeats=args.cold_repeats, runs=len(images)
     )
-    model = Model.load(model_path, threads=threads)
     steady = pipeline.stage_times(model, images, runs=args.runs, resize=args.resize)
     batches = list(_inputs(model, images, args.resize))
     infer_n = steady["infer"]["median_ms"]
@@ -156,10 +159,11 @@ def _check_args(args: argparse.Namespace) -> None:
                         ("--threads", args.threads)):
         if value is not None and value < 1:
             raise InputValidationError(f"{name} must be >= 1, got {value}")
-    if not args.settle >= 0:
-        raise InputValidationError(f"--settle must be >= 0 seconds, got {args.settle}")
-    if args.darknet and not args.vs_opencv:
-        raise InputValidationError("--darknet is only used with --vs-opencv")
+    if not 0 <= args.settle <= 60:
+        raise InputValidationError(f"--settle must be 0..60 seconds, got {args.settle}")
+    for name, given in (("--darknet", args.darknet), ("--settle", args.settle != SETTLE_S)):
+        if given and not args.vs_opencv:
+            raise InputValidationError(f"{name} is only used with --vs-opencv")
 
 
 def _vs_opencv(model, source, batch, args, threads: int) -> dict:

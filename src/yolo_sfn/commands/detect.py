@@ -16,29 +16,12 @@ import json
 import sys
 from pathlib import Path
 
+from yolo_sfn.commands.checks import int_in, output_dir, path_arg, unit_float
+from yolo_sfn.env import MAX_THREADS
+
 RESIZE_MODES = ("stretch", "letterbox")
 NMS_KINDS = ("greedy", "diou")
 _WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def _unit_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,13 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "process. Without --model the demo model (yolov3-tiny, COCO) is used.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--model", type=Path, help="M.tflite (+ M.tflite.json); default: demo model")
-    p.add_argument("--score", type=_unit_float, default=0.25, help="score threshold (0.25)")
-    p.add_argument("--iou", type=_unit_float, default=0.45, help="NMS IoU threshold (0.45)")
+    p.add_argument("--model", type=path_arg,
+                   help="M.tflite (+ M.tflite.json); default: demo model")
+    p.add_argument("--score", type=unit_float, default=0.25, help="score threshold (0.25)")
+    p.add_argument("--iou", type=unit_float, default=0.45, help="NMS IoU threshold (0.45)")
     p.add_argument("--resize", choices=RESIZE_MODES, default="stretch", help="(stretch)")
     p.add_argument("--nms", choices=NMS_KINDS, help="NMS kind (default: the model's cfg)")
-    p.add_argument("--threads", type=_positive_int, help="interpreter threads")
-    p.add_argument("--annotate", type=Path, metavar="OUTDIR", help="write annotated images")
+    p.add_argument("--threads", type=int_in(1, MAX_THREADS), help="interpreter threads")
+    p.add_argument("--annotate", type=path_arg, metavar="OUTDIR", help="write annotated images")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.set_defaults(func=main)
 
@@ -104,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     from yolo_sfn.core.annotate import annotate_file
     from yolo_sfn.core.detector import Detector
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.errors import InputFileError, YoloSfnError
+    from yolo_sfn.errors import YoloSfnError
 
     detector = Detector(
         _model_path(args.model),
@@ -115,10 +99,7 @@ def main(args: argparse.Namespace) -> int:
         nms_kind=args.nms,
     )
     if args.annotate is not None:
-        try:
-            args.annotate.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputFileError(f"{args.annotate}: cannot create ({e.strerror or e})") from None
+        output_dir(args.annotate, "--annotate")
     used: set[str] = set()
     results: list[dict] = []
     failed = 0

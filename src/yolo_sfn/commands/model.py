@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from yolo_sfn.commands.checks import output_dir, output_file, path_arg
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -38,13 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Convert a darknet YOLO (v3/v4, tiny or full) to TFLite and write the "
         "metadata sidecar next to it. Needs TensorFlow: pip install 'yolo-sfn[convert]'.",
     )
-    c.add_argument("--cfg", type=Path, required=True, help="darknet .cfg")
-    c.add_argument("--weights", type=Path, required=True, help="darknet .weights")
-    c.add_argument("--names", type=Path, help="class names, one per line (default: COCO)")
+    c.add_argument("--cfg", type=path_arg, required=True, help="darknet .cfg")
+    c.add_argument("--weights", type=path_arg, required=True, help="darknet .weights")
+    c.add_argument("--names", type=path_arg, help="class names, one per line (default: COCO)")
     c.add_argument("--size", type=_size, help="input size (overrides [net] width/height)")
     c.add_argument("--precision", choices=PRECISIONS, default="fp32", help="(fp32)")
     c.add_argument(
-        "--calibration", type=Path, metavar="DIR", help="representative images for --precision int8"
+        "--calibration",
+        type=path_arg,
+        metavar="DIR",
+        help="representative images for --precision int8",
     )
     c.add_argument(
         "--no-winograd",
@@ -52,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fp32: keep plain CONV_2D for 3x3 convs (default: Winograd F(2x2,3x3) where it "
         "pays, ~1.4x faster on YOLOv4, 16/9x the weights of those layers)",
     )
-    c.add_argument("-o", "--out", type=Path, required=True, help="output .tflite")
+    c.add_argument("-o", "--out", type=path_arg, required=True, help="output .tflite")
     c.set_defaults(func=convert_main)
 
     d = msub.add_parser(
@@ -61,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         help="directory (default: $YOLO_SFN_HOME/demo or ~/.cache/yolo-sfn/demo)",
     )
     d.set_defaults(func=demo_main)
@@ -74,6 +78,7 @@ def convert_main(args: argparse.Namespace) -> int:
     for label, path in (("cfg", args.cfg), ("weights", args.weights), ("names", args.names)):
         if path is not None and not path.is_file():
             raise InputFileError(f"{path}: {label} file not found")
+    output_file(args.out, "-o/--out")  # before minutes of conversion, not after
     if args.precision != "int8" and args.calibration is not None:
         print("yolo-sfn: note: --calibration is only used with --precision int8", file=sys.stderr)
     result = convert(
@@ -99,6 +104,8 @@ def convert_main(args: argparse.Namespace) -> int:
 def demo_main(args: argparse.Namespace) -> int:
     from yolo_sfn.demo import ensure_demo_model
 
+    if args.out is not None:
+        output_dir(args.out, "--out")
     path = ensure_demo_model(args.out, log=print)
     print(path)
     return 0

@@ -11,6 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from yolo_sfn.commands.checks import int_in, output_dir, path_arg, unit_float
+
+MAX_CONCURRENCY = 10_000  # a Distributed Map's MaxConcurrency limit on AWS
 RESIZE_MODES = ("stretch", "letterbox")
 
 
@@ -24,13 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE|EVENT.json",
                    help="image files/folders, or one execution-input event file")
-    p.add_argument("--model", type=Path, help="M.tflite (+ M.tflite.json); default: demo model")
-    p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
-    p.add_argument("--score", type=float, help="score threshold")
-    p.add_argument("--iou", type=float, help="NMS IoU threshold")
+    p.add_argument("--model", type=path_arg,
+                   help="M.tflite (+ M.tflite.json); default: demo model")
+    p.add_argument("--out", type=path_arg, default=Path("out"),
+                   help="output folder (default out/); its results/ and annotated/ are replaced")
+    p.add_argument("--score", type=unit_float, help="score threshold")
+    p.add_argument("--iou", type=unit_float, help="NMS IoU threshold")
     p.add_argument("--resize", choices=RESIZE_MODES, help="resize mode")
-    p.add_argument("--concurrency", type=int, help="Map MaxConcurrency (template parameter)")
-    p.add_argument("--project", type=Path, help="project root holding template.yaml")
+    p.add_argument("--concurrency", type=int_in(1, MAX_CONCURRENCY),
+                   help="Map MaxConcurrency (template parameter)")
+    p.add_argument("--project", type=path_arg, help="project root holding template.yaml")
     p.add_argument("--fault", action="append", default=[], metavar="STAGE:KIND[:GLOB[:TIMES]]",
                    help="inject a fault before a handler runs (repeatable); KIND: s3_transient, "
                    "throttle, crash, timeout; GLOB matches the image key; TIMES: count or 'all' "
@@ -57,6 +63,20 @@ def parse_fault(text: str):
         return Fault(stage, kind, match=match, times=times)
     except ValueError as e:
         raise InputValidationError(f"--fault {text!r}: {e}") from e
+
+
+def _check_fault_stages(faults: tuple, root: Path) -> None:
+    """A --fault naming no function of the template would silently inject nothing."""
+    if not faults:
+        return
+    from yolo_sfn.errors import InputValidationError
+    from yolo_sfn.local.template import read_template
+
+    stages = sorted(read_template(root / "template.yaml").functions)
+    for f in faults:
+        if f.stage not in stages:
+            raise InputValidationError(f"--fault {f.stage}:{f.kind}: no stage {f.stage!r} "
+                                       f"(the template's stages: {', '.join(stages)})")
 
 
 def _is_event(inputs: list[str]) -> bool:
@@ -92,15 +112,19 @@ def main(args: argparse.Namespace) -> int:
         inputs = inputs_from_event(Path(args.inputs[0]), root)
     else:
         inputs = inputs_from_paths(args.inputs)
+    output_dir(args.out, "--out")
+    faults = tuple(parse_fault(f) for f in args.fault)
+    _check_fault_stages(faults, root)
     opts = RunOptions(model=args.model, out_dir=args.out, score=args.score, iou=args.iou,
                       resize=args.resize, concurrency=args.concurrency, root=root,
-                      faults=tuple(parse_fault(f) for f in args.fault),
+                      faults=faults,
                       retry_scale=0.0 if args.fast_retries else 1.0)
     shown: list[str] = []
     if not args.json:
         from yolo_sfn.local.template import read_template
 
         shown = features.scan(read_template(root / "template.yaml").asl)
+        shown += inputs.notes
         _print_notes(shown)
     run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
     rows = table_rows(run)
@@ -110,7 +134,8 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
         _print_notes([n for n in run.notes if n not in shown])
         _print_human(run, written, rows, format_table)
-    return 0 if run.succeeded else 1
+    failed = (run.summary or {}).get("failed", 0)
+    return 0 if run.succeeded and not failed else 1
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -129,6 +154,7 @@ def _as_json(run, written: dict, rows: list[dict]) -> dict:
         "elapsed_s": round(run.elapsed_s, 3),
         "summary": run.summary,
         "missing_inputs": run.extra.get("missing_inputs", []),
+        "input_notes": run.extra.get("input_notes", []),
         "images": rows,
         "written": written,
         "attempts": [a.to_dict() for a in run.attempts],

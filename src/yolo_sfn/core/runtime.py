@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.env import INFER_THREADS, MODEL_CACHE_DIR, WEIGHT_CACHE
+from yolo_sfn.env import INFER_THREADS, MAX_THREADS, MODEL_CACHE_DIR, WEIGHT_CACHE
 from yolo_sfn.errors import ModelError
 from yolo_sfn.model.meta import ModelMeta, sha256_file
 
@@ -100,8 +100,8 @@ def default_threads() -> int:
             n = int(raw)
         except ValueError:
             raise ModelError(f"{INFER_THREADS}={raw!r} is not an integer") from None
-        if n < 1:
-            raise ModelError(f"{INFER_THREADS}={raw!r} must be >= 1")
+        if not 1 <= n <= MAX_THREADS:
+            raise ModelError(f"{INFER_THREADS}={raw!r} must be in 1..{MAX_THREADS}")
         return n
     return os.cpu_count() or 1
 
@@ -547,8 +547,8 @@ class Model:
             )
         meta = ModelMeta.load(p)
         n = default_threads() if threads is None else int(threads)
-        if n < 1:
-            raise ModelError(f"{p}: threads must be >= 1, got {n}")
+        if not 1 <= n <= MAX_THREADS:
+            raise ModelError(f"{p}: threads must be in 1..{MAX_THREADS}, got {n}")
         try:
             with p.open("rb") as f:
                 head = f.read(8)

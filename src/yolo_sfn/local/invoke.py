@@ -51,6 +51,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"fault kind {self.kind!r} not in {FAULT_KINDS}")
+        if self.times is not None and self.times < 1:
+            raise ValueError(f"fault times must be >= 1 or 'all', got {self.times}")
         self._fired = 0
 
     def applies(self, stage: str, image: str | None) -> bool:

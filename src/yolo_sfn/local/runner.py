@@ -42,6 +42,7 @@ class Inputs:
     uploads: dict[str, Path] = field(default_factory=dict)  # s3 uri -> local file
     missing: list[dict] = field(default_factory=list)  # {"path", "uri", "error"}
     buckets: set[str] = field(default_factory=lambda: {INPUT_BUCKET})
+    notes: list[str] = field(default_factory=list)  # what the user should know about the inputs
 
 
 def _add_file(inputs: Inputs, uri: str, path: Path) -> None:
@@ -66,16 +67,28 @@ def _unique_uri(inputs: Inputs, f: Path) -> str:
 def inputs_from_paths(paths: list[str | Path]) -> Inputs:
     """Local files/folders -> ``{"images": [s3://yolo-sfn-input/<name>, ...]}``."""
     inputs = Inputs(execution_input={})
-    uris = []
+    uris, empty, skipped = [], [], []
     for item in paths:
         path = Path(item)
-        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        if path.is_dir():
+            entries = sorted(path.iterdir())
+            files = [p for p in entries if p.is_file()]
+            skipped += [str(p) for p in entries if p.is_dir()]
+            if not files:
+                empty.append(str(path))
+        else:
+            files = [path]
         for f in files:
             uri = _unique_uri(inputs, f)
             _add_file(inputs, uri, f)
             uris.append(uri)
+    if skipped:
+        inputs.notes.append(f"folders are not searched recursively: skipped {len(skipped)} "
+                            f"sub-folder(s): {', '.join(skipped[:5])}"
+                            + (", ..." if len(skipped) > 5 else ""))
     if not uris:
-        raise InputValidationError("no input images (folders given were empty)")
+        raise InputValidationError(f"no input images: {', '.join(empty)} has no files"
+                                   + (" (sub-folders are not searched)" if skipped else ""))
     inputs.execution_input = {"images": uris}
     return inputs
 
@@ -164,6 +177,7 @@ def run_batch(
             s3.upload_file(str(path), bucket, key)
         run = eng.execute(execution_input, on_progress=on_progress)
         run.extra["missing_inputs"] = inputs.missing
+        run.extra["input_notes"] = inputs.notes
         written = write_outputs(eng, run, inputs, opts) if opts.out_dir else {}
     return run, written
 
@@ -171,6 +185,7 @@ def run_batch(
 def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOptions) -> dict:
     """DIR/summary.json, DIR/results/<image_id>.json, DIR/annotated/<name>.jpg."""
     out = Path(opts.out_dir)
+    _clear_previous(out)
     (out / "results").mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"summary": None, "results": [], "annotated": []}
     if run.summary is None:
@@ -192,13 +207,22 @@ def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOpti
     return written
 
 
+def _clear_previous(out: Path) -> None:
+    """Remove an earlier run's outputs from ``out`` (its summary, result JSONs and annotated
+    JPEGs), so the folder never mixes two runs; other files are left alone."""
+    for pattern in ("summary.json", "results/*.json", "annotated/*.jpg"):
+        for old in out.glob(pattern):
+            if old.is_file():
+                old.unlink()
+
+
 def _annotate(eng: LocalEngine, run: LocalRun, inputs: Inputs, folder: Path) -> list[str]:
     from yolo_sfn.core.annotate import annotate_file
     from yolo_sfn.core.image import decode_image
     from yolo_sfn.core.postprocess import Detection
 
     folder.mkdir(parents=True, exist_ok=True)
-    done = []
+    done, used = [], set()
     for result in run.extra.get("results", {}).values():
         if result.get("status") != "succeeded":
             continue
@@ -209,7 +233,12 @@ def _annotate(eng: LocalEngine, run: LocalRun, inputs: Inputs, folder: Path) -> 
         else:
             bucket, key = split_s3_uri(uri)
             data = eng.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-        name = Path(split_s3_uri(uri)[1]).stem or result["image_id"]
+        stem = Path(split_s3_uri(uri)[1]).stem or result["image_id"]
+        name, n = stem, 1
+        while name in used:  # two images with one file name (from two folders): dog, dog-2
+            n += 1
+            name = f"{stem}-{n}"
+        used.add(name)
         rgb = decode_image(data, name=uri)
         dets = [_detection(Detection, d) for d in result.get("detections", [])]
         done.append(str(annotate_file(folder / f"{name}.jpg", rgb, dets)))

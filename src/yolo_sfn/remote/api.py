@@ -115,7 +115,13 @@ def build_input(
         inp = {"images": list(uris)}
     else:
         raise InputValidationError("nothing to submit: give s3:// URIs, a prefix or --manifest")
-    if batch_id:
+    if batch_id is not None:
+        from yolo_sfn.workflow.messages import BATCH_ID_RE
+
+        if not BATCH_ID_RE.fullmatch(batch_id):
+            raise InputValidationError(
+                f"--batch-id {batch_id[:100]!r}: must be 1-80 characters [A-Za-z0-9._-], "
+                "starting with a letter or digit")
         inp["batch_id"] = batch_id
     return inp
 
@@ -129,9 +135,10 @@ def submit(
     stack: str, uris: list[str], *, manifest: str | None = None, batch_id: str | None = None,
     name: str | None = None,
 ) -> dict:
-    """Start one execution; inputs too large for the payload limit go via a manifest."""
-    info = stack_info(stack)
+    """Start one execution; inputs too large for the payload limit go via a manifest.
+    The input is checked before AWS is asked anything, so a bad one is named as such."""
     inp = build_input(uris, manifest, batch_id)
+    info = stack_info(stack)
     via_manifest = None
     if len(json.dumps(inp).encode()) > MAX_INLINE_INPUT:
         if not info.bucket:
