@@ -176,3 +176,65 @@ def test_rows_match_opencv_yolo_layer(tmp_path, new_coords, sxy):
     kept = opencv_cls > 0  # OpenCV zeroes scores below the [yolo] thresh (0.001)
     np.testing.assert_allclose(cls[kept], opencv_cls[kept], atol=1e-6)
     assert np.all(cls[~kept] <= 0.0011)
+
+
+def _two_heads(new_coords: bool, c: int = 3) -> ModelMeta:
+    kw = {"new_coords": new_coords, "scale_x_y": 2.0 if new_coords else 1.05}
+    heads = [
+        HeadMeta(grid=(4, 6), stride=8, anchors=[[10.0, 14.0], [23.0, 27.0], [37.0, 58.0]], **kw),
+        HeadMeta(grid=(2, 3), stride=16, anchors=[[81.0, 82.0], [135.0, 169.0]], **kw),
+    ]
+    return ModelMeta(name="two", input_size=(32, 48), num_classes=c,
+                     names=[f"c{i}" for i in range(c)], heads=heads)
+
+
+@pytest.mark.parametrize("new_coords", [False, True])
+@pytest.mark.parametrize("score", [0.0, 0.05, 0.25, 0.6, 1.0])
+def test_compact_heads_give_exactly_the_same_detections(new_coords, score):
+    """Infer hands Postprocess only the rows decode_candidates reads: same candidates, same
+    detections, at the threshold used and any higher one."""
+    from yolo_sfn.core.decode import compact_heads, expand_heads, is_compact
+    from yolo_sfn.core.postprocess import postprocess
+    from yolo_sfn.core.preprocess import preprocess
+
+    meta = _two_heads(new_coords)
+    rng = np.random.default_rng(int(score * 100) + new_coords)
+    heads = []
+    for i in range(len(meta.heads)):
+        h = rng.normal(-1.0, 2.0, meta.head_shape(i)).astype(np.float32)
+        if new_coords:  # the graph applied the logistic already: values in [0, 1]
+            h = (1.0 / (1.0 + np.exp(-h))).astype(np.float32)
+        heads.append(h)
+    packed = compact_heads(heads, meta, score)
+    assert is_compact(packed) and not is_compact({"head_0": heads[0]})
+    frac = sum(packed[f"rows_{i}"].size for i in range(2)) / sum(
+        h.size // (5 + meta.num_classes) for h in heads)
+    assert compact_heads(heads, meta, score, max_fraction=frac + 1e-9) is not None
+    assert (compact_heads(heads, meta, score, max_fraction=frac * 0.99) is None) == (frac > 0)
+    kept = sum(packed[f"rows_{i}"].size for i in range(2))
+    total = sum(h.size // (5 + meta.num_classes) for h in heads)
+    assert (kept == total) if score == 0.0 else (kept < total)
+    back = expand_heads(packed, meta)
+    assert [b.shape for b in back] == [h.shape for h in heads]
+    want = decode_candidates(heads, meta, score)
+    got = decode_candidates(back, meta, score)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
+    _, t = preprocess(np.zeros((60, 80, 3), np.uint8), meta.input_size)
+    for s in {score, min(1.0, score + 0.1)}:
+        assert postprocess(back, meta, t, score=s) == postprocess(heads, meta, t, score=s)
+    if score == 0.25:  # not only empty lists compared
+        assert postprocess(back, meta, t, score=score)
+
+
+def test_expand_refuses_compact_heads_of_another_model():
+    from yolo_sfn.core.decode import compact_heads, expand_heads
+
+    meta = _two_heads(False)
+    heads = [np.zeros(meta.head_shape(i), np.float32) for i in range(2)]
+    packed = compact_heads(heads, meta, 0.0)
+    with pytest.raises(ModelError, match="1 compact heads, metadata declares 2"):
+        expand_heads({k: v for k, v in packed.items() if not k.endswith("_1")}, meta)
+    packed["rows_1"] = packed["rows_1"] + 1000
+    with pytest.raises(ModelError, match="compact head 1 does not fit"):
+        expand_heads(packed, meta)

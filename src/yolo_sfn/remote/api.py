@@ -407,7 +407,10 @@ def _intermediate(s3: Any, ev: ExecutionView, rec: dict, stage: str) -> dict:
 
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
         if stage == "infer":
-            out["heads"] = {k: list(loaded[k].shape) for k in sorted(loaded.files)}
+            heads = sorted(k for k in loaded.files if k.startswith("head_"))
+            out["heads"] = {k: list(loaded[k].shape) for k in heads}
+            # compact: head_i holds only the rows at objectness >= score, (kept rows, 5 + C)
+            out["compact"] = "compact" in loaded.files
         else:
             out["input_shape"] = list(loaded.shape)
             out["input_dtype"] = str(loaded.dtype)

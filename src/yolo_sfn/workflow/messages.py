@@ -336,8 +336,10 @@ class Preprocessed(ImageTask):
 
 @dataclass(frozen=True)
 class Inferred(Preprocessed):
-    """Infer output / Postprocess input. ``heads_key``: ``.npz`` with ``head_0..head_{n-1}``
-    float32 (1, H, W, A*(5+C)) in model-metadata order; ``model``: name/precision/sha."""
+    """Infer output / Postprocess input. ``heads_key``: ``.npz`` of compact heads
+    (``rows_i`` int32 (n_i,) + ``head_i`` float32 (n_i, 5+C), see
+    ``yolo_sfn.core.decode.compact_heads``) or full ``head_0..head_{n-1}`` float32
+    (1, H, W, A*(5+C)), in model-metadata order; ``model``: name/precision/sha."""
 
     heads_key: str = ""
     model: dict = field(default_factory=dict)

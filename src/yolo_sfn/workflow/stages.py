@@ -7,7 +7,9 @@ Artifacts bucket layout (``cfg.bucket``)::
     batches/<batch_id>/items.json          ItemReader manifest: [{"image_id","uri","bucket","key"}]
     batches/<batch_id>/plan.json           submitted/unique/duplicates/params (for Summarize)
     tmp/<batch_id>/<image_id>/input.npy    uint8 (1, h, w, 3) network input      (expires)
-    tmp/<batch_id>/<image_id>/heads.npz    head_0.. float32 (1, H, W, A*(5+C))    (expires)
+    tmp/<batch_id>/<image_id>/heads.npz    compact heads: rows_i int32 (n_i,) + head_i float32
+                                           (n_i, 5+C), the rows at objectness >= score; or,
+                                           when most rows pass, head_0.. (1, H, W, A*(5+C))
     tmp/<batch_id>/<image_id>/detections.json                                     (expires)
     results/<batch_id>/<image_id>.json     per-image result
     results/<batch_id>/summary.json        batch summary
@@ -28,7 +30,7 @@ from dataclasses import fields
 from decimal import Decimal
 from time import perf_counter
 
-from yolo_sfn.errors import InputValidationError, ObjectNotFoundError, S3UriError
+from yolo_sfn.errors import InputValidationError, ModelError, ObjectNotFoundError, S3UriError
 from yolo_sfn.workflow import aws, io, models
 from yolo_sfn.workflow.config import BATCHES_PREFIX, StageConfig
 from yolo_sfn.workflow.messages import (
@@ -253,8 +255,16 @@ def preprocess(task: ImageTask, cfg: StageConfig, *, s3=None) -> Preprocessed:
                         timings_ms={"preprocess": round_ms(perf_counter() - t0)})
 
 
+COMPACT_MAX_FRACTION = 0.5  # above it, row indices + rows outweigh the full heads' copy
+
+
 def infer(msg: Preprocessed, cfg: StageConfig, *, s3=None, model=None) -> Inferred:
-    """``input.npy`` -> Model.run -> ``heads.npz`` (``head_0``.. in metadata order)."""
+    """``input.npy`` -> Model.run -> ``heads.npz``: only the head rows whose objectness passes
+    the batch's score (``yolo_sfn.core.decode.compact_heads``; Postprocess reads no others),
+    so a trained YOLOv4-416 hands over KiB instead of 3.6 MB; the full heads when more than
+    ``COMPACT_MAX_FRACTION`` of the rows pass."""
+    from yolo_sfn.core.decode import compact_heads
+
     t0 = perf_counter()
     cfg.require("bucket")
     s3 = s3 or aws.client("s3")
@@ -266,8 +276,11 @@ def infer(msg: Preprocessed, cfg: StageConfig, *, s3=None, model=None) -> Inferr
     heads = model.run(batch)
     t0 += model.last_wait_s  # local runs share one model across Map threads: not our work
     key = tmp_key(cfg, msg.batch_id, msg.image_id, "heads.npz")
-    io.put_npz(cfg.bucket, key, {f"head_{i}": h for i, h in enumerate(heads)}, s3=s3)
     meta = model.meta
+    arrays = compact_heads(heads, meta, msg.params.score, max_fraction=COMPACT_MAX_FRACTION)
+    if arrays is None:  # most rows pass (untrained weights): the full heads are smaller
+        arrays = {f"head_{i}": h for i, h in enumerate(heads)}
+    io.put_npz(cfg.bucket, key, arrays, s3=s3)
     return Inferred(**_fields(msg), heads_key=key,
                     model={"name": meta.name, "precision": meta.precision,
                            "weights_sha256": meta.weights_sha256},
@@ -279,7 +292,9 @@ def _fields(msg, *, exclude: tuple[str, ...] = ("timings_ms",)) -> dict:
 
 
 def postprocess(msg: Inferred, cfg: StageConfig, *, s3=None, meta=None) -> Postprocessed:
-    """``heads.npz`` + metadata + transform -> detections JSON (original-image pixels)."""
+    """``heads.npz`` + metadata + transform -> detections JSON (original-image pixels).
+    Reads compact heads (Infer's) or full ``head_0..`` heads."""
+    from yolo_sfn.core.decode import expand_heads, is_compact
     from yolo_sfn.core.postprocess import postprocess as decode_and_nms
     from yolo_sfn.core.preprocess import Transform
 
@@ -289,11 +304,18 @@ def postprocess(msg: Inferred, cfg: StageConfig, *, s3=None, meta=None) -> Postp
     if meta is None:
         meta = models.load_meta(cfg.require("model_uri").model_uri, s3=s3)
     npz = io.get_npz(cfg.bucket, msg.heads_key, s3=s3)
-    heads = [npz[f"head_{i}"] for i in range(len(npz))]
     try:
         transform = Transform.from_dict(msg.transform)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise InputValidationError(f"transform: malformed ({type(e).__name__}: {e})") from None
+    if is_compact(npz):
+        try:
+            heads = expand_heads(npz, meta)
+        except (ModelError, KeyError) as e:
+            raise InputValidationError(f"heads_key: {msg.heads_key} does not fit model "
+                                       f"{meta.name!r} ({e})") from None
+    else:
+        heads = [npz[f"head_{i}"] for i in range(len(npz))]
     if len(heads) != len(meta.heads):
         raise InputValidationError(f"heads_key: {len(heads)} heads in {msg.heads_key}, "
                                    f"model {meta.name!r} has {len(meta.heads)}")
