@@ -1,0 +1,87 @@
+"""yolo_sfn.local.invoke.CpuGate: Infer alone while inference is heavy, otherwise no gate;
+never a wait past max_wait_s (ordering is checked with events, not with timings)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+pytest.importorskip("moto")
+
+from yolo_sfn.local.invoke import CpuGate
+
+
+def _hold(ctx, entered: threading.Event, release: threading.Event) -> threading.Thread:
+    def run() -> None:
+        with ctx:
+            entered.set()
+            release.wait(10)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_open_until_the_median_infer_call_is_heavy():
+    gate = CpuGate(heavy_ms=100)
+    assert not gate.closed
+    for ms in (900.0, 20.0, 30.0):  # a slow first call (model load) does not close it
+        gate.record(ms)
+    assert not gate.closed
+    for ms in (300.0, 310.0, 305.0):
+        gate.record(ms)
+    assert gate.closed  # median of the last 6: heavy
+    for ms in (25.0,) * 8:
+        gate.record(ms)
+    assert not gate.closed  # only the recent calls count
+
+
+def test_closed_gate_runs_infer_alone():
+    gate = CpuGate(heavy_ms=100, max_wait_s=30)
+    for _ in range(3):
+        gate.record(500.0)
+    shared_in, shared_go = threading.Event(), threading.Event()
+    holder = _hold(gate.shared(), shared_in, shared_go)
+    assert shared_in.wait(5)
+    excl_in, excl_go = threading.Event(), threading.Event()
+    infer = _hold(gate.exclusive(), excl_in, excl_go)
+    assert not excl_in.wait(0.3)  # a stage of another image is running: Infer waits
+    late_in, late_go = threading.Event(), threading.Event()
+    late = _hold(gate.shared(), late_in, late_go)
+    assert not late_in.wait(0.3)  # Infer is waiting: new stages queue behind it
+    shared_go.set()
+    assert excl_in.wait(5) and not late_in.is_set()
+    excl_go.set()
+    assert late_in.wait(5)
+    late_go.set()
+    for t in (holder, infer, late):
+        t.join(5)
+
+
+def test_open_gate_and_bounded_waits_never_block_for_long():
+    gate = CpuGate(heavy_ms=100, max_wait_s=0.05)
+    in1, go1 = threading.Event(), threading.Event()
+    t1 = _hold(gate.exclusive(), in1, go1)
+    in2, go2 = threading.Event(), threading.Event()
+    t2 = _hold(gate.exclusive(), in2, go2)
+    assert in1.wait(5) and in2.wait(5)  # open: two Infer calls overlap
+    go1.set()
+    go2.set()
+    for _ in range(3):
+        gate.record(500.0)
+    hung_in, never = threading.Event(), threading.Event()
+    hung = _hold(gate.exclusive(), hung_in, never)  # a handler that does not come back
+    assert hung_in.wait(5)
+    done = threading.Event()
+
+    def stage() -> None:
+        with gate.shared():
+            done.set()
+
+    waiter = threading.Thread(target=stage, daemon=True)
+    waiter.start()
+    assert done.wait(5)  # ran after max_wait_s, not after the hung call
+    never.set()
+    for t in (t1, t2, hung, waiter):
+        t.join(5)
