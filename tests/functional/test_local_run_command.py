@@ -140,10 +140,17 @@ def test_same_name_images_get_two_annotated_files_and_reruns_replace_outputs(toy
     assert sorted(p.name for p in (out / "annotated").iterdir()) == ["x-2.jpg", "x.jpg"]
     assert len(list((out / "results").glob("*.json"))) == 2
     (out / "mine.txt").write_text("not ours")
+    (out / "results" / "notes.json").write_text("{}")  # the user's, not in the run's record
     assert main([*base, str(tmp_path / "a" / "x.jpg")]) == 0
     assert [p.name for p in (out / "annotated").iterdir()] == ["x.jpg"]
-    assert len(list((out / "results").glob("*.json"))) == 1  # the earlier run's are gone
+    results = sorted(p.name for p in (out / "results").glob("*.json"))
+    assert len(results) == 2 and "notes.json" in results  # the earlier run's result is gone
     assert (out / "mine.txt").read_text() == "not ours"
+    # the earlier run's annotated images as this run's input, written into the same folder
+    before = (out / "annotated" / "x.jpg").read_bytes()
+    assert main([*base, str(out / "annotated")]) == 0
+    assert (out / "annotated" / "x.jpg").read_bytes() == before  # an input: not touched
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == ["x-2.jpg", "x.jpg"]
 
 
 def test_sub_folders_are_named_not_silently_skipped(toy, tmp_path, capsys):

@@ -59,19 +59,28 @@ def test_closed_gate_runs_infer_alone():
         t.join(5)
 
 
-def test_open_gate_and_bounded_waits_never_block_for_long():
-    gate = CpuGate(heavy_ms=100, max_wait_s=0.05)
+def test_open_gate_lets_infer_calls_overlap():
+    gate = CpuGate(heavy_ms=100)
     in1, go1 = threading.Event(), threading.Event()
     t1 = _hold(gate.exclusive(), in1, go1)
     in2, go2 = threading.Event(), threading.Event()
     t2 = _hold(gate.exclusive(), in2, go2)
-    assert in1.wait(5) and in2.wait(5)  # open: two Infer calls overlap
+    assert in1.wait(5) and in2.wait(5)
     go1.set()
     go2.set()
+    for t in (t1, t2):
+        t.join(5)
+    assert gate._exclusive == 0 and gate._sharing == 0
+
+
+def test_a_hung_infer_opens_the_gate_for_good():
+    """A call abandoned by a Task timeout keeps running: after one wait of max_wait_s the
+    gate stops gating, so no later call waits on it."""
+    gate = CpuGate(heavy_ms=100, max_wait_s=0.05)
     for _ in range(3):
         gate.record(500.0)
     hung_in, never = threading.Event(), threading.Event()
-    hung = _hold(gate.exclusive(), hung_in, never)  # a handler that does not come back
+    hung = _hold(gate.exclusive(), hung_in, never)
     assert hung_in.wait(5)
     done = threading.Event()
 
@@ -81,7 +90,15 @@ def test_open_gate_and_bounded_waits_never_block_for_long():
 
     waiter = threading.Thread(target=stage, daemon=True)
     waiter.start()
-    assert done.wait(5)  # ran after max_wait_s, not after the hung call
+    assert done.wait(5)
+    assert gate.broken and not gate.closed
+    second_in, second_go = threading.Event(), threading.Event()
+    second = _hold(gate.exclusive(), second_in, second_go)
+    assert second_in.wait(5) and gate._exclusive == 2  # counted, not a flag the first clears
     never.set()
-    for t in (t1, t2, hung, waiter):
+    hung.join(5)
+    assert gate._exclusive == 1
+    second_go.set()
+    for t in (second, waiter):
         t.join(5)
+    assert gate._exclusive == 0 and gate._sharing == 0

@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--darknet",
         nargs=2,
+        type=path_arg,
         metavar=("CFG", "WEIGHTS"),
         help="for --vs-opencv: the darknet files the model was converted from (default: the "
         "paths its sidecar records; checked against the sidecar's sha256s)",

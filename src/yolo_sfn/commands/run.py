@@ -112,9 +112,9 @@ def main(args: argparse.Namespace) -> int:
         inputs = inputs_from_event(Path(args.inputs[0]), root)
     else:
         inputs = inputs_from_paths(args.inputs)
-    output_dir(args.out, "--out")
     faults = tuple(parse_fault(f) for f in args.fault)
     _check_fault_stages(faults, root)
+    output_dir(args.out, "--out")  # the last check: it creates the folder
     opts = RunOptions(model=args.model, out_dir=args.out, score=args.score, iou=args.iou,
                       resize=args.resize, concurrency=args.concurrency, root=root,
                       faults=faults,

@@ -204,15 +204,18 @@ def compact_heads(
 
     Returns ``{"rows_i": (n_i,) int32 row indices, "head_i": (n_i, 5 + C) float32 raw rows}``
     per head ``i`` (rows with objectness >= ``min_objectness``, in row order), plus
-    ``"compact": ()`` as the format marker; :func:`expand_heads` inverts it. ``None`` when
-    more than ``max_fraction`` of all rows pass (random or untrained weights: the full heads
-    are then smaller and cheaper to hand over).
+    ``"compact": ()`` as the format marker; :func:`expand_heads` inverts it. ``None`` (hand
+    over the full heads) when more than ``max_fraction`` of all rows pass (random or untrained
+    weights: little to save, and the copies cost time), or when the threshold is 0 in float32:
+    a row dropped for a NaN objectness would come back as objectness 0 and pass.
     """
     if len(heads) != len(meta.heads):
         raise ModelError(
             f"model {meta.name!r}: {len(heads)} heads, metadata declares {len(meta.heads)}"
         )
     thr = np.float32(min_objectness)
+    if not thr > 0:
+        return None
     raws = [head_rows(h, meta, i) for i, h in enumerate(heads)]
     kept = [
         np.flatnonzero(_objectness(raw, _head_consts(meta.heads[i], meta.input_size)) >= thr)
@@ -236,9 +239,9 @@ def expand_heads(arrays: dict[str, np.ndarray], meta: ModelMeta) -> list[np.ndar
 
     Kept rows go back to their places; every other row gets objectness 0 (logit -inf, or 0
     for ``new_coords`` heads) and zeros elsewhere. Those rows were below the threshold the
-    compaction used, so :func:`decode_candidates` at that threshold or above reads exactly the
-    kept rows: same candidates, same order, same values, same detections (a threshold of 0
-    keeps every row, so nothing is filled then).
+    compaction used (or NaN), and that threshold is > 0, so :func:`decode_candidates` at that
+    threshold or above reads exactly the kept rows: same candidates, same order, same values,
+    same detections.
     """
     heads = []
     n = sum(1 for k in arrays if k.startswith("rows_"))
@@ -250,8 +253,8 @@ def expand_heads(arrays: dict[str, np.ndarray], meta: ModelMeta) -> list[np.ndar
         stride = 5 + meta.num_classes
         idx, vals = arrays[f"rows_{i}"], arrays[f"head_{i}"]
         total = int(np.prod(shape)) // stride
-        if vals.shape != (idx.size, stride) or (idx.size and not 0 <= idx.min() <= idx.max()
-                                                < total):
+        if (idx.ndim != 1 or idx.dtype.kind not in "iu" or vals.shape != (idx.size, stride)
+                or (idx.size and not 0 <= idx.min() <= idx.max() < total)):
             raise ModelError(f"model {meta.name!r}: compact head {i} does not fit {shape}")
         raw = np.zeros((total, stride), np.float32)
         if not hm.new_coords:

@@ -47,9 +47,11 @@ class CpuGate:
     one of its cores, every layer waits for the straggler. Measured on 2 cores, 100 images:
     YOLOv4-416 (~300 ms per inference) local/bare 1.29x ungated, 1.08x with Infer exclusive;
     yolov3-tiny (~20 ms) 1.33x ungated, 2.24x gated (the pipeline no longer overlaps). So
-    the gate closes only while the median of the last Infer calls is over ``HEAVY_INFER_MS``.
-    It orders work only: results are the same either way, and no call waits longer than
-    ``max_wait_s`` (a hung handler holding the gate must not stall every other image).
+    the gate closes only while the median of the last Infer stage times (the stage's own
+    ``timings_ms["infer"]``, not its wait for the shared model) is over ``HEAVY_INFER_MS``.
+    It orders work only: results are the same either way. One call inside the gate for more
+    than ``max_wait_s`` is hung (or was abandoned by a Task timeout and still runs): the gate
+    then opens for good, so nothing waits on it. A long queue of short calls is not a hang.
     """
 
     def __init__(self, heavy_ms: float = HEAVY_INFER_MS,
@@ -57,51 +59,70 @@ class CpuGate:
         self.heavy_ms = heavy_ms
         self.max_wait_s = max_wait_s
         self._cond = threading.Condition()
-        self._sharing = 0
-        self._exclusive = False
-        self._waiting = 0
-        self._recent: list[float] = []  # last Infer call durations, ms
+        self._sharing = 0  # calls inside shared()
+        self._exclusive = 0  # calls inside exclusive() (more than 1 only once broken)
+        self._waiting = 0  # exclusive() calls waiting: new shared() calls queue behind them
+        self._entered: dict[int, float] = {}  # call token -> monotonic time it got in
+        self._recent: list[float] = []  # last Infer stage times, ms
+        self.broken = False
 
     @property
     def closed(self) -> bool:
+        if self.broken:
+            return False
         recent = sorted(self._recent)
         return len(recent) >= 3 and recent[len(recent) // 2] > self.heavy_ms
 
     def record(self, ms: float) -> None:
         with self._cond:
-            self._recent = [*self._recent[-7:], ms]
+            self._recent = [*self._recent[-7:], float(ms)]
+
+    def _wait(self, blocked) -> None:
+        """Wait (holding ``_cond``) until ``blocked()`` is false or a call inside is hung."""
+        while not self.broken and blocked():
+            oldest = min(self._entered.values(), default=time.monotonic())
+            if time.monotonic() - oldest > self.max_wait_s:
+                self.broken = True
+                self._cond.notify_all()
+                return
+            self._cond.wait(min(0.5, self.max_wait_s))
 
     @contextmanager
-    def shared(self) -> Iterator[None]:
-        if not self.closed:
-            yield
-            return
-        with self._cond:
-            self._cond.wait_for(lambda: not (self._exclusive or self._waiting), self.max_wait_s)
-            self._sharing += 1
+    def _inside(self, exclusive: bool) -> Iterator[None]:
+        token = object()
+        with self._cond:  # wait and enter under one hold: no second caller slips in between
+            if self.closed:
+                if exclusive:
+                    self._waiting += 1
+                    try:
+                        self._wait(lambda: self._exclusive or self._sharing)
+                    finally:
+                        self._waiting -= 1
+                else:
+                    self._wait(lambda: self._exclusive or self._waiting)
+            self._entered[id(token)] = time.monotonic()
+            if exclusive:
+                self._exclusive += 1
+            else:
+                self._sharing += 1
         try:
             yield
         finally:
             with self._cond:
-                self._sharing -= 1
+                del self._entered[id(token)]
+                if exclusive:
+                    self._exclusive -= 1
+                else:
+                    self._sharing -= 1
                 self._cond.notify_all()
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        if not self.closed:
-            yield
-            return
-        with self._cond:
-            self._waiting += 1
-            self._cond.wait_for(lambda: not (self._exclusive or self._sharing), self.max_wait_s)
-            self._waiting -= 1
-            self._exclusive = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
+    def shared(self):
+        """Context manager for a stage other than Infer."""
+        return self._inside(exclusive=False)
+
+    def exclusive(self):
+        """Context manager for Infer."""
+        return self._inside(exclusive=True)
 
 
 @dataclass
@@ -437,11 +458,11 @@ class Router:
             with self.gate.shared():
                 return self._run(handler, fn, event, context)
         with self.gate.exclusive():
-            start = time.perf_counter()
-            try:
-                return self._run(handler, fn, event, context)
-            finally:
-                self.gate.record((time.perf_counter() - start) * 1000)
+            result = self._run(handler, fn, event, context)
+        ms = (result.get("timings_ms") or {}).get("infer") if isinstance(result, dict) else None
+        if isinstance(ms, int | float):
+            self.gate.record(ms)
+        return result
 
     def _run(self, handler: Any, fn: Any, event: Any, context: Any) -> Any:
         per_fn = self._per_fn_env.get(fn.function_name)

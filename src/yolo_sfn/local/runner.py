@@ -185,7 +185,7 @@ def run_batch(
 def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOptions) -> dict:
     """DIR/summary.json, DIR/results/<image_id>.json, DIR/annotated/<name>.jpg."""
     out = Path(opts.out_dir)
-    _clear_previous(out)
+    _clear_previous(out, inputs)
     (out / "results").mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"summary": None, "results": [], "annotated": []}
     if run.summary is None:
@@ -204,16 +204,33 @@ def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOpti
     run.extra["results"] = results
     if opts.annotate:
         written["annotated"] = _annotate(eng, run, inputs, out / "annotated")
+    _record_outputs(out, written)
     return written
 
 
-def _clear_previous(out: Path) -> None:
-    """Remove an earlier run's outputs from ``out`` (its summary, result JSONs and annotated
-    JPEGs), so the folder never mixes two runs; other files are left alone."""
-    for pattern in ("summary.json", "results/*.json", "annotated/*.jpg"):
-        for old in out.glob(pattern):
-            if old.is_file():
-                old.unlink()
+OUTPUTS_RECORD = ".yolo-sfn-outputs.json"  # in DIR: the files the last run wrote there
+
+
+def _clear_previous(out: Path, inputs: Inputs) -> None:
+    """Remove the files the previous run recorded writing in ``out`` (its summary, result
+    JSONs, annotated JPEGs), so the folder never mixes two runs. Only recorded files go, and
+    never one that is an input of this run; anything else in ``out`` is left alone."""
+    record = out / OUTPUTS_RECORD
+    try:
+        names = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    keep = {p.resolve() for p in inputs.uploads.values()}
+    for name in names if isinstance(names, list) else []:
+        old = out / str(name)
+        if ".." not in Path(str(name)).parts and old.is_file() and old.resolve() not in keep:
+            old.unlink()
+
+
+def _record_outputs(out: Path, written: dict) -> None:
+    files = [written["summary"], *written["results"], *written["annotated"]]
+    names = [str(Path(f).relative_to(out)) for f in files if f]
+    (out / OUTPUTS_RECORD).write_text(json.dumps(names, indent=0), encoding="utf-8")
 
 
 def _annotate(eng: LocalEngine, run: LocalRun, inputs: Inputs, folder: Path) -> list[str]:
@@ -223,6 +240,7 @@ def _annotate(eng: LocalEngine, run: LocalRun, inputs: Inputs, folder: Path) -> 
 
     folder.mkdir(parents=True, exist_ok=True)
     done, used = [], set()
+    inputs_here = {p.resolve() for p in inputs.uploads.values()}
     for result in run.extra.get("results", {}).values():
         if result.get("status") != "succeeded":
             continue
@@ -235,7 +253,8 @@ def _annotate(eng: LocalEngine, run: LocalRun, inputs: Inputs, folder: Path) -> 
             data = eng.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         stem = Path(split_s3_uri(uri)[1]).stem or result["image_id"]
         name, n = stem, 1
-        while name in used:  # two images with one file name (from two folders): dog, dog-2
+        # two images with one file name (from two folders): dog, dog-2; never over an input
+        while name in used or (folder / f"{name}.jpg").resolve() in inputs_here:
             n += 1
             name = f"{stem}-{n}"
         used.add(name)

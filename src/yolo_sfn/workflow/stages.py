@@ -255,14 +255,14 @@ def preprocess(task: ImageTask, cfg: StageConfig, *, s3=None) -> Preprocessed:
                         timings_ms={"preprocess": round_ms(perf_counter() - t0)})
 
 
-COMPACT_MAX_FRACTION = 0.5  # above it, row indices + rows outweigh the full heads' copy
+COMPACT_MAX_FRACTION = 0.5  # above it (untrained weights) little is saved: full heads
 
 
 def infer(msg: Preprocessed, cfg: StageConfig, *, s3=None, model=None) -> Inferred:
     """``input.npy`` -> Model.run -> ``heads.npz``: only the head rows whose objectness passes
     the batch's score (``yolo_sfn.core.decode.compact_heads``; Postprocess reads no others),
     so a trained YOLOv4-416 hands over KiB instead of 3.6 MB; the full heads when more than
-    ``COMPACT_MAX_FRACTION`` of the rows pass."""
+    ``COMPACT_MAX_FRACTION`` of the rows pass or the score is 0."""
     from yolo_sfn.core.decode import compact_heads
 
     t0 = perf_counter()
@@ -278,7 +278,7 @@ def infer(msg: Preprocessed, cfg: StageConfig, *, s3=None, model=None) -> Inferr
     key = tmp_key(cfg, msg.batch_id, msg.image_id, "heads.npz")
     meta = model.meta
     arrays = compact_heads(heads, meta, msg.params.score, max_fraction=COMPACT_MAX_FRACTION)
-    if arrays is None:  # most rows pass (untrained weights): the full heads are smaller
+    if arrays is None:  # most rows pass (untrained weights), or score 0: the full heads
         arrays = {f"head_{i}": h for i, h in enumerate(heads)}
     io.put_npz(cfg.bucket, key, arrays, s3=s3)
     return Inferred(**_fields(msg), heads_key=key,
