@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=path_arg,
                    help="M.tflite (+ M.tflite.json); default: demo model")
     p.add_argument("--out", type=path_arg, default=Path("out"),
-                   help="output folder (default out/); its results/ and annotated/ are replaced")
+                   help="output folder (default out/); the previous run's outputs there "
+                   "are replaced, other files kept")
     p.add_argument("--score", type=unit_float, help="score threshold")
     p.add_argument("--iou", type=unit_float, help="NMS IoU threshold")
     p.add_argument("--resize", choices=RESIZE_MODES, help="resize mode")
