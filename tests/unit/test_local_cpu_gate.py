@@ -23,6 +23,15 @@ def _hold(ctx, entered: threading.Event, release: threading.Event) -> threading.
     return t
 
 
+def _closed(max_wait_s: float) -> CpuGate:
+    """A gate that three heavy Infer calls have closed."""
+    gate = CpuGate(heavy_ms=100, max_wait_s=max_wait_s)
+    for _ in range(3):
+        gate.record(500.0)
+    assert gate.closed
+    return gate
+
+
 def test_open_until_the_median_infer_call_is_heavy():
     gate = CpuGate(heavy_ms=100)
     assert not gate.closed
@@ -38,9 +47,7 @@ def test_open_until_the_median_infer_call_is_heavy():
 
 
 def test_closed_gate_runs_infer_alone():
-    gate = CpuGate(heavy_ms=100, max_wait_s=30)
-    for _ in range(3):
-        gate.record(500.0)
+    gate = _closed(max_wait_s=30)
     shared_in, shared_go = threading.Event(), threading.Event()
     holder = _hold(gate.shared(), shared_in, shared_go)
     assert shared_in.wait(5)
@@ -76,9 +83,7 @@ def test_open_gate_lets_infer_calls_overlap():
 def test_a_hung_infer_opens_the_gate_for_good():
     """A call abandoned by a Task timeout keeps running: after one wait of max_wait_s the
     gate stops gating, so no later call waits on it."""
-    gate = CpuGate(heavy_ms=100, max_wait_s=0.05)
-    for _ in range(3):
-        gate.record(500.0)
+    gate = _closed(max_wait_s=0.05)
     hung_in, never = threading.Event(), threading.Event()
     hung = _hold(gate.exclusive(), hung_in, never)
     assert hung_in.wait(5)

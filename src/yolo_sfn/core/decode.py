@@ -134,6 +134,19 @@ def decode_rows(
     return boxes, obj, cls
 
 
+def _check_head_count(heads: list[np.ndarray], meta: ModelMeta) -> None:
+    if len(heads) != len(meta.heads):
+        raise ModelError(
+            f"model {meta.name!r}: {len(heads)} heads, metadata declares {len(meta.heads)}"
+        )
+
+
+def _objectness(raw: np.ndarray, consts: _HeadConsts) -> np.ndarray:
+    """(n,) objectness of raw rows: the one definition :func:`decode_candidates` filters on
+    and :func:`compact_heads` keeps rows by (their results match only because it is one)."""
+    return raw[:, 4] if consts.new_coords else _sigmoid(raw[:, 4])
+
+
 def decode_heads(
     heads: list[np.ndarray], meta: ModelMeta
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,10 +156,7 @@ def decode_heads(
     Returns (boxes_cxcywh_norm (N, 4), objectness (N,), class_scores (N, C) = obj * cls_prob),
     float32, N = sum(H * W * A); box coordinates normalized to the network input (0..1).
     """
-    if len(heads) != len(meta.heads):
-        raise ModelError(
-            f"model {meta.name!r}: {len(heads)} heads, metadata declares {len(meta.heads)}"
-        )
+    _check_head_count(heads, meta)
     parts = [
         decode_rows(head_rows(h, meta, i), None, _head_consts(meta.heads[i], meta.input_size))
         for i, h in enumerate(heads)
@@ -165,18 +175,14 @@ def decode_candidates(
     lost. Returns (row_index (n,) into decode_heads' rows, boxes_cxcywh_norm (n, 4),
     class_scores (n, C)).
     """
-    if len(heads) != len(meta.heads):
-        raise ModelError(
-            f"model {meta.name!r}: {len(heads)} heads, metadata declares {len(meta.heads)}"
-        )
+    _check_head_count(heads, meta)
     thr = np.float32(min_objectness)
     rows_out, boxes_out, scores_out = [], [], []
     base = 0
     for i, h in enumerate(heads):
         raw = head_rows(h, meta, i)
         consts = _head_consts(meta.heads[i], meta.input_size)
-        obj = raw[:, 4] if consts.new_coords else _sigmoid(raw[:, 4])
-        idx = np.flatnonzero(obj >= thr)
+        idx = np.flatnonzero(_objectness(raw, consts) >= thr)
         if idx.size:
             boxes, _, cls = decode_rows(raw, idx, consts)
             rows_out.append(idx + base)
@@ -187,11 +193,6 @@ def decode_candidates(
         c = meta.num_classes
         return np.zeros((0,), np.int64), np.zeros((0, 4), np.float32), np.zeros((0, c), np.float32)
     return np.concatenate(rows_out), np.concatenate(boxes_out), np.concatenate(scores_out)
-
-
-def _objectness(raw: np.ndarray, consts: _HeadConsts) -> np.ndarray:
-    """(n,) objectness of raw rows, exactly as :func:`decode_candidates` computes it."""
-    return raw[:, 4] if consts.new_coords else _sigmoid(raw[:, 4])
 
 
 def compact_heads(
@@ -209,10 +210,7 @@ def compact_heads(
     weights: little to save, and the copies cost time), or when the threshold is 0 in float32:
     a row dropped for a NaN objectness would come back as objectness 0 and pass.
     """
-    if len(heads) != len(meta.heads):
-        raise ModelError(
-            f"model {meta.name!r}: {len(heads)} heads, metadata declares {len(meta.heads)}"
-        )
+    _check_head_count(heads, meta)
     thr = np.float32(min_objectness)
     if not thr > 0:
         return None
