@@ -89,9 +89,11 @@ def test_feature_scan_names_what_moto_cannot_run():
                               "Type": "Task", "Resource": "arn:aws:states:::states:startExecution",
                               "End": True}}}}}}
     text = "\n".join(features.scan(asl))
-    for needle in ("ItemBatcher", "ResultWriter", "ToleratedFailurePercentage", "EXPRESS",
-                   "JSONata", "JSONL", "startExecution", "does NOT fail the Map"):
+    for needle in ("ResultWriter", "EXPRESS children run like STANDARD", "JSONata", "JSONL",
+                   "startExecution", "no execution history"):
         assert needle in text
+    for fixed in ("has no effect", "not parsed", "is rejected", "does NOT fail"):
+        assert fixed not in text
 
 
 def test_definition_substitution_keeps_context_paths():
