@@ -89,9 +89,11 @@ def test_feature_scan_names_what_moto_cannot_run():
                               "Type": "Task", "Resource": "arn:aws:states:::states:startExecution",
                               "End": True}}}}}}
     text = "\n".join(features.scan(asl))
-    for needle in ("ItemBatcher", "ResultWriter", "ToleratedFailurePercentage", "EXPRESS",
-                   "JSONata", "JSONL", "startExecution", "does NOT fail the Map"):
+    for needle in ("ResultWriter", "EXPRESS children run like STANDARD", "JSONata", "JSONL",
+                   "startExecution", "no execution history"):
         assert needle in text
+    for fixed in ("has no effect", "not parsed", "is rejected", "does NOT fail"):
+        assert fixed not in text
 
 
 def test_definition_substitution_keeps_context_paths():
@@ -265,3 +267,24 @@ def test_handler_import_error_is_a_lambda_error(tmp_path):
     body, errored, _ = router.invoke(Fn(), {"uri": "s3://b/x.jpg"})
     assert errored and json.loads(body)["errorType"] == "Runtime.ImportModuleError"
     assert router.attempts[0].outcome == "error"
+
+
+def test_billable_operations_are_counted_not_the_runners_own(engine):
+    before = engine.meter.snapshot()
+    engine.upload_inputs([REPO / "testdata" / "images"])  # the runner's upload: not billed
+    assert engine.meter.snapshot() == before
+    run = _run(engine, batch_id="counted")
+    n = len(engine.test_uris)
+    c = run.counts
+    assert c["images"] == n
+    assert c["lambda_invocations"] == 2 + 4 * n  # Plan, 4 stages per image, Summarize
+    # parent: Plan, DetectImages, Summarize entered; one per child started; 4 Tasks per child
+    assert c["sfn_standard_transitions"] == 3 + n + 4 * n
+    assert c["sfn_express_requests"] == 0 and c["sfn_express_gb_s"] == 0
+    assert c["s3_put"] == n + 3  # one result per image, items.json, plan.json, summary.json
+    assert c["s3_get"] == 3  # the Map's ItemReader, Summarize's plan.json and items.json
+    assert c["s3_head"] == n and c["s3_list"] == 0
+    assert c["dynamodb_write_units"] == n  # one item under 1 KB per image
+    assert c["lambda_gb_s"] > 0
+    assert run.cost["images"] == n and run.cost["usd"]["total"] > 0
+    assert run.cost["counts"]["lambda_invocations"] == c["lambda_invocations"]

@@ -88,6 +88,31 @@ def check_moto() -> None:
     if not isinstance(_require(PARSER_UTILS, "TMP_THREADS"), list):
         raise LocalEngineError(f"moto internals moved: {PARSER_UTILS}.TMP_THREADS is not a list")
     _check_s3_backend()
+    _check_map_internals()
+
+
+def _check_map_internals() -> None:
+    """What ``yolo_sfn.local.aslext`` relies on (parser entry, Distributed Map run, worker)."""
+    state_map = "moto.stepfunctions.parser.asl.component.state.exec.state_map"
+    parser_cls = _require("moto.stepfunctions.parser.asl.parse.asl_parser",
+                          "AmazonStateLanguageParser")
+    if not isinstance(parser_cls.__dict__.get("parse"), staticmethod):
+        raise LocalEngineError("moto internals moved: AmazonStateLanguageParser.parse is not a "
+                               "staticmethod")
+    iteration = _require(f"{state_map}.iteration.distributed_iteration_component",
+                         "DistributedIterationComponent")
+    run = getattr(iteration, "_map_run", None)
+    if run is None or list(inspect.signature(run).parameters) != ["self", "env", "eval_input"]:
+        raise LocalEngineError("moto internals moved: DistributedIterationComponent._map_run"
+                               "(self, env, eval_input)")
+    worker = _require(f"{state_map}.iteration.itemprocessor.distributed_item_processor_worker",
+                      "DistributedItemProcessorWorker")
+    for name in ("_eval_job", "_eval_input", "_eval_pool"):
+        if not hasattr(worker, name):
+            raise LocalEngineError(f"moto internals moved: DistributedItemProcessorWorker.{name}")
+    _require(f"{state_map}.iteration.job", "JobPool")
+    _require("moto.stepfunctions.parser.asl.eval.event.event_manager", "EventManager")
+    _require("moto.stepfunctions.parser.asl.utils.json_path", "extract_json")
 
 
 def _check_s3_backend() -> None:

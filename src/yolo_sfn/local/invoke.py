@@ -167,9 +167,18 @@ class Attempt:
     error_type: str | None
     duration_ms: float
     injected: str | None = None  # the fault kind, when one fired
+    memory_mb: int | None = None  # the function's MemorySize (for the billed GB-s)
+    arch: str | None = None  # the function's architecture
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def throttle_error() -> Exception:
@@ -348,9 +357,12 @@ class Router:
                     return fault
         return None
 
-    def _record(self, stage, image, attempt, outcome, error_type, start, injected) -> None:
+    def _record(self, stage, image, attempt, outcome, error_type, start, injected,
+                fn: Any = None) -> None:
         rec = Attempt(stage, image, attempt, outcome, error_type,
-                      round((time.perf_counter() - start) * 1000, 3), injected)
+                      round((time.perf_counter() - start) * 1000, 3), injected,
+                      _int_or_none(getattr(fn, "memory_size", None)),
+                      (getattr(fn, "architectures", None) or ["x86_64"])[0])
         with self._lock:
             self.attempts.append(rec)
 
@@ -368,11 +380,12 @@ class Router:
         injected = fault.kind if fault else None
         if injected == "throttle":
             self._record(spec.stage, image, attempt, "throttled",
-                         "Lambda.TooManyRequestsException", start, injected)
+                         "Lambda.TooManyRequestsException", start, injected, fn)
             raise throttle_error()
         if injected == "timeout":
             payload = self._sleep_past_timeout(spec, fn)
-            self._record(spec.stage, image, attempt, "timeout", "Sandbox.Timedout", start, injected)
+            self._record(spec.stage, image, attempt, "timeout", "Sandbox.Timedout", start, injected,
+                         fn)
             return json.dumps(payload), True, ""
         try:
             result = self._call(spec, fn, event, injected)
@@ -384,9 +397,9 @@ class Router:
             elif isinstance(err, HandlerImportError):
                 payload["errorType"] = "Runtime.ImportModuleError"  # as Lambda names it
             self._record(spec.stage, image, attempt, "error", payload["errorType"], start,
-                         injected)
+                         injected, fn)
             return json.dumps(payload), True, ""
-        self._record(spec.stage, image, attempt, "ok", None, start, injected)
+        self._record(spec.stage, image, attempt, "ok", None, start, injected, fn)
         return body, False, ""
 
     def task_invoke(self, parameters: dict, region: str, state_credentials: Any,
