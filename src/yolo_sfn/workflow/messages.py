@@ -39,6 +39,7 @@ MAX_ERROR_MESSAGE = 2000
 MAX_ITEM_ERROR_MESSAGE = 1000  # per image inside a batch message (the 256 KiB payload bound)
 MAX_BATCH_ITEMS = 40  # template.yaml BatchSize MaxValue
 CHILD_ID_HEX = 16
+CHILD_ID_RE = re.compile(r"[0-9a-f]{16}")  # child_id_for; use .fullmatch
 STAGES = ("preprocess", "infer", "postprocess", "store", "unknown")
 
 _MISSING = object()
@@ -124,8 +125,8 @@ def _timings(event: dict, *, prefix: str = "", name: str = "timings_ms") -> dict
     raw = _field(event, name, dict, prefix=prefix, default={})
     out = {}
     for k, v in raw.items():
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise InputValidationError(f"{prefix}{name}.{k}: expected a number")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise InputValidationError(f"{prefix}{name}.{k}: expected a finite number")
         out[str(k)] = float(v)
     return out
 
@@ -405,6 +406,8 @@ class Batch:
             raise InputValidationError(f"{prefix[:-3]}: an image_id appears twice in one batch")
         ref = head.get("model_ref")
         child_id = _field(event, "child_id", str, default=None) or child_id_for(ids)
+        if not CHILD_ID_RE.fullmatch(child_id):
+            raise InputValidationError(f"child_id: {child_id[:100]!r} is not a child id")
         return cls(batch_id=_batch_id(head), params=Params.from_event(_field(head, "params", dict)),
                    items=items, child_id=child_id,
                    execution_arn=_field(head, "execution_arn", str, default=""),
@@ -435,7 +438,8 @@ def _spans(event: dict) -> dict[str, list[float]]:
     out = {}
     for k, v in raw.items():
         if (not isinstance(v, list) or len(v) != 2
-                or any(isinstance(x, bool) or not isinstance(x, int | float) for x in v)):
+                or any(isinstance(x, bool) or not isinstance(x, int | float)
+                       or not math.isfinite(x) for x in v)):
             raise InputValidationError(f"spans_ms.{k}: expected [start_ms, end_ms]")
         out[str(k)] = [float(v[0]), float(v[1])]
     return out
