@@ -19,7 +19,7 @@ pytest.importorskip("samtranslator")
 from yolo_sfn.local import compat, features
 from yolo_sfn.local.deploy import sub_as_join
 from yolo_sfn.local.engine import LocalEngine
-from yolo_sfn.local.invoke import Fault, image_of, split_environment
+from yolo_sfn.local.invoke import Fault, batch_of, image_of, images_of, split_environment
 from yolo_sfn.local.template import load_cfn_yaml, read_template
 from yolo_sfn.local.testing import write_toy_project
 
@@ -109,6 +109,13 @@ def test_event_image_and_environment_split():
     assert image_of({"batch_id": "b", "uri": "s3://b/x.jpg"}) == "s3://b/x.jpg"
     assert image_of({"Payload": {"bucket": "b", "key": "k.png"}}) == "k.png"
     assert image_of({"batch_id": "b"}) is None
+    envelope = {"BatchInput": {"batch_id": "b1"},
+                "Items": [{"image_id": "1", "uri": "s3://b/x.jpg"}, {"uri": "s3://b/y.jpg"}]}
+    assert images_of(envelope) == ["s3://b/x.jpg", "s3://b/y.jpg"]
+    assert images_of({"batch_id": "b2", "items": [{"uri": "s3://b/z.jpg"}]}) == ["s3://b/z.jpg"]
+    assert batch_of(envelope) == "b1" and batch_of({"batch_id": "b2"}) == "b2"
+    assert Fault("infer", "crash", match="y.jpg").applies("infer", images_of(envelope))
+    assert not Fault("infer", "crash", match="q.jpg").applies("infer", images_of(envelope))
     common, per_fn = split_environment({"f1": {"A": "1", "S": "x"}, "f2": {"A": "1", "S": "y"}})
     assert common == {"A": "1"} and per_fn == {"f1": {"S": "x"}, "f2": {"S": "y"}}
 
@@ -288,3 +295,16 @@ def test_billable_operations_are_counted_not_the_runners_own(engine):
     assert c["lambda_gb_s"] > 0
     assert run.cost["images"] == n and run.cost["usd"]["total"] > 0
     assert run.cost["counts"]["lambda_invocations"] == c["lambda_invocations"]
+
+
+def test_progress_total_is_known_once_the_map_starts_and_counts_items(engine):
+    seen = []
+    engine.router.faults = []
+    run = engine.execute({"images": engine.test_uris, "batch_id": "progress"},
+                         on_progress=seen.append, poll_s=0.01, timeout_s=60)
+    assert run.succeeded
+    n = len(engine.test_uris)
+    assert {p.total for p in seen if p.total is not None} == {n}
+    assert seen[-1].done == n and seen[-1].failed == 0
+    started = [i for i, p in enumerate(seen) if p.total is not None]
+    assert started == list(range(started[0], len(seen)))  # never None again once known

@@ -164,13 +164,19 @@ class Tolerance:
     count: int | None = None
     percentage: float | None = None
     failed: int = 0
+    broken: bool = False  # the threshold was exceeded: the Map Run has failed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add_failed(self, n: int) -> bool:
-        """Count ``n`` more failed items; True when the threshold is now exceeded."""
+    def record_failure(self, n: int) -> str:
+        """``n`` items of one child failed: ``"exceeded"`` when this crosses the threshold,
+        ``"tolerated"`` under it, ``"aborted"`` when the Map Run had already failed (AWS
+        aborts the children still running then)."""
         with self._lock:
+            if self.broken:
+                return "aborted"
             self.failed += n
-            return self.exceeded()
+            self.broken = self.exceeded()
+            return "exceeded" if self.broken else "tolerated"
 
     def exceeded(self) -> bool:
         if self.failed == 0:
@@ -370,6 +376,10 @@ def _worker_class() -> type:
                 outcome = "timed_out"
             except Exception:  # a crash inside the child is that child's failure
                 outcome = "failed"
+            verdict = run.tolerance.record_failure(n) if outcome in ("failed", "timed_out") \
+                else None
+            if verdict == "aborted":
+                outcome = "aborted"
             for counter in (items, execs):
                 counter.running.offset(-(n if counter is items else 1))
                 getattr(counter, outcome).count(n if counter is items else 1)
@@ -378,7 +388,7 @@ def _worker_class() -> type:
             LEDGER.add(ChildRun(run.record.execution_arn, run.feats.execution_type, n,
                                 time.perf_counter() - started, transitions_of(events.counts),
                                 outcome))
-            if outcome in ("failed", "timed_out") and run.tolerance.add_failed(n):
+            if verdict == "exceeded":
                 output = _fail(env, EXCEEDED,
                                f"The specified tolerated failure threshold was exceeded: "
                                f"{run.tolerance.failed} of {run.tolerance.total} items failed")

@@ -24,6 +24,7 @@ from yolo_sfn.local import aslext, compat, features
 from yolo_sfn.local.deploy import Stack, create_stack, package, translate
 from yolo_sfn.local.invoke import Attempt, Fault, Router, set_environ
 from yolo_sfn.local.meter import Meter, difference, tag_client
+from yolo_sfn.local.spool import path_spooled_s3
 from yolo_sfn.local.template import Template, find_project_root, read_template
 
 INPUT_BUCKET = "yolo-sfn-input"
@@ -31,13 +32,14 @@ MODEL_BUCKET = "yolo-sfn-local-models"
 STACK_NAME = "yolo-sfn-local"
 REGION = "us-east-1"
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-S3_BUFFER_ENV = "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"
-S3_BUFFER_BYTES = 64 * 1024
 TRIM_EVERY_POLLS = 20  # ~5 s at the default poll interval
 
 
 @dataclass
 class Progress:
+    """``total``: items of the execution's Map run(s), known once the Map has read them (None
+    before); ``done``: items whose child execution ended; ``failed``: images recorded failed."""
+
     status: str
     total: int | None
     done: int
@@ -101,6 +103,7 @@ class LocalEngine:
         self._clients: dict[str, Any] = {}
         self.clock: compat.RecordingClock | None = None
         self.meter = Meter()
+        self._first_attempt = 0  # the current execution's first entry in router.attempts
 
     # --- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
@@ -114,10 +117,9 @@ class LocalEngine:
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing", "AWS_ENDPOINT_URL": None,
                 "AWS_PROFILE": None, "AWS_DEFAULT_PROFILE": None,
-                # moto keeps object bodies in SpooledTemporaryFiles of this size: past it they
-                # spill to disk, so a long batch's intermediates do not grow the process
-                S3_BUFFER_ENV: os.environ.get(S3_BUFFER_ENV) or str(S3_BUFFER_BYTES),
             }))
+            # object bodies over 64 KiB in files opened per access: fds bounded (spool.py)
+            stack.enter_context(path_spooled_s3())
             # (not lambda use_docker=False: that swaps in moto's echo backend)
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
             stack.enter_context(compat.quiet_interpreter_logs())
@@ -234,6 +236,8 @@ class LocalEngine:
         status = sfn.describe_execution(executionArn=arn)["status"]
         total, done = None, 0
         for counts in self._map_run_counts(arn):
+            if not counts.get("total") and counts.get("status") == "RUNNING":
+                continue  # the Map has not read its items yet
             total = (total or 0) + counts.get("total", 0)
             done += sum(counts.get(k, 0) for k in ("succeeded", "failed", "timedOut", "aborted"))
         return Progress(status, total, done, self._failed_images(), time.monotonic() - started)
@@ -242,18 +246,24 @@ class LocalEngine:
         sfn = self.client("stepfunctions")
         try:
             runs = sfn.list_map_runs(executionArn=arn).get("mapRuns", [])
-            return [sfn.describe_map_run(mapRunArn=r["mapRunArn"])["itemCounts"] for r in runs]
+            described = [sfn.describe_map_run(mapRunArn=r["mapRunArn"]) for r in runs]
+            return [{**d["itemCounts"], "status": d["status"]} for d in described]
         except Exception:  # moto 5.2.5 raises AttributeError before the execution's env exists
             return []
 
     def _failed_images(self) -> int:
-        """Images whose last attempt at some stage errored with a non-retried error type."""
+        """Images recorded failed so far in this execution: Store's ``failed`` count per batch
+        it stored, plus one-image invokes whose last attempt at a stage failed for good."""
         last: dict[tuple, Attempt] = {}
-        for a in self.router.attempts_for():
-            if a.image is not None:
+        stored: dict[tuple, int] = {}
+        for a in self.router.attempts[self._first_attempt:]:
+            if a.failed_images is not None:
+                stored[a.images] = a.failed_images
+            elif a.image is not None:
                 last[(a.stage, a.image)] = a
-        return len({img for (_, img), a in last.items()
-                    if a.outcome != "ok" and a.error_type not in _RETRIED})
+        singles = {img for (_, img), a in last.items()
+                   if a.outcome != "ok" and a.error_type not in _RETRIED}
+        return len(singles) + sum(stored.values())
 
     def wait(
         self, arn: str, *, on_progress: Callable[[Progress], None] | None = None,
@@ -280,15 +290,16 @@ class LocalEngine:
     def execute(
         self, execution_input: dict, *, name: str | None = None,
         on_progress: Callable[[Progress], None] | None = None, timeout_s: float | None = None,
+        poll_s: float = 0.25,
     ) -> LocalRun:
         """Start an execution, wait for it, fetch the summary it wrote."""
         started = time.monotonic()
-        first_attempt = len(self.router.attempts)
+        first_attempt = self._first_attempt = len(self.router.attempts)
         first_wait = len(self.clock.waits)
         self.router.reset_attempt_numbers()
         metered = self.meter.snapshot()
         arn = self.start(execution_input, name)
-        desc = self.wait(arn, on_progress=on_progress, timeout_s=timeout_s)
+        desc = self.wait(arn, on_progress=on_progress, timeout_s=timeout_s, poll_s=poll_s)
         requests = difference(self.meter.snapshot(), metered)
         output = json.loads(desc["output"]) if desc.get("output") else None
         run = LocalRun(
