@@ -594,6 +594,12 @@ def store(batch: Batch, cfg: StageConfig, *, s3=None, ddb=None) -> ChildResult:
     return _write_results(cfg, batch, results, s3=s3, ddb=ddb)
 
 
+# Step Functions' own errors may come without a Cause: say what happened instead of nothing
+CAUSELESS = {"States.Timeout": "{stage} did not finish within its TimeoutSeconds "
+                               "(the whole batch; see the function's Timeout)",
+             "States.HeartbeatTimeout": "{stage} sent no heartbeat in time"}
+
+
 def record_batch_failure(msg: BatchFailure, cfg: StageConfig, *, s3=None,
                          ddb=None) -> ChildResult:
     """A stage failed as a whole: every still-pending image is recorded as failed at that
@@ -604,8 +610,10 @@ def record_batch_failure(msg: BatchFailure, cfg: StageConfig, *, s3=None,
     s3 = s3 or aws.client("s3")
     ddb = ddb or aws.client("dynamodb")
     batch = msg.batch
-    stage_error = item_error(msg.stage, msg.error.type, msg.error.message)
-    stage_error["message"] = msg.error.message  # the full message (MAX_ERROR_MESSAGE)
+    message = msg.error.message or CAUSELESS.get(
+        msg.error.type, "{stage} failed as a whole ({type}, no cause given)").format(
+            stage=msg.stage, type=msg.error.type)
+    stage_error = {"stage": msg.stage, "type": msg.error.type, "message": message}
     results = []
     for item in batch.items:
         t = perf_counter()
