@@ -7,7 +7,7 @@ from aws_lambda_powertools import Logger
 
 from yolo_sfn.workflow import aws, stages
 from yolo_sfn.workflow.config import StageConfig
-from yolo_sfn.workflow.handlers import logged_failure
+from yolo_sfn.workflow.handlers import log_failed_images, logged_failure
 from yolo_sfn.workflow.messages import Batch
 
 logger = Logger(service="yolo-sfn-preprocess")
@@ -18,6 +18,7 @@ def handler(event, context=None):
     keys = {"batch_id": batch.batch_id, "child_id": batch.child_id, "size": len(batch.items)}
     with logged_failure(logger, "preprocess", **keys):
         out = stages.preprocess(batch, StageConfig.from_env(), s3=aws.client("s3"))
+    log_failed_images(logger, "preprocess", out)
     logger.info("preprocessed", extra={**keys, "pending": len(out.pending),
                                    "stage_ms": out.stage_ms.get("preprocess")})
     return out.to_dict()
