@@ -181,6 +181,19 @@ def test_oversized_image_fails_alone(stack, model_path, monkeypatch) -> None:
     assert [it.get("error") for it in pre["items"] if it is not big] == [None]
 
 
+def test_a_batch_of_only_bad_images_is_recorded_without_running_the_model(stack,
+                                                                         model_path) -> None:
+    ref = upload_model(stack, model_path)
+    pre = load_handler("preprocess")(envelope("missing-1.jpg", "missing-2.jpg", model_ref=ref))
+    assert pre["keys"] == {} and all("error" in it for it in pre["items"])
+    stack.delete_object(Bucket=MODELS, Key="demo/model.tflite")  # Infer must not need it
+    inf = load_handler("infer")(pre)
+    post = load_handler("postprocess")(inf)
+    out = load_handler("store")(post)
+    assert (out["succeeded"], out["failed"]) == (0, 2)
+    assert result_of(stack, "missing-1.jpg")["error"]["type"] == "ObjectNotFoundError"
+
+
 def test_model_is_downloaded_once_and_reused_warm(stack, model_path, tmp_path) -> None:
     ref = upload_model(stack, model_path)
     pre = load_handler("preprocess")(envelope("person.jpg", model_ref=ref))

@@ -386,6 +386,9 @@ def infer(batch: Batch, cfg: StageConfig, *, s3=None, model=None) -> Batch:
     t0, start = perf_counter(), _now_ms()
     cfg.require("bucket")
     s3 = s3 or aws.client("s3")
+    pending = batch.pending
+    if not pending:  # every image failed before: nothing to load or run
+        return _finish(batch, "infer", t0, start, {})
     if model is None:
         ref = batch.model_ref
         model = models.get_model(_model_uri(batch, cfg), cfg.model_cache_dir,
@@ -393,9 +396,6 @@ def infer(batch: Batch, cfg: StageConfig, *, s3=None, model=None) -> Batch:
                                  version=ref.version if ref else None)
     meta = model.meta
     info = {"name": meta.name, "precision": meta.precision, "weights_sha256": meta.weights_sha256}
-    pending = batch.pending
-    if not pending:
-        return _finish(batch, "infer", t0, start, {}, model=info)
     key = _require_key(batch, "inputs", "infer")
     npz = io.get_npz(cfg.bucket, key, s3=s3)
     _check_ids(npz["image_ids"], pending, key)
