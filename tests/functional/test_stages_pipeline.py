@@ -194,6 +194,26 @@ def test_a_batch_of_only_bad_images_is_recorded_without_running_the_model(stack,
     assert result_of(stack, "missing-1.jpg")["error"]["type"] == "ObjectNotFoundError"
 
 
+def test_an_unexpected_decoder_error_stays_on_its_image(stack, model_path, monkeypatch) -> None:
+    """Whatever one image's bytes make the decoder raise is that image's error, never the
+    batch's."""
+    from yolo_sfn.core import image as core_image
+
+    ref = upload_model(stack, model_path)
+    real = core_image.decode_image
+
+    def fussy(data, *, name, **kw):
+        if name.endswith("kite.jpg"):
+            raise ValueError("libjpeg: weird marker")
+        return real(data, name=name, **kw)
+
+    monkeypatch.setattr(core_image, "decode_image", fussy)
+    pre = load_handler("preprocess")(envelope("kite.jpg", "dog.jpg", model_ref=ref))
+    errors = [it.get("error") for it in pre["items"]]
+    assert errors[0]["type"] == "ValueError" and "weird marker" in errors[0]["message"]
+    assert errors[1] is None
+
+
 def test_model_is_downloaded_once_and_reused_warm(stack, model_path, tmp_path) -> None:
     ref = upload_model(stack, model_path)
     pre = load_handler("preprocess")(envelope("person.jpg", model_ref=ref))

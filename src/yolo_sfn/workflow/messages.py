@@ -521,7 +521,6 @@ class ChildResult:
     size: int
     succeeded: int
     failed: int
-    result_uris: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {"batch_id": self.batch_id, "child_id": self.child_id, "size": self.size,

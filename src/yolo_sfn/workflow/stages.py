@@ -332,8 +332,8 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
                         raise err
                     rgb = decode_image(data, name=item.uri, max_pixels=cfg.max_image_pixels)
                     x, transform = make_input(rgb, size, mode=batch.params.resize)
-                except YoloSfnError as e:
-                    if not _per_image(e):
+                except Exception as e:  # whatever one image's bytes cause is its own
+                    if isinstance(e, STAGE_ERRORS):
                         raise
                     updated[item.image_id] = _failed(item, "preprocess", e, t)
                     continue
@@ -468,8 +468,8 @@ def postprocess(batch: Batch, cfg: StageConfig, *, s3=None, meta=None) -> Batch:
             heads = _heads_for(image_heads(npz, item.image_id), meta, key, item.image_id)
             dets = decode_and_nms(heads, meta, transform, score=batch.params.score,
                                   iou=batch.params.iou, nms_kind=cfg.nms_kind)
-        except YoloSfnError as e:
-            if not _per_image(e):
+        except Exception as e:  # one image's heads or transform: its own error
+            if isinstance(e, STAGE_ERRORS):
                 raise
             updated[item.image_id] = _failed(item, "postprocess", e, t)
             continue
@@ -569,7 +569,7 @@ def _write_results(cfg: StageConfig, batch: Batch, results: list[dict], *, s3,
     put_records(cfg, records, ddb)
     ok = sum(1 for r in results if r["status"] == "succeeded")
     return ChildResult(batch_id=batch.batch_id, child_id=batch.child_id, size=len(results),
-                       succeeded=ok, failed=len(results) - ok, result_uris=tuple(uris))
+                       succeeded=ok, failed=len(results) - ok)
 
 
 def store(batch: Batch, cfg: StageConfig, *, s3=None, ddb=None) -> ChildResult:
