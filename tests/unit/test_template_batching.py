@@ -113,3 +113,9 @@ def test_the_default_batch_meets_the_request_targets(template) -> None:
                   if proc["States"][s]["Type"] == "Task")
     assert invokes / size <= 0.3
     assert 2 + 6 / size <= 2.5
+
+
+def test_messages_accept_exactly_the_batches_the_template_allows(template) -> None:
+    from yolo_sfn.workflow.messages import MAX_BATCH_ITEMS
+
+    assert template["Parameters"]["BatchSize"]["MaxValue"] == MAX_BATCH_ITEMS
