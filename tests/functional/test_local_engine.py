@@ -19,7 +19,7 @@ pytest.importorskip("samtranslator")
 from yolo_sfn.local import compat, features
 from yolo_sfn.local.deploy import sub_as_join
 from yolo_sfn.local.engine import LocalEngine
-from yolo_sfn.local.invoke import Fault, image_of, split_environment
+from yolo_sfn.local.invoke import Fault, batch_of, image_of, images_of, split_environment
 from yolo_sfn.local.template import load_cfn_yaml, read_template
 from yolo_sfn.local.testing import write_toy_project
 
@@ -89,9 +89,11 @@ def test_feature_scan_names_what_moto_cannot_run():
                               "Type": "Task", "Resource": "arn:aws:states:::states:startExecution",
                               "End": True}}}}}}
     text = "\n".join(features.scan(asl))
-    for needle in ("ItemBatcher", "ResultWriter", "ToleratedFailurePercentage", "EXPRESS",
-                   "JSONata", "JSONL", "startExecution", "does NOT fail the Map"):
+    for needle in ("ResultWriter", "EXPRESS children run like STANDARD", "JSONata", "JSONL",
+                   "startExecution", "no execution history"):
         assert needle in text
+    for fixed in ("has no effect", "not parsed", "is rejected", "does NOT fail"):
+        assert fixed not in text
 
 
 def test_definition_substitution_keeps_context_paths():
@@ -107,6 +109,13 @@ def test_event_image_and_environment_split():
     assert image_of({"batch_id": "b", "uri": "s3://b/x.jpg"}) == "s3://b/x.jpg"
     assert image_of({"Payload": {"bucket": "b", "key": "k.png"}}) == "k.png"
     assert image_of({"batch_id": "b"}) is None
+    envelope = {"BatchInput": {"batch_id": "b1"},
+                "Items": [{"image_id": "1", "uri": "s3://b/x.jpg"}, {"uri": "s3://b/y.jpg"}]}
+    assert images_of(envelope) == ["s3://b/x.jpg", "s3://b/y.jpg"]
+    assert images_of({"batch_id": "b2", "items": [{"uri": "s3://b/z.jpg"}]}) == ["s3://b/z.jpg"]
+    assert batch_of(envelope) == "b1" and batch_of({"batch_id": "b2"}) == "b2"
+    assert Fault("infer", "crash", match="y.jpg").applies("infer", images_of(envelope))
+    assert not Fault("infer", "crash", match="q.jpg").applies("infer", images_of(envelope))
     common, per_fn = split_environment({"f1": {"A": "1", "S": "x"}, "f2": {"A": "1", "S": "y"}})
     assert common == {"A": "1"} and per_fn == {"f1": {"S": "x"}, "f2": {"S": "y"}}
 
@@ -265,3 +274,37 @@ def test_handler_import_error_is_a_lambda_error(tmp_path):
     body, errored, _ = router.invoke(Fn(), {"uri": "s3://b/x.jpg"})
     assert errored and json.loads(body)["errorType"] == "Runtime.ImportModuleError"
     assert router.attempts[0].outcome == "error"
+
+
+def test_billable_operations_are_counted_not_the_runners_own(engine):
+    before = engine.meter.snapshot()
+    engine.upload_inputs([REPO / "testdata" / "images"])  # the runner's upload: not billed
+    assert engine.meter.snapshot() == before
+    run = _run(engine, batch_id="counted")
+    n = len(engine.test_uris)
+    c = run.counts
+    assert c["images"] == n
+    assert c["lambda_invocations"] == 2 + 4 * n  # Plan, 4 stages per image, Summarize
+    # parent: Plan, DetectImages, Summarize entered; one per child started; 4 Tasks per child
+    assert c["sfn_standard_transitions"] == 3 + n + 4 * n
+    assert c["sfn_express_requests"] == 0 and c["sfn_express_gb_s"] == 0
+    assert c["s3_put"] == n + 3  # one result per image, items.json, plan.json, summary.json
+    assert c["s3_get"] == 3  # the Map's ItemReader, Summarize's plan.json and items.json
+    assert c["s3_head"] == n and c["s3_list"] == 0
+    assert c["dynamodb_write_units"] == n  # one item under 1 KB per image
+    assert c["lambda_gb_s"] > 0
+    assert run.cost["images"] == n and run.cost["usd"]["total"] > 0
+    assert run.cost["counts"]["lambda_invocations"] == c["lambda_invocations"]
+
+
+def test_progress_total_is_known_once_the_map_starts_and_counts_items(engine):
+    seen = []
+    engine.router.faults = []
+    run = engine.execute({"images": engine.test_uris, "batch_id": "progress"},
+                         on_progress=seen.append, poll_s=0.01, timeout_s=60)
+    assert run.succeeded
+    n = len(engine.test_uris)
+    assert {p.total for p in seen if p.total is not None} == {n}
+    assert seen[-1].done == n and seen[-1].failed == 0
+    started = [i for i, p in enumerate(seen) if p.total is not None]
+    assert started == list(range(started[0], len(seen)))  # never None again once known

@@ -56,6 +56,9 @@ def test_results_per_stage(executed, capsys):
     rows = {r["uri"].rsplit("/", 1)[-1]: r for r in
             _json(capsys, "results", "real-1", "--stack", STACK, "--stage", "preprocess")}
     assert rows["dog.jpg"]["input_shape"][0] == 1 and rows["dog.jpg"]["input_dtype"] == "uint8"
+    # each image's part of its batch's one tensor file
+    assert rows["dog.jpg"]["artifact"] == rows["horses.jpg"]["artifact"]
+    assert rows["dog.jpg"]["artifact"].endswith("/inputs.npz")
     assert rows["bad.jpg"]["state"] == "failed"
     assert rows["bad.jpg"]["error"]["type"] == "ImageDecodeError"
     rows = {r["uri"].rsplit("/", 1)[-1]: r for r in

@@ -1,6 +1,7 @@
-"""Preprocess -> Infer -> Postprocess -> Store chained by hand on moto with a real model:
-the workflow's detections equal ``Detector.detect`` (``yolo-sfn run`` == ``yolo-sfn detect``),
-plus the per-image error paths of Preprocess."""
+"""One child's Preprocess -> Infer -> Postprocess -> Store chained by hand on moto with a real
+model: a batch's detections equal ``Detector.detect`` (``yolo-sfn run`` == ``yolo-sfn
+detect``), per-image errors stay on their image, intermediates are per batch and
+deterministic, and the S3 requests per batch are what docs/ARCHITECTURE.md counts."""
 
 from __future__ import annotations
 
@@ -14,13 +15,7 @@ import pytest
 from moto import mock_aws
 
 from yolo_sfn import env
-from yolo_sfn.errors import (
-    ImageDecodeError,
-    ImageTooLargeError,
-    ModelError,
-    ObjectNotFoundError,
-    S3UriError,
-)
+from yolo_sfn.errors import ImageTooLargeError, ModelError
 from yolo_sfn.workflow import aws, models, testing
 from yolo_sfn.workflow.events import load_event
 from yolo_sfn.workflow.handlers import load_handler
@@ -59,78 +54,210 @@ def stack(monkeypatch, tmp_path):
     aws.reset_clients()
 
 
-def task(name: str, **params) -> dict:
-    uri = f"s3://{IN}/samples/{name}"
-    return {"batch_id": "t", "image_id": image_id_for(uri), "uri": uri,
-            "params": {"score": 0.25, "iou": 0.45, "resize": "stretch"} | params}
+def envelope(*names: str, model_ref: dict | None = None, **params) -> dict:
+    """What the ItemBatcher hands a child: ``{"BatchInput", "Items"}``."""
+    uris = [n if n.startswith("s3://") else f"s3://{IN}/samples/{n}" for n in names]
+    head = {"batch_id": "t", "params": {"score": 0.25, "iou": 0.45, "resize": "stretch"} | params,
+            "execution_arn": "arn:aws:states:us-east-1:1:execution:sm:t"}
+    if model_ref:
+        head["model_ref"] = model_ref
+    return {"BatchInput": head, "Items": [{"image_id": image_id_for(u), "uri": u} for u in uris]}
 
 
-def upload_model(s3, model_path: Path) -> None:
+def upload_model(s3, model_path: Path) -> dict:
+    """Upload the model; returns the ``model_ref`` Plan would pin."""
     s3.upload_file(str(model_path), MODELS, "demo/model.tflite")
     s3.upload_file(str(model_path) + ".json", MODELS, "demo/model.tflite.json")
+    return {"uri": f"s3://{MODELS}/demo/model.tflite",
+            "version": s3.head_object(Bucket=MODELS, Key="demo/model.tflite")["ETag"],
+            "meta_version": s3.head_object(Bucket=MODELS, Key="demo/model.tflite.json")["ETag"]}
+
+
+def chain(event: dict) -> list[dict]:
+    """Preprocess -> Infer -> Postprocess -> Store, as the child runs them."""
+    out = [load_handler("preprocess")(event)]
+    for stage in ("infer", "postprocess", "store"):
+        out.append(load_handler(stage)(out[-1]))
+    return out
+
+
+def get(s3, key: str) -> bytes:
+    return s3.get_object(Bucket=ART, Key=key)["Body"].read()
+
+
+def result_of(s3, name: str) -> dict:
+    uri = name if name.startswith("s3://") else f"s3://{IN}/samples/{name}"
+    return json.loads(get(s3, f"results/t/{image_id_for(uri)}.json"))
 
 
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
-def test_chained_stages_match_the_local_detector(stack, model_path, resize) -> None:
+def test_a_batch_matches_the_local_detector_and_bad_images_fail_alone(stack, model_path,
+                                                                      resize) -> None:
     from yolo_sfn.core.detector import Detector
     from yolo_sfn.core.image import load_image_file
 
-    upload_model(stack, model_path)
-    event = task("dog.jpg", resize=resize)
-    pre = load_handler("preprocess")(event)
-    x = np.load(io.BytesIO(stack.get_object(Bucket=ART, Key=pre["input_key"])["Body"].read()))
-    assert x.dtype == np.uint8 and x.ndim == 4 and x.shape[0] == 1 and x.shape[3] == 3
-    assert pre["input_key"] == f"tmp/t/{event['image_id']}/input.npy"
+    ref = upload_model(stack, model_path)
+    stack.put_object(Bucket=IN, Key="samples/not-an-image.jpg", Body=b"hello, not a jpeg")
+    names = ("dog.jpg", "not-an-image.jpg", "person.jpg", "missing.jpg",
+             "s3://elsewhere/dog.jpg")
+    pre, inf, post, out = chain(envelope(*names, model_ref=ref, resize=resize))
+    child = pre["child_id"]
+    assert pre["keys"] == {"inputs": f"tmp/t/{child}/inputs.npz"}
+    with np.load(io.BytesIO(get(stack, pre["keys"]["inputs"]))) as z:
+        assert z["inputs"].dtype == np.uint8 and z["inputs"].shape[0] == 2  # the good images
+        assert list(z["image_ids"]) == [it["image_id"] for it in pre["items"]
+                                        if "error" not in it]
+    assert inf["keys"]["heads"] == f"tmp/t/{child}/heads.npz"
+    assert post["keys"]["detections"] == f"tmp/t/{child}/detections.json"
+    assert out == {"batch_id": "t", "child_id": child, "size": 5, "succeeded": 2, "failed": 3}
+    for msg in (pre, inf, post, out):
+        assert len(json.dumps(msg)) < 16 * 1024  # state payloads carry keys, not tensors
+    errors = {it["uri"].rsplit("/", 1)[-1] if "elsewhere" not in it["uri"] else "elsewhere":
+              it["error"]["type"] for it in post["items"] if "error" in it}
+    assert errors == {"not-an-image.jpg": "ImageDecodeError", "missing.jpg": "ObjectNotFoundError",
+                      "elsewhere": "S3UriError"}
+    for name in ("dog.jpg", "person.jpg"):
+        detector = Detector(model_path, score=0.25, iou=0.45, resize=resize)
+        expected = [d.to_dict() for d in detector.detect(load_image_file(IMAGES / name))]
+        result = result_of(stack, name)
+        assert result["status"] == "succeeded" and result["detections"] == expected
+        assert result["model"] == inf["model"] and result["model"]["name"]
+        assert set(result["timings_ms"]) == {"preprocess", "infer", "postprocess", "store"}
+        assert result["child"] == {"id": child, "size": 5}
+        assert list(result["spans_ms"]) == ["preprocess", "infer", "postprocess", "store"]
+        spans = list(result["spans_ms"].values())
+        assert all(a <= b for a, b in spans) and all(
+            spans[i][1] <= spans[i + 1][0] for i in range(3))  # stages ran in order
+        # an image's infer time is its own interpreter call, within the batch's Infer span
+        assert result["timings_ms"]["infer"] <= result["batch_stage_ms"]["infer"]
+        if resize == "stretch" and name == "dog.jpg":  # the real yolov3-tiny on dog.jpg
+            assert {"dog", "bicycle"} <= {d["label"] for d in expected}
+    bad = result_of(stack, "not-an-image.jpg")
+    assert bad["status"] == "failed" and bad["detections"] == []
+    assert bad["error"]["stage"] == "preprocess" and bad["error"]["type"] == "ImageDecodeError"
+    assert "not-an-image.jpg" in bad["error"]["message"]
+
+
+def count_requests(s3) -> dict:
+    """Every S3 API call the stages' shared client makes, by operation name."""
+    from collections import Counter
+
+    seen = Counter()
+    s3.meta.events.register("before-call.s3", lambda model, **_: seen.update([model.name]))
+    return seen
+
+
+def test_s3_requests_per_batch_and_no_head_when_warm(stack, model_path) -> None:
+    """Per batch of n: n image GETs + 3 intermediate PUTs + 3 GETs + n result PUTs, no HEAD
+    (the model version is pinned by Plan; the image size comes with the GET)."""
+    ref = upload_model(stack, model_path)
+    names = ("dog.jpg", "person.jpg", "kite.jpg")
+    chain(envelope(*names, model_ref=ref))  # warm: the model and its metadata are cached
+    seen = count_requests(aws.client("s3"))
+    chain(envelope(*names, model_ref=ref))
+    assert dict(seen) == {"GetObject": 3 + 3, "PutObject": 3 + 3}
+
+
+def test_a_rerun_child_writes_the_same_keys_and_bytes(stack, model_path) -> None:
+    """EXPRESS children run at least once: every intermediate is deterministic."""
+    ref = upload_model(stack, model_path)
+    event = envelope("dog.jpg", "horses.jpg", model_ref=ref)
+    first = chain(event)
+    blobs = {k: get(stack, k) for k in first[2]["keys"].values()}
+    second = chain(event)
+    assert second[2]["keys"] == first[2]["keys"]
+    assert {k: get(stack, k) for k in second[2]["keys"].values()} == blobs
+
+
+def test_oversized_image_fails_alone(stack, model_path, monkeypatch) -> None:
+    ref = upload_model(stack, model_path)
+    size = (IMAGES / "kite.jpg").stat().st_size
+    monkeypatch.setenv(env.MAX_IMAGE_BYTES, str(size - 1))
+    small = min(IMAGES.iterdir(), key=lambda p: p.stat().st_size).name
+    pre = load_handler("preprocess")(envelope("kite.jpg", small, model_ref=ref))
+    [big] = [it for it in pre["items"] if it["uri"].endswith("kite.jpg")]
+    assert big["error"]["type"] == ImageTooLargeError.__name__
+    assert f"limit {size - 1}" in big["error"]["message"]
+    assert [it.get("error") for it in pre["items"] if it is not big] == [None]
+
+
+def test_a_batch_of_only_bad_images_is_recorded_without_running_the_model(stack,
+                                                                         model_path) -> None:
+    ref = upload_model(stack, model_path)
+    pre = load_handler("preprocess")(envelope("missing-1.jpg", "missing-2.jpg", model_ref=ref))
+    assert pre["keys"] == {} and all("error" in it for it in pre["items"])
+    stack.delete_object(Bucket=MODELS, Key="demo/model.tflite")  # Infer must not need it
     inf = load_handler("infer")(pre)
     post = load_handler("postprocess")(inf)
     out = load_handler("store")(post)
-    assert set(post["timings_ms"]) == {"preprocess", "infer", "postprocess"}
-    assert out["status"] == "succeeded" and set(out["timings_ms"]) == {
-        "preprocess", "infer", "postprocess", "store"}
-    for msg in (pre, inf, post, out):
-        assert len(json.dumps(msg)) < 8 * 1024  # state payloads carry keys only
-    result = json.loads(stack.get_object(Bucket=ART, Key=f"results/t/{event['image_id']}.json")
-                        ["Body"].read())
-    detector = Detector(model_path, score=0.25, iou=0.45, resize=resize)
-    expected = [d.to_dict() for d in detector.detect(load_image_file(IMAGES / "dog.jpg"))]
-    assert result["detections"] == expected
-    assert out["num_detections"] == len(expected)
-    assert result["model"] == inf["model"] and result["model"]["name"]
-    if resize == "stretch":  # the real yolov3-tiny on dog.jpg
-        assert {"dog", "bicycle"} <= {d["label"] for d in expected}
+    assert (out["succeeded"], out["failed"]) == (0, 2)
+    assert result_of(stack, "missing-1.jpg")["error"]["type"] == "ObjectNotFoundError"
+
+
+def test_an_unexpected_decoder_error_stays_on_its_image(stack, model_path, monkeypatch) -> None:
+    """Whatever one image's bytes make the decoder raise is that image's error, never the
+    batch's."""
+    from yolo_sfn.core import image as core_image
+
+    ref = upload_model(stack, model_path)
+    real = core_image.decode_image
+
+    def fussy(data, *, name, **kw):
+        if name.endswith("kite.jpg"):
+            raise ValueError("libjpeg: weird marker")
+        return real(data, name=name, **kw)
+
+    monkeypatch.setattr(core_image, "decode_image", fussy)
+    pre = load_handler("preprocess")(envelope("kite.jpg", "dog.jpg", model_ref=ref))
+    errors = [it.get("error") for it in pre["items"]]
+    assert errors[0]["type"] == "ValueError" and "weird marker" in errors[0]["message"]
+    assert errors[1] is None
 
 
 def test_model_is_downloaded_once_and_reused_warm(stack, model_path, tmp_path) -> None:
-    upload_model(stack, model_path)
-    uri = f"s3://{MODELS}/demo/model.tflite"
-    pre = load_handler("preprocess")(task("person.jpg"))
+    ref = upload_model(stack, model_path)
+    pre = load_handler("preprocess")(envelope("person.jpg", model_ref=ref))
     load_handler("infer")(pre)
-    first = models.get_model(uri, str(tmp_path / "models"))
+    first = models.get_model(ref["uri"], str(tmp_path / "models"), version=ref["version"])
     load_handler("infer")(pre)
-    assert models.get_model(uri, str(tmp_path / "models")) is first
+    assert models.get_model(ref["uri"], str(tmp_path / "models"),
+                            version=ref["version"]) is first
     assert len(list((tmp_path / "models").iterdir())) == 1  # one download
+    # a model version nobody pinned yet (an unpinned event looks it up): missing = ModelError
     stack.delete_object(Bucket=MODELS, Key="demo/model.tflite")
     with pytest.raises(ModelError, match=r"model\.tflite: model file unavailable"):
-        load_handler("infer")(pre)
+        load_handler("infer")(pre | {"model_ref": None})
 
 
-def test_preprocess_error_types(stack, monkeypatch) -> None:
-    stack.put_object(Bucket=IN, Key="samples/not-an-image.jpg", Body=b"hello, not a jpeg")
-    with pytest.raises(ImageDecodeError):
-        load_handler("preprocess")(task("not-an-image.jpg"))
-    with pytest.raises(ObjectNotFoundError, match=r"missing\.jpg"):
-        load_handler("preprocess")(task("missing.jpg"))
-    with pytest.raises(S3UriError, match=r"^uri: "):
-        load_handler("preprocess")(task("dog.jpg") | {"uri": "s3://elsewhere/dog.jpg"})
-    monkeypatch.setenv(env.MAX_IMAGE_BYTES, "1000")
-    with pytest.raises(ImageTooLargeError, match="limit 1000"):
-        load_handler("preprocess")(task("dog.jpg"))
+def test_a_transient_error_fails_the_whole_stage_so_step_functions_retries_it(
+        stack, model_path, monkeypatch) -> None:
+    """Only per-image errors stay on an image; throttling beyond botocore's retries is the
+    stage's (Retry TransientS3Error), never recorded as that image's failure."""
+    from yolo_sfn.errors import TransientS3Error
+    from yolo_sfn.workflow import io as wio
+
+    ref = upload_model(stack, model_path)
+    load_handler("preprocess")(envelope("dog.jpg", model_ref=ref))  # metadata cached
+    real = wio.get_bytes
+
+    def flaky(bucket, key, **kw):
+        if key.endswith("person.jpg"):
+            raise TransientS3Error(f"get s3://{bucket}/{key}: SlowDown")
+        return real(bucket, key, **kw)
+
+    monkeypatch.setattr(wio, "get_bytes", flaky)
+    with pytest.raises(TransientS3Error, match="SlowDown"):
+        load_handler("preprocess")(envelope("dog.jpg", "person.jpg", model_ref=ref))
 
 
-def test_sample_preprocess_event_targets_a_sample_image() -> None:
+def test_sample_events_are_one_batch_with_a_bad_image() -> None:
     event = load_event("preprocess")
-    assert event["uri"] == f"s3://{IN}/samples/dog.jpg"
-    assert event["image_id"] == image_id_for(event["uri"])
+    uris = [it["uri"] for it in event["Items"]]
+    assert uris[0] == f"s3://{IN}/samples/dog.jpg"
+    assert [it["image_id"] for it in event["Items"]] == [image_id_for(u) for u in uris]
+    store = load_event("store")
+    assert [it.get("error", {}).get("type") for it in store["items"]] == [
+        None, None, "ImageDecodeError"]
 
 
 def test_model_disk_cache_is_keyed_by_etag(stack, tmp_path) -> None:

@@ -98,13 +98,27 @@ def test_manifest_entries_are_validated_by_line(s3) -> None:
 
 
 def test_images_outside_the_allow_list_are_left_to_preprocess(s3) -> None:
-    """One forbidden URI must not fail the batch: Preprocess records it (S3UriError)."""
+    """One forbidden URI must not fail the execution: it stays an item, and Preprocess records
+    it on that image (tests/functional/test_stages_pipeline.py)."""
     out = plan({"images": [f"s3://{IN}/a.jpg", "s3://not-allowed/x.jpg"]})
     assert out["count"] == 2
-    event = {"batch_id": out["batch_id"], "image_id": image_id_for("s3://not-allowed/x.jpg"),
-             "uri": "s3://not-allowed/x.jpg", "params": out["params"]}
-    with pytest.raises(S3UriError, match=r"^uri: s3://not-allowed/x\.jpg is outside"):
-        load_handler("preprocess")(event)
+    assert [i["uri"] for i in get_json(s3, ART, out["items"]["key"])][1] == "s3://not-allowed/x.jpg"
+
+
+def test_plan_pins_the_model_version_for_the_whole_execution(s3, monkeypatch) -> None:
+    """Stages load exactly the pinned versions (no HEAD per invoke); a missing model fails the
+    execution at Plan, before any child starts."""
+    from yolo_sfn.errors import ModelError
+
+    monkeypatch.setenv("MODEL_URI", f"s3://{ART}/models/m.tflite")
+    with pytest.raises(ModelError, match=r"m\.tflite: model file unavailable"):
+        plan({"images": [f"s3://{IN}/a.jpg"]})
+    s3.put_object(Bucket=ART, Key="models/m.tflite", Body=b"model")
+    s3.put_object(Bucket=ART, Key="models/m.tflite.json", Body=b"{}")
+    ref = plan({"images": [f"s3://{IN}/a.jpg"]})["model_ref"]
+    head = s3.head_object(Bucket=ART, Key="models/m.tflite")
+    assert ref == {"uri": f"s3://{ART}/models/m.tflite", "version": head["ETag"],
+                   "meta_version": s3.head_object(Bucket=ART, Key="models/m.tflite.json")["ETag"]}
 
 
 def test_allow_list_guards_what_plan_reads(s3) -> None:

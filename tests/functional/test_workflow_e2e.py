@@ -1,14 +1,16 @@
 """The whole state machine (template.yaml + statemachine/detect.asl.json + functions/*) on the
 embedded local engine with the real demo model, compared with ``Detector.detect``.
 
-Batch: every testdata image + a corrupt JPEG + a non-image + a key that does not exist. The
-batch runs twice (same batch id) to check reruns overwrite. One extra execution injects a
-transient S3 error to check the template's Retry on the real stages.
+Input: every testdata image + a corrupt JPEG + a non-image + a key that does not exist, in
+ItemBatcher batches of 3 (8 images: the size does not divide the count). The execution runs
+twice (same batch id) to check reruns overwrite. Extra executions inject a transient S3 error
+(the template's Retry on the real stages), a crashing stage (its batch's pending images are
+recorded as failed at that stage, the execution goes on) and a Store that cannot even record
+(children fail beyond the tolerance: the execution fails, after writing the summary).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,9 @@ GOOD = sorted(p.name for p in IMAGES.iterdir())
 BAD = {"corrupt.jpg": "ImageDecodeError", "notes.txt": "ImageDecodeError",
        "missing.jpg": "ObjectNotFoundError"}
 BATCH = "e2e"
+BATCH_SIZE = 3
+N = len(GOOD) + len(BAD)
+CHILDREN = -(-N // BATCH_SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def model(request):
 @pytest.fixture(scope="module")
 def e2e(model):
     with LocalEngine(REPO, retry_scale=0.0) as eng:
-        eng.deploy(model, MapConcurrency=4)
+        eng.deploy(model, MapConcurrency=4, BatchSize=BATCH_SIZE)
         uris, _ = eng.upload_inputs([IMAGES])
         s3 = eng.client("s3")
         data = (IMAGES / GOOD[0]).read_bytes()
@@ -90,6 +95,10 @@ def test_results_match_detector_exactly(e2e, model):
         assert result["detections"] == expected, _name(img["uri"])
         assert result["status"] == "succeeded" and result["error"] is None
         assert set(result["timings_ms"]) >= {"preprocess", "infer", "postprocess", "store"}
+        assert 1 <= result["child"]["size"] <= BATCH_SIZE and result["child"]["id"]
+        assert list(result["spans_ms"]) == ["preprocess", "infer", "postprocess", "store"]
+        # the image's own interpreter call, not the batch's Infer (model load, other images)
+        assert result["timings_ms"]["infer"] <= result["batch_stage_ms"]["infer"]
         item = items[img["image_id"]]
         assert int(item["num_detections"]["N"]) == len(expected) == img["num_detections"]
         assert item["status"]["S"] == "succeeded"
@@ -113,28 +122,30 @@ def test_rerun_keeps_one_result_and_one_item_per_image(e2e):
     assert ids(first) == ids(second)
 
 
-def test_each_stage_invoked_once_per_image_without_faults(e2e):
-    _, first, _ = e2e
-    for stage in ("preprocess", "infer", "postprocess"):
-        hits = [_name(a.image) for a in first.attempts if a.stage == stage]
-        expected = GOOD if stage != "preprocess" else [*GOOD, *BAD]
-        assert sorted(hits) == sorted(expected), stage
-    stores = [a for a in first.attempts if a.stage == "store"]
-    assert len(stores) == len(GOOD) + len(BAD) and all(a.outcome == "ok" for a in stores)
+def test_each_stage_invoked_once_per_batch_without_faults(e2e):
+    eng, first, _ = e2e
+    for stage in ("preprocess", "infer", "postprocess", "store"):
+        tries = [a for a in first.attempts if a.stage == stage]
+        assert len(tries) == CHILDREN and all(a.outcome == "ok" for a in tries), stage
     assert first.retry_waits == []
+    sizes = {}
+    for img in first.summary["images"]:
+        child = eng.get_json(img["result_uri"])["child"]
+        sizes.setdefault(child["id"], []).append(child["size"])
+    assert sorted(len(v) for v in sizes.values()) == sorted(
+        [BATCH_SIZE] * (N // BATCH_SIZE) + ([N % BATCH_SIZE] if N % BATCH_SIZE else []))
+    assert all(len(set(v)) == 1 and v[0] == len(v) for v in sizes.values())
 
 
 def test_local_engine_notes_name_the_unfaithful_features(e2e):
-    eng, first, _ = e2e
+    _, first, _ = e2e
     text = "\n".join(first.notes)
-    assert "DISTRIBUTED Map" in text
-    if "ToleratedFailurePercentage" in json.dumps(eng.template.asl):
-        assert "ToleratedFailurePercentage has no effect" in text
+    assert "DISTRIBUTED Map" in text and "EXPRESS" in text
 
 
 def test_transient_s3_error_retried_on_real_stages(e2e):
     eng, _, _ = e2e
-    eng.router.faults = [Fault("infer", "s3_transient", match=GOOD[0])]
+    eng.router.faults = [Fault("infer", "s3_transient", times=1)]
     try:
         run = eng.execute({"images": [f"s3://{INPUT_BUCKET}/{GOOD[0]}"], "batch_id": "e2e-retry"},
                           name="e2e-retry", timeout_s=300)
@@ -146,3 +157,44 @@ def test_transient_s3_error_retried_on_real_stages(e2e):
         (1, "error", "TransientS3Error"), (2, "ok", None)]
     assert len(run.retry_waits) == 1
     assert run.summary["succeeded"] == 1
+
+
+def test_a_crashing_stage_records_its_batch_and_the_execution_goes_on(e2e):
+    """``--fault infer:crash:<glob>``: the batch carrying the matching image fails at Infer
+    (not retried: a crash is no service error); its pending images are recorded as failed
+    at infer, every other batch succeeds, and the summary lists each image once."""
+    eng, _, _ = e2e
+    target = GOOD[0]
+    eng.router.faults = [Fault("infer", "crash", match=target, times=None)]
+    uris = [f"s3://{INPUT_BUCKET}/{n}" for n in GOOD]
+    try:
+        run = eng.execute({"images": uris, "batch_id": "e2e-crash"}, name="e2e-crash",
+                          timeout_s=300)
+    finally:
+        eng.router.faults = []
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    s = run.summary
+    assert sorted(_name(i["uri"]) for i in s["images"]) == sorted(GOOD)  # each once
+    failed = {_name(i["uri"]): i for i in s["images"] if i["status"] == "failed"}
+    crashed = [a for a in run.attempts if a.stage == "infer" and a.outcome == "error"]
+    assert len(crashed) == 1 and target in {_name(i) for i in crashed[0].images}
+    assert sorted(failed) == sorted(_name(i) for i in crashed[0].images)  # its whole batch
+    assert s["succeeded"] == len(GOOD) - len(failed)
+    for img in failed.values():
+        assert (img["error"]["stage"], img["error"]["type"]) == ("infer", "RuntimeError")
+
+
+def test_children_failing_beyond_the_tolerance_fail_the_execution(e2e):
+    """Store and RecordBatchFailure both crash: every child fails, past the 10 % tolerance,
+    so the Map fails; Summarize still writes the summary, then DetectImagesFailed."""
+    eng, _, _ = e2e
+    eng.router.faults = [Fault("store", "crash", times=None)]
+    try:
+        run = eng.execute({"images": [f"s3://{INPUT_BUCKET}/{n}" for n in GOOD],
+                           "batch_id": "e2e-lost"}, name="e2e-lost", timeout_s=300)
+    finally:
+        eng.router.faults = []
+    assert run.status == "FAILED" and run.error == "DetectImagesFailed", (run.error, run.cause)
+    summary = eng.get_json(f"s3://{eng.stack.bucket}/results/e2e-lost/summary.json")
+    assert summary["failed"] == len(GOOD)
+    assert {i["error"]["type"] for i in summary["images"]} == {"MissingResult"}

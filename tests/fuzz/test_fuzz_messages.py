@@ -49,12 +49,19 @@ plausible = st.one_of(
 )
 
 PARAMS = {"score": 0.25, "iou": 0.45, "resize": "stretch"}
-TASK = {"batch_id": "b-1", "image_id": "img-0001", "uri": "s3://input-bucket/a.jpg",
-        "params": PARAMS}
-PRE = {**TASK, "input_key": "tmp/b-1/img-0001.npy", "transform": {"mode": "stretch"},
-       "width": 768, "height": 576, "timings_ms": {"preprocess": 1.5}}
-INF = {**PRE, "heads_key": "tmp/b-1/img-0001.npz", "model": {"name": "m"}}
-POST = {**INF, "detections_key": "tmp/b-1/img-0001.json", "num_detections": 2}
+ITEM = {"image_id": "img-0001", "uri": "s3://input-bucket/a.jpg"}
+ENVELOPE = {"BatchInput": {"batch_id": "b-1", "params": PARAMS, "execution_arn": "arn",
+                           "model_ref": {"uri": "s3://models/m.tflite", "version": '"e"',
+                                         "meta_version": '"f"'}},
+            "Items": [ITEM, {"image_id": "img-0002", "uri": "s3://input-bucket/b.jpg"}]}
+CARRIED = {"batch_id": "b-1", "params": PARAMS, "child_id": "0123456789abcdef",
+           "items": [{**ITEM, "width": 768, "height": 576, "transform": {"mode": "stretch"},
+                      "timings_ms": {"preprocess": 1.5}},
+                     {"image_id": "img-0002", "uri": "s3://input-bucket/b.jpg",
+                      "error": {"stage": "preprocess", "type": "ImageDecodeError",
+                                "message": "m"}}],
+           "keys": {"inputs": "tmp/b-1/0123456789abcdef/inputs.npz"}, "model": {"name": "m"},
+           "stage_ms": {"preprocess": 3.0}, "spans_ms": {"preprocess": [1.0, 4.0]}}
 VALID = {
     "ExecutionInput": {"images": ["s3://input-bucket/a.jpg"], "batch_id": "b-1", "score": 0.3,
                        "iou": 0.5, "resize": "letterbox"},
@@ -63,20 +70,16 @@ VALID = {
     "Params": PARAMS,
     "PlanResult": {"batch_id": "b-1", "items": {"bucket": "artifacts", "key": "batches/b/i.json"},
                    "count": 3, "submitted": 4, "duplicates": 1, "params": PARAMS},
-    "ImageTask": TASK,
-    "Preprocessed": PRE,
-    "Inferred": INF,
-    "Postprocessed": POST,
+    "Batch": CARRIED,
+    "Batch:envelope": ENVELOPE,
     "CaughtError": {"Error": "ImageDecodeError",
                     "Cause": json.dumps({"errorType": "ImageDecodeError", "errorMessage": "m"})},
-    "FailureEvent": {**TASK, "stage": "infer", "error": {"Error": "States.Timeout", "Cause": ""}},
-    "StoreResult": {"batch_id": "b-1", "image_id": "img-0001", "uri": "s3://input-bucket/a.jpg",
-                    "status": "failed", "result_uri": "s3://artifacts/r.json",
-                    "num_detections": 0, "error": {"stage": "infer"}},
+    "BatchFailure": {**CARRIED, "stage": "infer",
+                     "error": {"Error": "States.Timeout", "Cause": ""}},
     "SummarizeEvent": {"batch_id": "b-1", "items": "s3://artifacts/batches/b-1/items.json",
                        "execution_arn": "arn"},
 }
-CLASSES = [c for c in VALID if hasattr(messages, c)]
+CLASSES = [c for c in VALID if hasattr(messages, c.split(":")[0])]
 
 
 @st.composite
@@ -85,8 +88,12 @@ def near_valid(draw) -> tuple[str, object]:
     event = json.loads(json.dumps(VALID[name]))
     for _ in range(draw(st.integers(1, 3))):
         target = event
-        if name == "PlanEvent" and isinstance(event.get("input"), dict) and draw(st.booleans()):
-            target = event["input"]  # (an earlier edit may have deleted/replaced it)
+        inner = {"PlanEvent": "input", "Batch:envelope": "BatchInput"}.get(name)
+        if inner and isinstance(event.get(inner), dict) and draw(st.booleans()):
+            target = event[inner]  # (an earlier edit may have deleted/replaced it)
+        elif "items" in event and isinstance(event["items"], list) and event["items"] \
+                and isinstance(event["items"][0], dict) and draw(st.booleans()):
+            target = event["items"][0]  # one image's state
         keys = [*sorted(target), "images", "prefix", "manifest", "extra", "stage", "error"]
         key = draw(st.sampled_from(keys))
         op = draw(st.sampled_from(["delete", "replace", "replace"]))
@@ -99,7 +106,7 @@ def near_valid(draw) -> tuple[str, object]:
 
 def parse(name: str, event: object):
     """from_event under the contract; returns the message or None (a clean rejection)."""
-    cls = getattr(messages, name)
+    cls = getattr(messages, name.split(":")[0])
     try:
         msg = cls.from_event(event)
     except InputValidationError as e:
@@ -113,15 +120,18 @@ def check_round_trip(name: str, msg) -> None:
     if not hasattr(msg, "to_dict"):
         return
     d = json.loads(json.dumps(msg.to_dict()))
-    again = getattr(messages, name).from_event(d)
+    again = getattr(messages, name.split(":")[0]).from_event(d)
     # what crosses the state boundary is to_dict(): it must be a fixed point (an optional ""
     # may legitimately come back as None)
     assert json.loads(json.dumps(again.to_dict())) == d, (
         f"{name} changed on a round trip: {d} -> {again.to_dict()}")
-    for attr in ("batch_id", "image_id"):
-        value = getattr(msg, attr, None)
+    batch = getattr(msg, "batch", msg)
+    items = getattr(batch, "items", ())
+    ids = [getattr(batch, "batch_id", None), getattr(batch, "child_id", None),
+           *(it.image_id for it in (items if isinstance(items, tuple) else ()))]
+    for value in ids:
         if value is not None:
-            assert ID_CHARS.fullmatch(value), f"{name}.{attr} accepted {value!r}"
+            assert ID_CHARS.fullmatch(value), f"{name} accepted the id {value!r}"
 
 
 @pytest.mark.parametrize("name", CLASSES)
@@ -182,7 +192,7 @@ def test_huge_integer_threshold_is_a_validation_error(name: str, event) -> None:
 @pytest.mark.parametrize(
     ("name", "event"),
     [("ExecutionInput", {"images": ["s3://input-bucket/a.jpg"], "batch_id": "b-1\n"}),
-     ("ImageTask", {**TASK, "image_id": "img-0001\n"})],
+     ("Batch:envelope", {**ENVELOPE, "Items": [{**ITEM, "image_id": "img-0001\n"}]})],
     ids=["batch_id", "image_id"],
 )
 def test_id_with_trailing_newline_is_rejected(name: str, event) -> None:

@@ -55,9 +55,10 @@ VARIANTS = {
     "classes-mismatch": ("infer", {"ModelError"}),
     "input-mismatch": ("infer", {"ModelError"}),
     "sidecar-corrupt": ("preprocess", {"ModelError"}),
-    "tflite-missing": ("infer", {"ModelError"}),
-    "sidecar-missing": ("preprocess", {"ModelError"}),
 }
+# a model file that does not exist fails the execution at Plan, which pins the model's
+# version before any child starts
+MISSING = ("tflite-missing", "sidecar-missing")
 
 
 def _deploy(eng: LocalEngine, model: Path, name: str) -> str:
@@ -77,7 +78,21 @@ def _deploy(eng: LocalEngine, model: Path, name: str) -> str:
     return model_uri
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))  # missing files: finding F9 (fixed)
+@pytest.mark.parametrize("name", MISSING)  # finding F9 (fixed), now caught by Plan
+def test_missing_model_file_fails_the_execution_at_plan(rel_model, tmp_path, name) -> None:
+    model, _ = _variant(rel_model, tmp_path, name)
+    with LocalEngine(ROOT, retry_scale=0.0) as eng:
+        model_uri = _deploy(eng, model, name)
+        run = eng.execute({"images": [f"s3://{INPUT}/m/{IMAGES[0]}"],
+                           "batch_id": f"model-{name}"}, timeout_s=300)
+    assert run.status == "FAILED" and run.error == "ModelError", (run.error, run.cause)
+    message = json.loads(run.cause)["errorMessage"]
+    assert Path(model_uri).name in message and "model file unavailable" in message
+    assert not TRACEBACK.search(message), message
+    assert not [a for a in run.attempts if a.stage in ("preprocess", "infer")]
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
 def test_bad_model_fails_every_image_clearly(rel_model, tmp_path, name) -> None:
     model, _ = _variant(rel_model, tmp_path, name)
     stage, types = VARIANTS[name]

@@ -100,3 +100,51 @@ def test_price_note_states_region_tier_and_date():
     assert "first tier" in cost.PRICE_NOTE
     assert cost.PRICES_AS_OF in cost.PRICE_NOTE
     assert "ESTIMATE" in cost.SCALING_NOTE and "1769" in cost.SCALING_NOTE
+
+
+# --- the bill of one run (aws_cost) ---------------------------------------------------------
+def test_scaled_lambda_gb_s_below_and_above_one_vcpu():
+    # 1769 MB = 1 vCPU: 100 ms kept, 100 ms x 1769/1024 GB
+    assert cost.scaled_lambda_gb_s(100.0, 1769) == pytest.approx(0.1 * 1769 / 1024)
+    # 884.5 MB -> half a vCPU: 100 ms becomes 200 ms; ceil to whole ms first
+    assert cost.scaled_lambda_gb_s(100.0, 512) == pytest.approx(
+        math.ceil(100.0 * 1769 / 512) / 1000 * 0.5)
+    assert cost.scaled_lambda_gb_s(0.2, 3008) == pytest.approx(0.001 * 3008 / 1024)  # 1 ms
+
+
+def test_express_gb_s_rounds_up_to_100ms_and_64mb():
+    assert cost.express_gb_s(0.05) == pytest.approx(0.1 * 64 / 1024)
+    assert cost.express_gb_s(0.1) == pytest.approx(0.1 * 64 / 1024)
+    assert cost.express_gb_s(1.234) == pytest.approx(1.3 * 64 / 1024)
+    assert cost.express_gb_s(0.3, memory_mb=65) == pytest.approx(0.3 * 128 / 1024)
+
+
+def test_aws_cost_against_hand_computed_figures():
+    counts = {"lambda_invocations": 1000, "lambda_gb_s": 500.0,
+              "sfn_standard_transitions": 4000, "sfn_express_requests": 100,
+              "sfn_express_gb_s": 10.0, "s3_get": 2000, "s3_put": 1000, "s3_list": 10,
+              "s3_head": 500, "dynamodb_write_units": 1000}
+    out = cost.aws_cost(counts, images=1000)
+    # Lambda: 500 GB-s x 0.0000166667 + 1000 x 0.20 / 1e6 = 0.00833335 + 0.0002
+    assert out["usd"]["lambda"] == pytest.approx(0.00853335)
+    # Step Functions: 4000 x 0.025 / 1000 + 100 x 1 / 1e6 + 10 x 0.00001667 = 0.1 + 0.0001
+    # + 0.0001667
+    assert out["usd"]["step_functions"] == pytest.approx(0.1002667)
+    # S3: (2000 + 500) x 0.0004 / 1000 + (1000 + 10) x 0.005 / 1000 = 0.001 + 0.00505
+    assert out["usd"]["s3"] == pytest.approx(0.00605)
+    # DynamoDB: 1000 x 0.625 / 1e6
+    assert out["usd"]["dynamodb"] == pytest.approx(0.000625)
+    total = 0.00853335 + 0.1002667 + 0.00605 + 0.000625
+    assert out["usd"]["total"] == pytest.approx(total)
+    assert out["usd_per_1000_images"] == pytest.approx(total)
+    assert out["orchestration_share"] == pytest.approx(0.1002667 / total)
+    assert out["prices_as_of"] == cost.PRICES_AS_OF and out["images"] == 1000
+    assert set(cost.COUNT_KEYS) <= set(out["counts"]) and out["notes"]
+
+
+def test_aws_cost_prices_lambda_per_architecture():
+    out = cost.aws_cost({"lambda_gb_s_by_arch": {"x86_64": 100.0, "arm64": 100.0}}, images=10)
+    assert out["usd"]["lambda"] == pytest.approx(100 * 0.0000166667 + 100 * 0.0000133334)
+    assert cost.aws_cost({"lambda_gb_s": 100.0}, 10, arch="arm64")["usd"]["lambda"] == \
+        pytest.approx(100 * 0.0000133334)
+    assert cost.aws_cost({}, 0)["usd_per_1000_images"] is None

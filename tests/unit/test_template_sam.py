@@ -34,12 +34,26 @@ def substitute(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
 
 
-@pytest.fixture(scope="module")
-def asl(asl_text: str) -> dict:
-    names = set(re.findall(r"\$\{(\w+)\}", asl_text))
-    fake = {n: ("7" if n.startswith("Map") else f"arn:aws:lambda:us-east-1:1:function:{n}")
-            for n in names}
+def asl_with(asl_text: str, template: dict, **values) -> dict:
+    """The ASL with parameter substitutions at their template defaults (or ``values``) and
+    fake ARNs for the rest."""
+    params = template["Parameters"]
+    subs = template["Resources"]["DetectStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    fake = {}
+    for name, ref in subs.items():
+        param = ref.get("Ref") if isinstance(ref, dict) else None
+        if name in values:
+            fake[name] = str(values[name])
+        elif param in params:
+            fake[name] = str(params[param]["Default"])
+        else:
+            fake[name] = f"arn:aws:lambda:us-east-1:1:function:{name}"
     return json.loads(substitute(asl_text, fake))
+
+
+@pytest.fixture(scope="module")
+def asl(asl_text: str, template: dict) -> dict:
+    return asl_with(asl_text, template)
 
 
 def resources(template: dict, rtype: str) -> dict:
@@ -206,17 +220,24 @@ def test_asl_shape(asl: dict) -> None:
     m = states["DetectImages"]
     assert m["Type"] == "Map" and m["ResultPath"] is None and m["Label"]
     assert m["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED",
-                                                     "ExecutionType": "STANDARD"}
+                                                     "ExecutionType": "EXPRESS"}
     assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
     assert m["ItemReader"]["ReaderConfig"]["InputType"] == "JSON"
-    assert "ItemBatcher" not in m and "ResultWriter" not in m
+    assert m["ItemBatcher"] == {
+        "MaxItemsPerBatch": 24,
+        "BatchInput": {"batch_id.$": "$.batch_id", "params.$": "$.params",
+                       "execution_arn.$": "$.execution_arn", "model_ref.$": "$.model_ref"}}
+    assert "ResultWriter" not in m
     assert isinstance(m["MaxConcurrency"], int) and "ToleratedFailurePercentage" in m
-    assert set(m["ItemSelector"]) == {"batch_id.$", "image_id.$", "uri.$", "params.$",
-                                      "execution_arn.$"}
+    # per item only what differs; what every item shares travels once per batch (BatchInput)
+    assert m["ItemSelector"] == {"image_id.$": "$$.Map.Item.Value.image_id",
+                                 "uri.$": "$$.Map.Item.Value.uri"}
     assert m["Next"] == "Summarize"
     inner = m["ItemProcessor"]["States"]
     assert m["ItemProcessor"]["StartAt"] == "Preprocess"
     assert [inner[s].get("Next") for s in STAGES] == [*STAGES[1:], None]
+    for end in ("Store", "RecordBatchFailure"):  # the Map gathers {} per child, not payloads
+        assert end in inner and inner[end]["OutputPath"] is None and inner[end]["End"] is True
     assert "JSONata" not in json.dumps(asl)
 
 
@@ -224,7 +245,7 @@ def test_every_task_retries_and_every_stage_catches_into_a_failure_record(asl: d
     inner = asl["States"]["DetectImages"]["ItemProcessor"]["States"]
     for name, task in iter_tasks(asl["States"]):
         assert task["Resource"] == "arn:aws:states:::lambda:invoke", name
-        assert task.get("OutputPath") == "$.Payload" or task.get("ResultPath"), name
+        assert "OutputPath" in task or task.get("ResultPath"), name
         assert task["TimeoutSeconds"] > 0, name
         retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
         assert LAMBDA_ERRORS | {"TransientS3Error"} <= retried, name
@@ -237,16 +258,21 @@ def test_every_task_retries_and_every_stage_catches_into_a_failure_record(asl: d
                           "Next": f"Record{stage}Failure"}]
         stamp = inner[f"Record{stage}Failure"]
         assert stamp["Type"] == "Pass" and stamp["Result"] == stage.lower()
-        assert stamp["ResultPath"] == "$.stage" and stamp["Next"] == "RecordFailure"
-    record = inner["RecordFailure"]
-    assert record["End"] is True
+        assert stamp["ResultPath"] == "$.stage" and stamp["Next"] == "RecordBatchFailure"
+    record = inner["RecordBatchFailure"]
+    assert record["End"] is True and "Catch" not in record
     assert record["Parameters"]["FunctionName"].endswith(":StoreFunctionArn")
 
 
-def test_lambda_timeouts_stay_below_the_state_timeouts(template: dict, asl: dict) -> None:
+def test_state_timeouts_are_the_function_timeouts(template: dict, asl_text: str) -> None:
+    """Each Task's TimeoutSeconds is its function's Timeout parameter, at every value."""
+    fns = {"Plan": "PlanFunction", **{s: f"{s}Function" for s in STAGES},
+           "RecordBatchFailure": "StoreFunction", "Summarize": "SummarizeFunction"}
+    asl = asl_with(asl_text, template, PlanTimeout=11, PreprocessTimeout=12, InferTimeout=13,
+                   PostprocessTimeout=14, StoreTimeout=15, SummarizeTimeout=16)
     states = {**asl["States"], **asl["States"]["DetectImages"]["ItemProcessor"]["States"]}
-    for stage in ("Plan", *STAGES, "Summarize"):
-        limit = template["Parameters"][f"{stage}Timeout"]["MaxValue"]
-        assert limit < states[stage]["TimeoutSeconds"], stage
-    assert template["Parameters"]["StoreTimeout"]["MaxValue"] < states["RecordFailure"][
-        "TimeoutSeconds"]
+    for state, fn in fns.items():
+        param = template["Resources"][fn]["Properties"]["Timeout"]["Ref"]
+        expected = {"PlanTimeout": 11, "PreprocessTimeout": 12, "InferTimeout": 13,
+                    "PostprocessTimeout": 14, "StoreTimeout": 15, "SummarizeTimeout": 16}[param]
+        assert states[state]["TimeoutSeconds"] == expected, state

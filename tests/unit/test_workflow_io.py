@@ -62,19 +62,45 @@ def test_get_bytes_maps_errors_and_names_the_object(s3) -> None:
             io.get_bytes("bkt", "a b/ü.jpg", s3=s3)
 
 
-def test_size_limit_is_checked_before_download(s3) -> None:
-    with Stubber(s3) as stub:  # only HEAD is stubbed: a GET would fail the test
-        stub.add_response("head_object", {"ContentLength": 11}, {"Bucket": "b", "Key": "k"})
+class Body(StreamingBody):
+    """A response body that records whether it was read."""
+
+    read_calls = 0
+
+    def read(self, amt=None):
+        Body.read_calls += 1
+        return super().read(amt)
+
+
+def test_size_limit_is_checked_from_the_get_response_before_reading(s3) -> None:
+    """One GET, no HEAD (only get_object is stubbed): the body of an oversized object is
+    closed unread."""
+    Body.read_calls = 0
+    body = Body(_io.BytesIO(b"x" * 11), 11)
+    with Stubber(s3) as stub:
+        stub.add_response("get_object", {"Body": body, "ContentLength": 11},
+                          {"Bucket": "b", "Key": "k"})
         with pytest.raises(ImageTooLargeError, match="11 bytes, limit 10"):
             io.get_bytes("b", "k", s3=s3, max_bytes=10)
+    assert Body.read_calls == 0
 
 
 def test_get_bytes_within_limit(s3) -> None:
     body = StreamingBody(_io.BytesIO(b"abc"), 3)
     with Stubber(s3) as stub:
-        stub.add_response("head_object", {"ContentLength": 3}, {"Bucket": "b", "Key": "k"})
-        stub.add_response("get_object", {"Body": body}, {"Bucket": "b", "Key": "k"})
+        stub.add_response("get_object", {"Body": body, "ContentLength": 3},
+                          {"Bucket": "b", "Key": "k"})
         assert io.get_bytes("b", "k", s3=s3, max_bytes=10) == b"abc"
+
+
+def test_npz_bytes_are_deterministic_and_readable() -> None:
+    import numpy as np
+
+    arrays = {"image_ids": np.array(["a", "bb"]), "inputs": np.arange(24, dtype=np.uint8)}
+    data = io.npz_bytes(arrays)
+    assert data == io.npz_bytes(dict(arrays))  # np.savez would stamp the current time
+    with np.load(_io.BytesIO(data), allow_pickle=False) as z:
+        assert list(z["image_ids"]) == ["a", "bb"] and z["inputs"].tolist() == list(range(24))
 
 
 def test_throttled_put_is_transient(s3) -> None:

@@ -93,30 +93,76 @@ def test_plan_event_wrapped_or_bare() -> None:
 
 # --- stage messages ------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "cls"), [
-    ("preprocess", m.ImageTask), ("infer", m.Preprocessed), ("postprocess", m.Inferred),
-    ("store", m.Postprocessed), ("store_failure", m.FailureEvent),
-    ("summarize", m.SummarizeEvent),
+    ("preprocess", m.Batch), ("infer", m.Batch), ("postprocess", m.Batch), ("store", m.Batch),
+    ("store_failure", m.BatchFailure), ("summarize", m.SummarizeEvent),
 ])
 def test_sample_events_parse_and_round_trip(name: str, cls) -> None:
     msg = cls.from_event(load_event(name))
     assert cls.from_event(json.loads(json.dumps(msg.to_dict()))) == msg
 
 
-def test_each_stage_message_carries_the_previous_one() -> None:
-    post = m.Postprocessed.from_event(load_event("store"))
-    assert m.ImageTask.from_event(post.to_dict()).image_id == post.image_id
-    assert m.Inferred.from_event(post.to_dict()).heads_key == post.heads_key
-    assert len(json.dumps(post.to_dict())) < 4096  # keys, not tensors
+def test_the_batcher_envelope_and_the_carried_form_are_one_batch() -> None:
+    """Preprocess reads the ItemBatcher's ``{"BatchInput", "Items"}``; every later stage the
+    carried form, with the same deterministic child id."""
+    envelope = load_event("preprocess")
+    first = m.Batch.from_event(envelope)
+    assert first.child_id == m.child_id_for([it["image_id"] for it in envelope["Items"]])
+    assert first.batch_id == envelope["BatchInput"]["batch_id"]
+    later = m.Batch.from_event(load_event("store"))
+    assert later.child_id == first.child_id
+    assert [it.image_id for it in later.items] == [it.image_id for it in first.items]
+    assert [it.ok for it in later.items] == [True, True, False] and len(later.pending) == 2
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("image_id", "a/b"), ("image_id", ""), ("uri", "x"), ("params", {"score": 0.2}),
-    ("batch_id", None),
+def max_batch() -> m.Batch:
+    """The largest message a child state can carry: BatchSize's maximum of images with the
+    longest keys S3 allows, every stage's timings and a maximal per-image error."""
+    key = "k" * (1024 - 10)
+    items = tuple(m.ImageItem(
+        image_id=f"{i:020d}", uri=f"s3://{'b' * 63}/{key}{i:05d}.jpg", width=99999,
+        height=99999, transform={"mode": "letterbox", "src_hw": [99999, 99999],
+                                 "dst_hw": [608, 608], "scale_xy": [0.1 / 3, 0.1 / 3],
+                                 "pad_xy": [123.45678, 123.45678]},
+        timings_ms={s: 123456.7 for s in m.STAGES},
+        error=m.item_error("postprocess", "InputValidationError", "x" * 50_000))
+        for i in range(m.MAX_BATCH_ITEMS))
+    return m.Batch(batch_id="b" * 80, params=m.Params(0.25, 0.45, "letterbox"), items=items,
+                   child_id=m.child_id_for([it.image_id for it in items]),
+                   execution_arn="arn:aws:states:us-east-1:123456789012:execution:" + "x" * 160,
+                   model_ref=m.ModelRef("s3://" + "m" * 63 + "/" + key, '"' + "e" * 40 + '"',
+                                        '"' + "e" * 40 + '"'),
+                   keys={n: "tmp/" + "b" * 80 + "/0123456789abcdef/x.npz"
+                         for n in ("inputs", "heads", "detections")},
+                   model={"name": "n" * 100, "precision": "fp32", "weights_sha256": "0" * 64},
+                   stage_ms={s: 123456.7 for s in m.STAGES},
+                   spans_ms={s: [1796315519172.3, 1796315519277.0] for s in m.STAGES})
+
+
+def test_a_full_batch_stays_far_below_the_256_kib_state_limit() -> None:
+    """Plus the Catch's ``{"Error", "Cause"}`` (a Lambda error: message + stack trace, cut by
+    Step Functions at 32 KiB) the worst child state input is still under 192 KiB."""
+    batch = max_batch()
+    size = len(json.dumps(batch.to_dict()).encode())
+    cause = {"Error": "States.TaskFailed", "Cause": "c" * 32 * 1024}
+    failure = len(json.dumps(batch.to_dict() | {"stage": "infer", "error": cause}).encode())
+    assert size < 160 * 1024 and failure < 192 * 1024, (size, failure)
+    assert m.Batch.from_event(json.loads(json.dumps(batch.to_dict()))) == batch
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda e: e["Items"][0].update(image_id="a/b"), "Items[].image_id"),
+    (lambda e: e["Items"][0].update(image_id=""), "Items[].image_id"),
+    (lambda e: e["Items"].append(dict(e["Items"][0])), "Items"),
+    (lambda e: e.update(Items=[]), "Items"),
+    (lambda e: e["BatchInput"].update(params={"score": 0.2}), "params.iou"),
+    (lambda e: e["BatchInput"].update(batch_id=None), "batch_id"),
+    (lambda e: e.update(Items=[e["Items"][0]] * (m.MAX_BATCH_ITEMS + 1)), "Items"),
 ])
-def test_stage_messages_reject_bad_fields_by_name(field: str, value) -> None:
-    event = load_event("preprocess") | {field: value}
+def test_batch_messages_reject_bad_fields_by_name(change, field: str) -> None:
+    event = load_event("preprocess")
+    change(event)
     with pytest.raises(InputValidationError) as info:
-        m.ImageTask.from_event(event)
+        m.Batch.from_event(event)
     assert str(info.value).startswith(field), str(info.value)
 
 
@@ -128,7 +174,9 @@ def test_all_sample_events_exist() -> None:
 
 # --- caught errors -------------------------------------------------------------------------
 def test_lambda_cause_is_parsed() -> None:
-    err = m.CaughtError.from_event(load_event("store_failure")["error"])
+    cause = {"errorType": "ImageDecodeError", "errorMessage": "s3://in/x.jpg: not an image",
+             "stackTrace": ["  File app.py"]}
+    err = m.CaughtError.from_event({"Error": "ImageDecodeError", "Cause": json.dumps(cause)})
     assert err.type == "ImageDecodeError"
     assert "not an image" in err.message and "stackTrace" not in err.message
 
@@ -151,7 +199,7 @@ def test_caught_error_shapes(error: dict, type_: str, message: str) -> None:
 def test_failure_event_needs_a_known_stage() -> None:
     event = load_event("store_failure") | {"stage": "upload"}
     with pytest.raises(InputValidationError, match=r"^stage: "):
-        m.FailureEvent.from_event(event)
+        m.BatchFailure.from_event(event)
     assert m.is_failure_event(load_event("store_failure"))
     assert not m.is_failure_event(load_event("store"))
 

@@ -17,6 +17,7 @@ No wall time in this module: everything is arithmetic on given milliseconds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 PRICES_AS_OF = "2026-11-25"
@@ -144,3 +145,85 @@ def parse_memory_sizes(text: str) -> list[int]:
     if not sizes:
         raise ValueError("no memory sizes given")
     return sizes
+
+
+# --- the bill of one run, from counted operations ---------------------------------------------
+# Published us-east-1 prices (first tiers, free tiers ignored), one table, one date.
+AWS_PRICES = {
+    "as_of": PRICES_AS_OF,
+    "lambda_per_gb_s": dict(PRICE_PER_GB_S),
+    "lambda_per_request": PRICE_PER_REQUEST,
+    "sfn_per_standard_transition": 0.025 / 1000,
+    "sfn_per_express_request": 1.00 / 1_000_000,
+    "sfn_per_express_gb_s": 0.00001667,  # first 1,000 GB-hours ($0.06 per GB-hour)
+    "s3_per_get": 0.0004 / 1000,  # GET, SELECT and all other requests (HEAD)
+    "s3_per_put": 0.005 / 1000,  # PUT, COPY, POST, LIST
+    "dynamodb_per_write_unit": 0.625 / 1_000_000,  # on-demand, since 2024-11-01
+}
+COUNT_KEYS = ("lambda_invocations", "lambda_gb_s", "sfn_standard_transitions",
+              "sfn_express_requests", "sfn_express_gb_s", "s3_get", "s3_put", "s3_list",
+              "s3_head", "dynamodb_write_units")
+EXPRESS_MB_UNIT = 64
+EXPRESS_S_UNIT = 0.1
+
+
+def scaled_lambda_gb_s(duration_ms: float, memory_mb: int) -> float:
+    """Billed GB-s of one invoke measured here at ``duration_ms``, at ``memory_mb``.
+
+    Scaled as ``yolo-sfn bench`` scales a single-threaded stage: below one vCPU (1769 MB) the
+    time grows by 1 / vCPU share; at or above it the measured time is kept (one Lambda vCPU =
+    one core here; the handler picks its threads from its memory). Billed per started ms.
+    """
+    vcpus = vcpus_for_memory(int(memory_mb))
+    billed_ms = math.ceil(duration_ms / speedup(vcpus, 1.0, parallel=False))
+    return billed_ms / 1000.0 * (int(memory_mb) / 1024.0)
+
+
+def express_gb_s(duration_s: float, memory_mb: int = EXPRESS_MB_UNIT) -> float:
+    """Billed GB-s of one Express execution: duration in started 100 ms, memory in started
+    64 MB units."""
+    units_s = math.ceil(round(duration_s / EXPRESS_S_UNIT, 9)) * EXPRESS_S_UNIT
+    units_mb = math.ceil(memory_mb / EXPRESS_MB_UNIT) * EXPRESS_MB_UNIT
+    return units_s * units_mb / 1024.0
+
+
+def aws_cost(counts: dict, images: int, arch: str = "x86_64",
+             prices: dict | None = None) -> dict:
+    """The cost.json shape from counted operations and published prices.
+
+    ``counts`` has every ``COUNT_KEYS`` entry (missing ones count 0); ``lambda_gb_s`` may also
+    come per architecture as ``counts["lambda_gb_s_by_arch"]`` (then ``arch`` is ignored).
+    """
+    p = prices or AWS_PRICES
+    c = {k: counts.get(k, 0) for k in COUNT_KEYS}
+    by_arch = counts.get("lambda_gb_s_by_arch") or {arch: c["lambda_gb_s"]}
+    lam = (sum(gb_s * p["lambda_per_gb_s"][a] for a, gb_s in by_arch.items())
+           + c["lambda_invocations"] * p["lambda_per_request"])
+    sfn = (c["sfn_standard_transitions"] * p["sfn_per_standard_transition"]
+           + c["sfn_express_requests"] * p["sfn_per_express_request"]
+           + c["sfn_express_gb_s"] * p["sfn_per_express_gb_s"])
+    s3 = ((c["s3_get"] + c["s3_head"]) * p["s3_per_get"]
+          + (c["s3_put"] + c["s3_list"]) * p["s3_per_put"])
+    ddb = c["dynamodb_write_units"] * p["dynamodb_per_write_unit"]
+    total = lam + sfn + s3 + ddb
+    return {
+        "images": images,
+        "prices_as_of": p["as_of"],
+        "counts": {**c, **{k: v for k, v in counts.items() if k not in c and k != "images"}},
+        "usd": {"lambda": lam, "step_functions": sfn, "s3": s3, "dynamodb": ddb,
+                "total": total},
+        "usd_per_1000_images": total / images * 1000 if images else None,
+        "orchestration_share": sfn / total if total else 0.0,
+        "notes": [
+            f"prices: published us-east-1 first-tier prices as of {p['as_of']} (not re-fetched; "
+            "free tiers ignored); Lambda at the functions' architecture",
+            "counts were counted on the local engine, not assumed; the local runner's own "
+            "uploads, polling and downloads are excluded",
+            "lambda_gb_s: handler durations measured locally (under local concurrency), "
+            "SCALED to each function's MemorySize (below 1769 MB time / vCPU share), billed "
+            "per started ms: an estimate, not measured on Lambda",
+            "sfn_express_gb_s: each EXPRESS child's local duration in started 100 ms at the "
+            "64 MB minimum (AWS bills the memory the execution uses, in 64 MB units)",
+            "dynamodb_write_units: 1 per started KB per item written, from item sizes",
+        ],
+    }

@@ -59,7 +59,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from glob import escape as glob_escape
 from pathlib import Path
@@ -484,7 +483,6 @@ class Model:
         self._interp = interpreter
         self._compiled = isinstance(interpreter, _Compiled)
         self._lock = threading.Lock()
-        self._tls = threading.local()  # per calling thread: last_wait_s
         where = str(path)
         inputs = interpreter.get_input_details()
         if len(inputs) != 1:
@@ -598,9 +596,7 @@ class Model:
                 f"{self.path.name}: expected (1, {h}, {w}, 3) uint8, "
                 f"got {batch_u8.shape} {batch_u8.dtype}"
             )
-        t_wait = time.perf_counter()
         with self._lock:
-            self._tls.wait_s = time.perf_counter() - t_wait
             interp = self._interp
             if self._compiled:
                 x = np.divide(batch_u8, np.float32(255), dtype=np.float32)
@@ -625,12 +621,6 @@ class Model:
                     out *= scale
                     heads.append(out)
             return heads
-
-    @property
-    def last_wait_s(self) -> float:
-        """Seconds this thread's last :meth:`run` waited for another thread's run (the model
-        is shared and runs one at a time; 0 on Lambda, where a container serves one event)."""
-        return getattr(self._tls, "wait_s", 0.0)
 
     def __repr__(self) -> str:
         m = self.meta

@@ -88,25 +88,49 @@ def check_moto() -> None:
     if not isinstance(_require(PARSER_UTILS, "TMP_THREADS"), list):
         raise LocalEngineError(f"moto internals moved: {PARSER_UTILS}.TMP_THREADS is not a list")
     _check_s3_backend()
+    _check_map_internals()
+
+
+def _check_map_internals() -> None:
+    """What ``yolo_sfn.local.aslext`` relies on (parser entry, Distributed Map run, worker)."""
+    state_map = "moto.stepfunctions.parser.asl.component.state.exec.state_map"
+    parser_cls = _require("moto.stepfunctions.parser.asl.parse.asl_parser",
+                          "AmazonStateLanguageParser")
+    if not isinstance(parser_cls.__dict__.get("parse"), staticmethod):
+        raise LocalEngineError("moto internals moved: AmazonStateLanguageParser.parse is not a "
+                               "staticmethod")
+    iteration = _require(f"{state_map}.iteration.distributed_iteration_component",
+                         "DistributedIterationComponent")
+    run = getattr(iteration, "_map_run", None)
+    if run is None or list(inspect.signature(run).parameters) != ["self", "env", "eval_input"]:
+        raise LocalEngineError("moto internals moved: DistributedIterationComponent._map_run"
+                               "(self, env, eval_input)")
+    worker = _require(f"{state_map}.iteration.itemprocessor.distributed_item_processor_worker",
+                      "DistributedItemProcessorWorker")
+    for name in ("_eval_job", "_eval_input", "_eval_pool"):
+        if not hasattr(worker, name):
+            raise LocalEngineError(f"moto internals moved: DistributedItemProcessorWorker.{name}")
+    _require(f"{state_map}.iteration.job", "JobPool")
+    _require("moto.stepfunctions.parser.asl.eval.event.event_manager", "EventManager")
+    _require("moto.stepfunctions.parser.asl.utils.json_path", "extract_json")
 
 
 def _check_s3_backend() -> None:
-    """What ``yolo_sfn.local.directs3`` and the S3 body spill rely on."""
-    _require("moto.core.exceptions", "ServiceException")
+    """What ``yolo_sfn.local.spool`` relies on: FakeKey's body buffer from this module's
+    ``tempfile.SpooledTemporaryFile``."""
+    import tempfile
+
     _require(S3_MODELS, "s3_backends")
-    backend_cls = _require(S3_MODELS, "S3Backend")
-    for name, params in (("put_object", ["self", "bucket_name", "key_name", "value"]),
-                         ("get_object", ["self", "bucket_name", "key_name"]),
-                         ("head_object", ["self", "bucket_name", "key_name"])):
-        method = getattr(backend_cls, name, None)
-        if method is None or list(inspect.signature(method).parameters)[:len(params)] != params:
-            raise LocalEngineError(f"moto internals moved: S3Backend.{name}({', '.join(params)})")
+    if _require(S3_MODELS, "tempfile") is not tempfile:
+        raise LocalEngineError(f"moto internals moved: {S3_MODELS}.tempfile is not the module")
     key_cls = _require(S3_MODELS, "FakeKey")
-    for attr in ("value", "etag", "size", "metadata", "set_metadata"):
+    for attr in ("value", "etag", "dispose"):
         if not hasattr(key_cls, attr):
             raise LocalEngineError(f"moto internals moved: FakeKey.{attr} is gone")
-    if not callable(_require("moto.settings", "get_s3_default_key_buffer_size")):
-        raise LocalEngineError("moto internals moved: settings.get_s3_default_key_buffer_size")
+    source = inspect.getsource(key_cls.__init__)
+    if "tempfile.SpooledTemporaryFile(" not in source:
+        raise LocalEngineError("moto internals moved: FakeKey no longer buffers its body in "
+                               "tempfile.SpooledTemporaryFile")
 
 
 @contextmanager

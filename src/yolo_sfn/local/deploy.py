@@ -155,34 +155,10 @@ def translate(
             os.environ.pop("AWS_DEFAULT_REGION", None)
         else:
             os.environ["AWS_DEFAULT_REGION"] = saved
-    values = {k: str(v.get("Default", "")) for k, v in (sam_doc.get("Parameters") or {}).items()}
-    values.update({k: str(v) for k, v in parameters.items()})
     for res in cfn["Resources"].values():
         if res.get("Type") == "AWS::StepFunctions::StateMachine":
-            _definition_as_sub(res["Properties"], asl_text, values)
+            _definition_as_sub(res["Properties"], asl_text)
     return cfn
-
-
-_TOLERATED_PCT = re.compile(r'("ToleratedFailurePercentage"\s*:\s*)(\$\{(\w+)\}|\d+)(?![\d.])')
-
-
-def float_tolerated_percentage(text: str, subs: dict, values: dict[str, str]) -> str:
-    """moto 5.2.5's ASL grammar rejects an integer ``ToleratedFailurePercentage`` (AWS accepts
-    0..100); write it as a float literal. It has no effect on moto either way."""
-
-    def repl(m: re.Match) -> str:
-        literal = m.group(2)
-        if m.group(3):
-            ref = subs.get(m.group(3))
-            if not (isinstance(ref, dict) and ref.get("Ref") in values):
-                return m.group(0)
-            literal = values[ref["Ref"]]
-        try:
-            return f"{m.group(1)}{float(literal)!r}"
-        except ValueError:
-            return m.group(0)
-
-    return _TOLERATED_PCT.sub(repl, text)
 
 
 _PSEUDO_ONLY = re.compile(r"\$\{(AWS::[A-Za-z]+)\}")
@@ -207,7 +183,7 @@ def resolve_pseudo_subs(node: Any, pseudo: dict[str, str]) -> Any:
     return {k: resolve_pseudo_subs(v, pseudo) for k, v in node.items()}
 
 
-def _definition_as_sub(props: dict, asl_text: str | None, values: dict[str, str]) -> None:
+def _definition_as_sub(props: dict, asl_text: str | None) -> None:
     if "DefinitionS3Location" in props:
         if asl_text is None:
             raise LocalEngineError("state machine definition is in S3 but no ASL text was given")
@@ -227,7 +203,6 @@ def _definition_as_sub(props: dict, asl_text: str | None, values: dict[str, str]
         else:
             raise LocalEngineError(f"unexpected state machine definition form: {definition!r:.80}")
     subs = props.pop("DefinitionSubstitutions", None) or {}
-    text = float_tolerated_percentage(text, subs, values)
     props["DefinitionString"] = sub_as_join(text, subs)
 
 

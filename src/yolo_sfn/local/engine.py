@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolo_sfn.local import compat, features
+from yolo_sfn.local import aslext, compat, features
 from yolo_sfn.local.deploy import Stack, create_stack, package, translate
 from yolo_sfn.local.invoke import Attempt, Fault, Router, set_environ
+from yolo_sfn.local.meter import Meter, difference, tag_client
+from yolo_sfn.local.spool import path_spooled_s3
 from yolo_sfn.local.template import Template, find_project_root, read_template
 
 INPUT_BUCKET = "yolo-sfn-input"
@@ -30,13 +32,14 @@ MODEL_BUCKET = "yolo-sfn-local-models"
 STACK_NAME = "yolo-sfn-local"
 REGION = "us-east-1"
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-S3_BUFFER_ENV = "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"
-S3_BUFFER_BYTES = 64 * 1024
 TRIM_EVERY_POLLS = 20  # ~5 s at the default poll interval
 
 
 @dataclass
 class Progress:
+    """``total``: items of the execution's Map run(s), known once the Map has read them (None
+    before); ``done``: items whose child execution ended; ``failed``: images recorded failed."""
+
     status: str
     total: int | None
     done: int
@@ -60,6 +63,8 @@ class LocalRun:
     elapsed_s: float
     batch_id: str | None = None
     extra: dict = field(default_factory=dict)
+    counts: dict | None = None  # billable operations, counted (see LocalEngine.count)
+    cost: dict | None = None  # the cost.json shape (yolo_sfn.bench.cost.aws_cost)
 
     @property
     def succeeded(self) -> bool:
@@ -97,6 +102,8 @@ class LocalEngine:
         self._exit: ExitStack | None = None
         self._clients: dict[str, Any] = {}
         self.clock: compat.RecordingClock | None = None
+        self.meter = Meter()
+        self._first_attempt = 0  # the current execution's first entry in router.attempts
 
     # --- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
@@ -110,20 +117,20 @@ class LocalEngine:
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing", "AWS_ENDPOINT_URL": None,
                 "AWS_PROFILE": None, "AWS_DEFAULT_PROFILE": None,
-                # moto keeps object bodies in SpooledTemporaryFiles of this size: past it they
-                # spill to disk, so a long batch's intermediates do not grow the process
-                S3_BUFFER_ENV: os.environ.get(S3_BUFFER_ENV) or str(S3_BUFFER_BYTES),
             }))
+            # object bodies over 64 KiB in files opened per access: fds bounded (spool.py)
+            stack.enter_context(path_spooled_s3())
             # (not lambda use_docker=False: that swaps in moto's echo backend)
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
             stack.enter_context(compat.quiet_interpreter_logs())
+            stack.enter_context(aslext.installed())
+            stack.enter_context(self.meter.installed())
             stack.enter_context(compat.cached_boto_clients())
             stack.enter_context(compat.cached_jsonpath_parsing())
             self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))
             stack.enter_context(self.router.installed())
             stack.callback(_reset_handler_clients)
             _reset_handler_clients()  # clients cached by the stages belong to this moto session
-            _install_direct_s3()
         except BaseException:
             stack.close()
             raise
@@ -140,7 +147,8 @@ class LocalEngine:
         if client is None:
             import boto3
 
-            client = self._clients[service] = boto3.client(service, region_name=self.region)
+            client = self._clients[service] = tag_client(  # the engine's own: not billed
+                boto3.client(service, region_name=self.region))
         return client
 
     # --- deploy ------------------------------------------------------------------------
@@ -228,6 +236,8 @@ class LocalEngine:
         status = sfn.describe_execution(executionArn=arn)["status"]
         total, done = None, 0
         for counts in self._map_run_counts(arn):
+            if not counts.get("total") and counts.get("status") == "RUNNING":
+                continue  # the Map has not read its items yet
             total = (total or 0) + counts.get("total", 0)
             done += sum(counts.get(k, 0) for k in ("succeeded", "failed", "timedOut", "aborted"))
         return Progress(status, total, done, self._failed_images(), time.monotonic() - started)
@@ -236,18 +246,24 @@ class LocalEngine:
         sfn = self.client("stepfunctions")
         try:
             runs = sfn.list_map_runs(executionArn=arn).get("mapRuns", [])
-            return [sfn.describe_map_run(mapRunArn=r["mapRunArn"])["itemCounts"] for r in runs]
+            described = [sfn.describe_map_run(mapRunArn=r["mapRunArn"]) for r in runs]
+            return [{**d["itemCounts"], "status": d["status"]} for d in described]
         except Exception:  # moto 5.2.5 raises AttributeError before the execution's env exists
             return []
 
     def _failed_images(self) -> int:
-        """Images whose last attempt at some stage errored with a non-retried error type."""
+        """Images recorded failed so far in this execution: Store's ``failed`` count per batch
+        it stored, plus one-image invokes whose last attempt at a stage failed for good."""
         last: dict[tuple, Attempt] = {}
-        for a in self.router.attempts_for():
-            if a.image is not None:
+        stored: dict[tuple, int] = {}
+        for a in self.router.attempts[self._first_attempt:]:
+            if a.failed_images is not None:
+                stored[a.images] = a.failed_images
+            elif a.image is not None:
                 last[(a.stage, a.image)] = a
-        return len({img for (_, img), a in last.items()
-                    if a.outcome != "ok" and a.error_type not in _RETRIED})
+        singles = {img for (_, img), a in last.items()
+                   if a.outcome != "ok" and a.error_type not in _RETRIED}
+        return len(singles) + sum(stored.values())
 
     def wait(
         self, arn: str, *, on_progress: Callable[[Progress], None] | None = None,
@@ -274,14 +290,17 @@ class LocalEngine:
     def execute(
         self, execution_input: dict, *, name: str | None = None,
         on_progress: Callable[[Progress], None] | None = None, timeout_s: float | None = None,
+        poll_s: float = 0.25,
     ) -> LocalRun:
         """Start an execution, wait for it, fetch the summary it wrote."""
         started = time.monotonic()
-        first_attempt = len(self.router.attempts)
+        first_attempt = self._first_attempt = len(self.router.attempts)
         first_wait = len(self.clock.waits)
         self.router.reset_attempt_numbers()
+        metered = self.meter.snapshot()
         arn = self.start(execution_input, name)
-        desc = self.wait(arn, on_progress=on_progress, timeout_s=timeout_s)
+        desc = self.wait(arn, on_progress=on_progress, timeout_s=timeout_s, poll_s=poll_s)
+        requests = difference(self.meter.snapshot(), metered)
         output = json.loads(desc["output"]) if desc.get("output") else None
         run = LocalRun(
             execution_arn=arn, status=desc["status"], output=output,
@@ -293,7 +312,46 @@ class LocalEngine:
         run.summary = self._fetch_summary(output)
         if run.summary:
             run.batch_id = run.summary.get("batch_id")
+        run.counts = self.count(arn, run.attempts, requests)
+        from yolo_sfn.bench.cost import aws_cost
+
+        run.cost = aws_cost(run.counts, run.counts["images"])
         return run
+
+    def count(self, arn: str, attempts: list[Attempt], requests: dict) -> dict:
+        """What the execution ``arn`` would be billed for on AWS, counted.
+
+        ``attempts``: its Lambda invokes; ``requests``: ``Meter`` counts over its run. Returns
+        ``{"images", "lambda_invocations", "lambda_gb_s", "lambda_gb_s_by_arch",
+        "sfn_standard_transitions", "sfn_express_requests", "sfn_express_gb_s", "s3_get",
+        "s3_put", "s3_list", "s3_head", "dynamodb_write_units", "requests"}``.
+        """
+        from yolo_sfn.bench.cost import express_gb_s, scaled_lambda_gb_s
+
+        by_arch: dict[str, float] = {}
+        invoked = [a for a in attempts if a.outcome != "throttled"]  # a 429 runs nothing
+        for a in invoked:
+            gb_s = scaled_lambda_gb_s(a.duration_ms, a.memory_mb or 128)
+            by_arch[a.arch or "x86_64"] = by_arch.get(a.arch or "x86_64", 0.0) + gb_s
+        children = aslext.LEDGER.pop(arn)
+        express = [c for c in children if c.execution_type == "EXPRESS"]
+        events = self.client("stepfunctions").get_execution_history(executionArn=arn)["events"]
+        types: dict[str, int] = {}
+        for e in events:
+            types[e["type"]] = types.get(e["type"], 0) + 1
+        return {
+            "images": sum(c.get("total", 0) for c in self._map_run_counts(arn)),
+            "lambda_invocations": len(invoked),
+            "lambda_gb_s": sum(by_arch.values()),
+            "lambda_gb_s_by_arch": by_arch,
+            "sfn_standard_transitions": aslext.transitions_of(types) + len(children) + sum(
+                c.transitions for c in children if c.execution_type != "EXPRESS"),
+            "sfn_express_requests": len(express),
+            "sfn_express_gb_s": sum(express_gb_s(c.duration_s) for c in express),
+            **{k: requests.get(k, 0) for k in ("s3_get", "s3_put", "s3_list", "s3_head",
+                                                "dynamodb_write_units")},
+            "requests": requests.get("requests", {}),
+        }
 
     def _fetch_summary(self, output: dict | None) -> dict | None:
         uri = _find_summary_uri(output)
@@ -339,18 +397,6 @@ def _malloc_trim() -> None:
 
 
 _libc: Any = None
-
-
-def _install_direct_s3() -> None:
-    """The stages' shared S3 client: get/put/head_object straight to moto (see directs3)."""
-    try:
-        from yolo_sfn.workflow import aws
-    except ImportError:
-        return
-    from yolo_sfn.local.directs3 import DirectS3
-
-    with aws._lock:
-        aws._clients["s3"] = DirectS3(aws.boto3.client("s3", config=aws.CLIENT_CONFIG))
 
 
 def _find_summary_uri(output: Any) -> str | None:

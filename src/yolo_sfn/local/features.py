@@ -7,6 +7,7 @@ as ``local_engine_notes`` so a local run never silently differs from AWS.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 ALWAYS = (
@@ -40,19 +41,19 @@ def _map_notes(where: str, state: dict) -> list[str]:
     if config.get("Mode") != "DISTRIBUTED":
         return []
     notes = [
-        f"{where}: DISTRIBUTED Map runs as local threads; a failing child execution does NOT fail "
-        "the Map (its output is null) and child executions have no history, so per-image "
-        "errors must be caught inside the iteration (as this workflow does)."
+        f"{where}: DISTRIBUTED Map child executions run as threads of this process and have no "
+        "execution history of their own (ItemBatcher, EXPRESS children and ToleratedFailure* "
+        "are run by yolo_sfn.local.aslext around moto's interpreter)."
     ]
     if config.get("ExecutionType") == "EXPRESS":
-        notes.append(f"{where}: ExecutionType EXPRESS is rejected by moto.")
-    if "ItemBatcher" in state:
-        notes.append(f"{where}: ItemBatcher is not parsed by moto; items are not batched.")
+        notes.append(f"{where}: EXPRESS children run like STANDARD ones locally (exactly once, "
+                     "no 5-minute limit); on AWS they run at least once.")
+    batch_input = json.dumps((state.get("ItemBatcher") or {}).get("BatchInput"))
+    if "States." in batch_input:
+        notes.append(f"{where}: ItemBatcher BatchInput takes JSONPaths only locally "
+                     "(intrinsic functions are not evaluated).")
     if "ResultWriter" in state:
         notes.append(f"{where}: ResultWriter writes only an empty manifest on moto.")
-    tolerated = [k for k in state if k.startswith("ToleratedFailure")]
-    if tolerated:
-        notes.append(f"{where}: {', '.join(sorted(tolerated))} has no effect on moto.")
     reader = (state.get("ItemReader") or {}).get("ReaderConfig") or {}
     if reader.get("InputType") in ("JSONL", "MANIFEST"):
         notes.append(f"{where}: ItemReader InputType {reader['InputType']} is unsupported.")

@@ -32,7 +32,7 @@ from yolo_sfn.local.compat import LAMBDA_EVAL_UTILS, LAMBDA_MODELS, LocalEngineE
 from yolo_sfn.local.template import FunctionSpec
 
 FAULT_KINDS = ("s3_transient", "throttle", "crash", "timeout")
-IMAGE_STAGES = ("preprocess", "infer", "postprocess", "store")  # invoked once per image
+IMAGE_STAGES = ("preprocess", "infer", "postprocess", "store")  # per image or batch of images
 
 
 HEAVY_INFER_MS = 100.0  # median Infer call above this: Infer runs alone (see CpuGate)
@@ -145,15 +145,18 @@ class Fault:
             raise ValueError(f"fault times must be >= 1 or 'all', got {self.times}")
         self._fired = 0
 
-    def applies(self, stage: str, image: str | None) -> bool:
+    def applies(self, stage: str, images: list[str] | str | None) -> bool:
+        """Whether it fires on an invoke of ``stage`` carrying ``images`` (a batch fails as a
+        whole when one of its images matches)."""
         if stage != self.stage or (self.times is not None and self._fired >= self.times):
             return False
         if self.match is None:
             return True
-        return image is not None and (
-            fnmatch.fnmatchcase(image, self.match)
-            or fnmatch.fnmatchcase(image.rsplit("/", 1)[-1], self.match)
-        )
+        if isinstance(images, str):
+            images = [images]
+        return any(fnmatch.fnmatchcase(image, self.match)
+                   or fnmatch.fnmatchcase(image.rsplit("/", 1)[-1], self.match)
+                   for image in images or ())
 
 
 @dataclass
@@ -161,15 +164,27 @@ class Attempt:
     """One Lambda invoke as the state machine made it."""
 
     stage: str
-    image: str | None  # image key (or URI) found in the event; None for plan/summarize
+    image: str | None  # the image key (or URI) of a one-image event; None for batches,
+    # plan and summarize
     attempt: int  # 1-based, per (batch_id, stage, image) within one execution
     outcome: str  # "ok" | "error" | "throttled" | "timeout"
     error_type: str | None
     duration_ms: float
     injected: str | None = None  # the fault kind, when one fired
+    memory_mb: int | None = None  # the function's MemorySize (for the billed GB-s)
+    arch: str | None = None  # the function's architecture
+    images: tuple[str, ...] = ()  # every image the event carries (a batch: all of them)
+    failed_images: int | None = None  # Store's result: images it recorded as failed
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def throttle_error() -> Exception:
@@ -190,6 +205,27 @@ _IMAGE_FIELDS = ("uri", "key", "image_uri", "image_key")
 
 class HandlerImportError(Exception):
     """The function's module could not be imported (Lambda: Runtime.ImportModuleError)."""
+
+
+def images_of(event: Any) -> list[str]:
+    """The images an event is about: one per entry of a batch's ``Items``/``items`` list,
+    else the one ``image_of`` finds."""
+    if isinstance(event, dict):
+        for name in ("Items", "items"):
+            entries = event.get(name)
+            if isinstance(entries, list):
+                return [img for img in (image_of(e) for e in entries) if img]
+    one = image_of(event)
+    return [one] if one else []
+
+
+def batch_of(event: Any) -> str | None:
+    """The batch id of an event (top level, or in an ItemBatcher envelope's BatchInput)."""
+    if not isinstance(event, dict):
+        return None
+    head = event.get("BatchInput") if isinstance(event.get("BatchInput"), dict) else event
+    value = head.get("batch_id")
+    return value if isinstance(value, str) else None
 
 
 def image_of(event: Any, depth: int = 0) -> str | None:
@@ -334,23 +370,28 @@ class Router:
         with self._lock:
             self._counts.clear()
 
-    def _next_attempt(self, stage: str, image: str | None, batch: Any) -> int:
+    def _next_attempt(self, stage: str, images: tuple, batch: Any) -> int:
         with self._lock:
-            key = (batch, stage, image)
+            key = (batch, stage, images)
             self._counts[key] = self._counts.get(key, 0) + 1
             return self._counts[key]
 
-    def _fault_for(self, stage: str, image: str | None) -> Fault | None:
+    def _fault_for(self, stage: str, images: list[str]) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.applies(stage, image):
+                if fault.applies(stage, images):
                     fault._fired += 1
                     return fault
         return None
 
-    def _record(self, stage, image, attempt, outcome, error_type, start, injected) -> None:
-        rec = Attempt(stage, image, attempt, outcome, error_type,
-                      round((time.perf_counter() - start) * 1000, 3), injected)
+    def _record(self, stage, images, attempt, outcome, error_type, start, injected,
+                fn: Any = None, result: Any = None) -> None:
+        failed = result.get("failed") if isinstance(result, dict) and "size" in result else None
+        rec = Attempt(stage, images[0] if len(images) == 1 else None, attempt, outcome,
+                      error_type, round((time.perf_counter() - start) * 1000, 3), injected,
+                      _int_or_none(getattr(fn, "memory_size", None)),
+                      (getattr(fn, "architectures", None) or ["x86_64"])[0], tuple(images),
+                      failed if isinstance(failed, int) and stage == "store" else None)
         with self._lock:
             self.attempts.append(rec)
 
@@ -360,19 +401,19 @@ class Router:
             raise LocalEngineError(f"no local code bound to Lambda function {fn.function_name}")
         if isinstance(event, str):
             event = json.loads(event or "{}")
-        image = image_of(event) if spec.stage in IMAGE_STAGES else None
-        batch = event.get("batch_id") if isinstance(event, dict) else None
-        attempt = self._next_attempt(spec.stage, image, batch)
-        fault = self._fault_for(spec.stage, image)
+        image = tuple(images_of(event)) if spec.stage in IMAGE_STAGES else ()
+        attempt = self._next_attempt(spec.stage, image, batch_of(event))
+        fault = self._fault_for(spec.stage, list(image))
         start = time.perf_counter()
         injected = fault.kind if fault else None
         if injected == "throttle":
             self._record(spec.stage, image, attempt, "throttled",
-                         "Lambda.TooManyRequestsException", start, injected)
+                         "Lambda.TooManyRequestsException", start, injected, fn)
             raise throttle_error()
         if injected == "timeout":
             payload = self._sleep_past_timeout(spec, fn)
-            self._record(spec.stage, image, attempt, "timeout", "Sandbox.Timedout", start, injected)
+            self._record(spec.stage, image, attempt, "timeout", "Sandbox.Timedout", start, injected,
+                         fn)
             return json.dumps(payload), True, ""
         try:
             result = self._call(spec, fn, event, injected)
@@ -384,9 +425,9 @@ class Router:
             elif isinstance(err, HandlerImportError):
                 payload["errorType"] = "Runtime.ImportModuleError"  # as Lambda names it
             self._record(spec.stage, image, attempt, "error", payload["errorType"], start,
-                         injected)
+                         injected, fn)
             return json.dumps(payload), True, ""
-        self._record(spec.stage, image, attempt, "ok", None, start, injected)
+        self._record(spec.stage, image, attempt, "ok", None, start, injected, fn, result)
         return body, False, ""
 
     def task_invoke(self, parameters: dict, region: str, state_credentials: Any,
@@ -491,8 +532,8 @@ class Router:
         with self._lock:
             return [a for a in self.attempts
                     if (stage is None or a.stage == stage)
-                    and (image is None or a.image == image
-                         or (a.image or "").rsplit("/", 1)[-1] == image)]
+                    and (image is None or any(i == image or i.rsplit("/", 1)[-1] == image
+                                              for i in a.images))]
 
 
 def _as_client_error(err: Exception, region: str) -> Exception:

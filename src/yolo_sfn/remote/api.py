@@ -12,8 +12,10 @@ Where the data comes from:
 * per-image records: the results table (``--stack``), else the per-image result JSONs under
   ``results/<batch_id>/`` in the artifacts bucket - both written by the Store function with
   ``timings_ms`` per stage passed and ``error: {stage, type, message}``;
-* per-stage outputs: the intermediates ``tmp/<batch_id>/<image_id>/{input.npy, heads.npz,
-  detections.json}`` (expired by a lifecycle rule; then only what the result JSON keeps).
+* per-stage outputs: the per-batch intermediates ``tmp/<batch_id>/<child_id>/{inputs.npz,
+  heads.npz, detections.json}`` (the record's ``child_id`` / the result's ``child.id``), from
+  which each image's part is picked (expired by a lifecycle rule; then only what the result
+  JSON keeps).
   Child executions of a Distributed Map are not read: moto keeps no history for them, and
   on AWS reading one history per image would be slow and costly.
 """
@@ -34,7 +36,7 @@ from yolo_sfn.workflow.stages import plain
 STAGES = ("preprocess", "infer", "postprocess", "store")
 MAX_INLINE_INPUT = 200 * 1024  # Step Functions input limit is 256 KiB; keep a margin
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-INTERMEDIATES = {"preprocess": "input.npy", "infer": "heads.npz",
+INTERMEDIATES = {"preprocess": "inputs.npz", "infer": "heads.npz",
                  "postprocess": "detections.json"}
 
 
@@ -393,28 +395,40 @@ def _stage_state(rec: dict, stage: str) -> str:
     return "passed" if stage in (rec.get("timings_ms") or {}) else "not reached"
 
 
-def _intermediate(s3: Any, ev: ExecutionView, rec: dict, stage: str) -> dict:
-    key = f"tmp/{ev.batch_id}/{rec['image_id']}/{INTERMEDIATES[stage]}"
-    data = _get(s3, ev.bucket, key) if ev.bucket else None
-    out: dict[str, Any] = {"artifact": f"s3://{ev.bucket}/{key}",
-                           "artifact_present": data is not None}
-    if data is None:
-        return out
-    if stage == "postprocess":
-        out["detections"] = json.loads(data)
-    else:
-        import numpy as np
+def _child_id(rec: dict) -> str | None:
+    child = rec.get("child") if isinstance(rec.get("child"), dict) else {}
+    return rec.get("child_id") or child.get("id")
 
-        loaded = np.load(io.BytesIO(data), allow_pickle=False)
-        if stage == "infer":
-            heads = sorted(k for k in loaded.files if k.startswith("head_"))
-            out["heads"] = {k: list(loaded[k].shape) for k in heads}
-            # compact: head_i holds only the rows at objectness >= score, (kept rows, 5 + C)
-            out["compact"] = "compact" in loaded.files
-        else:
-            out["input_shape"] = list(loaded.shape)
-            out["input_dtype"] = str(loaded.dtype)
-    return out
+
+def _image_part(data: bytes, stage: str, image_id: str) -> dict:
+    """This image's part of a batch intermediate (see :mod:`yolo_sfn.workflow.stages`)."""
+    if stage == "postprocess":
+        dets = json.loads(data).get(image_id)
+        return {"detections": dets} if dets is not None else {}
+    import numpy as np
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        if stage == "preprocess":
+            ids = [str(i) for i in z["image_ids"]]
+            if image_id not in ids:
+                return {}
+            x = z["inputs"][ids.index(image_id)]
+            return {"input_shape": [1, *x.shape], "input_dtype": str(x.dtype)}
+        prefix = image_id + "."
+        names = [k[len(prefix):] for k in z.files if k.startswith(prefix)]
+        if not names:
+            return {}
+        # compact: head_i holds only the rows at objectness >= score, (kept rows, 5 + C)
+        return {"heads": {n: list(z[prefix + n].shape) for n in sorted(names)
+                          if n.startswith("head_")}, "compact": "compact" in names}
+
+
+def _intermediate(s3: Any, ev: ExecutionView, rec: dict, stage: str) -> dict:
+    child = _child_id(rec)
+    key = f"tmp/{ev.batch_id}/{child}/{INTERMEDIATES[stage]}"
+    data = _get(s3, ev.bucket, key) if ev.bucket and child else None
+    part = _image_part(data, stage, rec["image_id"]) if data is not None else {}
+    return {"artifact": f"s3://{ev.bucket}/{key}", "artifact_present": bool(part), **part}
 
 
 def _result_detections(s3: Any, rec: dict) -> list | None:

@@ -1,8 +1,10 @@
 """Sample events in the repository's ``events/`` folder, shared by the tests, the local
 runner and ``sam local invoke -e events/<name>.json``.
 
-Per stage: ``plan_images``, ``plan_prefix``, ``plan_manifest``, ``preprocess``, ``infer``,
-``postprocess``, ``store``, ``store_failure``, ``summarize``. Whole executions:
+Per stage: ``plan_images``, ``plan_prefix``, ``plan_manifest``, ``summarize``; per child
+(one batch of three: ``dog.jpg``, ``girl.png`` and a ``not-an-image.jpg`` that fails in
+Preprocess): ``preprocess`` (the ItemBatcher envelope), ``infer``, ``postprocess``, ``store``
+and ``store_failure`` (RecordBatchFailure after Postprocess timed out). Whole executions:
 ``batch_samples`` (every image in ``testdata/images`` as ``s3://yolo-sfn-input/samples/<file>``)
 and ``batch_with_errors`` (a duplicate, a missing object, a non-image).
 """

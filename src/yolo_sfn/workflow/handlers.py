@@ -49,3 +49,14 @@ def logged_failure(logger, what: str, **keys) -> Iterator[None]:
         logger.warning(f"{what} failed", extra={**keys, "error_type": type(e).__name__,
                                                 "error": str(e)})
         raise
+
+
+def log_failed_images(logger, stage: str, batch) -> None:
+    """One warning per image that ``stage`` failed (its error stays on the item; the batch
+    goes on), with the image's id, URI, error type and message."""
+    for item in batch.items:
+        if item.error and item.error.get("stage") == stage:
+            logger.warning(f"{stage} failed for one image", extra={
+                "batch_id": batch.batch_id, "child_id": batch.child_id,
+                "image_id": item.image_id, "uri": item.uri,
+                "error_type": item.error["type"], "error": item.error["message"]})

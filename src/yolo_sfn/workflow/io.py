@@ -92,15 +92,17 @@ def head_size(bucket: str, key: str, *, s3=None) -> int:
 
 
 def get_bytes(bucket: str, key: str, *, s3=None, max_bytes: int | None = None) -> bytes:
-    """Download an object. With ``max_bytes``, the size is checked (HEAD) before download."""
+    """Download an object (one GET). With ``max_bytes``, the GET response's ContentLength is
+    checked before the body is read (no separate HEAD request), and the read stops there."""
     s3 = s3 or aws.client("s3")
     uri = format_s3_uri(bucket, key)
-    if max_bytes is not None:
-        size = head_size(bucket, key, s3=s3)
-        if size > max_bytes:
-            raise ImageTooLargeError(f"{uri}: object is {size} bytes, limit {max_bytes}")
     with s3_errors(bucket, key, "get"):
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        resp = s3.get_object(Bucket=bucket, Key=key)
+        body = resp["Body"]
+        size = int(resp.get("ContentLength") or 0)
+        if max_bytes is not None and size > max_bytes:
+            body.close()
+            raise ImageTooLargeError(f"{uri}: object is {size} bytes, limit {max_bytes}")
         data = body.read() if max_bytes is None else body.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:  # grew between HEAD and GET
         raise ImageTooLargeError(f"{uri}: object exceeds limit {max_bytes} bytes")
@@ -154,10 +156,22 @@ def get_npz(bucket: str, key: str, *, s3=None) -> dict[str, np.ndarray]:
         return {name: z[name] for name in z.files}
 
 
-def put_npz(bucket: str, key: str, arrays: dict[str, np.ndarray], *, s3=None,
-            compress: bool = False) -> str:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (what ``np.load`` reads) with fixed member timestamps, in ``arrays`` order:
+    the same arrays always give the same bytes (``np.savez`` stamps the current time), so a
+    rerun of an EXPRESS child rewrites identical intermediates."""
+    import zipfile
+
     import numpy as np
 
     buf = io.BytesIO()
-    (np.savez_compressed if compress else np.savez)(buf, **arrays)
-    return put_bytes(bucket, key, buf.getvalue(), s3=s3)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def put_npz(bucket: str, key: str, arrays: dict[str, np.ndarray], *, s3=None) -> str:
+    return put_bytes(bucket, key, npz_bytes(arrays), s3=s3)

@@ -4,20 +4,25 @@ produces what the next state receives. Only keys and small numbers cross a state
 
 Flow per execution::
 
-    execution input --(PlanEvent)--> Plan --(PlanResult)--> DetectImages (Map)
-      per item (ItemSelector) ImageTask --> Preprocess --> Preprocessed --> Infer --> Inferred
-        --> Postprocess --> Postprocessed --> Store --> StoreResult
-      on a caught error: <that stage's input> + {"stage", "error": {"Error", "Cause"}}
-        = FailureEvent --> RecordFailure (Store function) --> StoreResult
+    execution input --(PlanEvent)--> Plan --(PlanResult)--> DetectImages (Distributed Map)
+      per child (ItemBatcher: BatchInput + up to BatchSize ItemSelector items)
+        {"BatchInput", "Items"} --> Preprocess --> Batch --> Infer --> Batch
+        --> Postprocess --> Batch --> Store --> ChildResult
+      a stage that fails as a whole (after its retries): <that stage's input> + {"stage",
+        "error": {"Error", "Cause"}} = BatchFailure --> RecordBatchFailure (Store) --> ChildResult
     PlanResult + execution id = SummarizeEvent --> Summarize --> SummarizeResult
 
-Each stage message carries everything before it (``Preprocessed`` is an ``ImageTask`` plus
-its own fields), so any stage's input is enough to record a failure. Unknown keys in stage
-messages are ignored; unknown keys in the *execution input* are an error (typo guard).
+One :class:`Batch` shape crosses every child state: it carries each image's small state
+(:class:`ImageItem`: size, transform, per-image timings, per-image error) and the S3 keys of
+the per-batch intermediates, so any stage's input is enough to record a failure. A per-image
+error (decode, too large, missing, not allowed) stays on its item and never fails the batch.
+Unknown keys in stage messages are ignored; unknown keys in the *execution input* are an
+error (typo guard).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -31,6 +36,10 @@ from yolo_sfn.workflow.s3uri import S3Uri, parse_s3_uri, validate_bucket, valida
 BATCH_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")  # use .fullmatch
 IMAGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_ERROR_MESSAGE = 2000
+MAX_ITEM_ERROR_MESSAGE = 1000  # per image inside a batch message (the 256 KiB payload bound)
+MAX_BATCH_ITEMS = 40  # template.yaml BatchSize MaxValue
+CHILD_ID_HEX = 16
+CHILD_ID_RE = re.compile(r"[0-9a-f]{16}")  # child_id_for; use .fullmatch
 STAGES = ("preprocess", "infer", "postprocess", "store", "unknown")
 
 _MISSING = object()
@@ -112,12 +121,12 @@ def _key(event: dict, name: str, *, prefix: str = "") -> str:
     return validate_key(_string(event, name, prefix=prefix), field=f"{prefix}{name}")
 
 
-def _timings(event: dict, *, prefix: str = "") -> dict[str, float]:
-    raw = _field(event, "timings_ms", dict, prefix=prefix, default={})
+def _timings(event: dict, *, prefix: str = "", name: str = "timings_ms") -> dict[str, float]:
+    raw = _field(event, name, dict, prefix=prefix, default={})
     out = {}
     for k, v in raw.items():
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise InputValidationError(f"{prefix}timings_ms.{k}: expected a number")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise InputValidationError(f"{prefix}{name}.{k}: expected a finite number")
         out[str(k)] = float(v)
     return out
 
@@ -252,126 +261,188 @@ class PlanResult:
     params: Params
     plan_uri: str = ""
     execution_arn: str = ""  # stamped on every record, so Summarize ignores older executions'
+    model_ref: ModelRef | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_event(cls, event: Any) -> PlanResult:
         event = _obj(event, "plan result")
+        ref = event.get("model_ref")
         return cls(batch_id=_batch_id(event), items=_s3_location(event, "items"),
                    count=_field(event, "count", int), submitted=_field(event, "submitted", int),
                    duplicates=_field(event, "duplicates", int, default=0),
                    params=Params.from_event(_field(event, "params", dict)),
                    plan_uri=_field(event, "plan_uri", str, default=""),
                    execution_arn=_field(event, "execution_arn", str, default=""),
+                   model_ref=ModelRef.from_event(ref) if ref else None,
                    timings_ms=_timings(event))
 
     def to_dict(self) -> dict:
         return {"batch_id": self.batch_id, "items": self.items.to_dict(), "count": self.count,
                 "submitted": self.submitted, "duplicates": self.duplicates,
                 "params": self.params.to_dict(), "plan_uri": self.plan_uri,
-                "execution_arn": self.execution_arn, "timings_ms": dict(self.timings_ms)}
+                "execution_arn": self.execution_arn,
+                "model_ref": self.model_ref.to_dict() if self.model_ref else None,
+                "timings_ms": dict(self.timings_ms)}
 
 
-# --- per image ---------------------------------------------------------------------------
+# --- per child (one ItemBatcher batch) ---------------------------------------------------
 @dataclass(frozen=True)
-class ImageTask:
-    """Preprocess input, built by the Map ItemSelector from one items-manifest entry.
-    ``execution_arn``: the parent execution ("" when a stage is invoked directly)."""
+class ModelRef:
+    """The model version Plan pinned for the whole execution: ``version`` / ``meta_version``
+    are the ETags (local files: mtime-size) of ``uri`` and its ``.json`` sidecar. Stages load
+    exactly these versions once per container and need no HEAD per invoke."""
 
-    batch_id: str
-    image_id: str
     uri: str
-    params: Params
-    execution_arn: str = ""
+    version: str
+    meta_version: str
 
     @classmethod
-    def _base(cls, event: Any, what: str) -> dict:
-        event = _obj(event, what)
-        uri = _string(event, "uri")
-        parse_s3_uri(uri, field="uri")
-        return {"batch_id": _batch_id(event), "image_id": _image_id(event), "uri": uri,
-                "params": Params.from_event(_field(event, "params", dict)),
-                "execution_arn": _field(event, "execution_arn", str, default="")}
-
-    @classmethod
-    def from_event(cls, event: Any) -> ImageTask:
-        return cls(**cls._base(event, "preprocess event"))
-
-    @property
-    def s3(self) -> S3Uri:
-        return parse_s3_uri(self.uri)
+    def from_event(cls, event: Any, *, prefix: str = "model_ref.") -> ModelRef:
+        event = _obj(event, prefix.rstrip("."))
+        return cls(uri=_string(event, "uri", prefix=prefix),
+                   version=_field(event, "version", str, prefix=prefix, default=""),
+                   meta_version=_field(event, "meta_version", str, prefix=prefix, default=""))
 
     def to_dict(self) -> dict:
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else (
-                dict(v) if isinstance(v, dict) else v)
-        return out
+        return {"uri": self.uri, "version": self.version, "meta_version": self.meta_version}
 
 
 @dataclass(frozen=True)
-class Preprocessed(ImageTask):
-    """Preprocess output / Infer input. ``input_key``: uint8 NHWC ``.npy`` in the artifacts
-    bucket; ``transform``: :meth:`Transform.to_dict`; width/height: original pixels."""
+class ImageItem:
+    """One image's state inside a batch message. ``error`` (``{"stage","type","message"}``,
+    the message cut to ``MAX_ITEM_ERROR_MESSAGE``) marks it done: later stages skip it and
+    Store records it as failed. ``timings_ms``: what each stage spent on this image alone."""
 
-    input_key: str = ""
-    transform: dict = field(default_factory=dict)
-    width: int = 0
-    height: int = 0
+    image_id: str
+    uri: str
+    width: int | None = None
+    height: int | None = None
+    transform: dict | None = None  # Transform.to_dict()
     timings_ms: dict[str, float] = field(default_factory=dict)
+    error: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     @classmethod
-    def _base(cls, event: Any, what: str) -> dict:
-        d = ImageTask._base(event, what)
-        d.update(input_key=_key(event, "input_key"), transform=_field(event, "transform", dict),
-                 width=_field(event, "width", int), height=_field(event, "height", int),
-                 timings_ms=_timings(event))
-        return d
+    def from_event(cls, event: Any, *, prefix: str = "items[].") -> ImageItem:
+        event = _obj(event, prefix.rstrip("."))
+        uri = _string(event, "uri", prefix=prefix)
+        error = _field(event, "error", dict, prefix=prefix, default=None)
+        if error is not None:
+            error = item_error(str(error.get("stage") or "unknown"),
+                               str(error.get("type") or "Unknown"), str(error.get("message") or ""))
+        return cls(image_id=_image_id(event, prefix=prefix), uri=uri,
+                   width=_field(event, "width", int, prefix=prefix, default=None),
+                   height=_field(event, "height", int, prefix=prefix, default=None),
+                   transform=_field(event, "transform", dict, prefix=prefix, default=None),
+                   timings_ms=_timings(event, prefix=prefix), error=error)
 
-    @classmethod
-    def from_event(cls, event: Any) -> Preprocessed:
-        return cls(**cls._base(event, "infer event"))
+    def to_dict(self) -> dict:
+        d = {"image_id": self.image_id, "uri": self.uri, "width": self.width,
+             "height": self.height, "transform": self.transform,
+             "timings_ms": dict(self.timings_ms), "error": self.error}
+        return {k: v for k, v in d.items() if v is not None}
+
+
+def item_error(stage: str, etype: str, message: str) -> dict:
+    """A per-image error record, small enough to travel in a batch message."""
+    return {"stage": stage if stage in STAGES else "unknown", "type": etype,
+            "message": message[:MAX_ITEM_ERROR_MESSAGE]}
+
+
+def child_id_for(image_ids: list[str] | tuple[str, ...]) -> str:
+    """Deterministic id of one batch (child): the same images give the same id, so a rerun
+    of an EXPRESS child (at least once) writes the same keys."""
+    return hashlib.sha1("\n".join(image_ids).encode("utf-8")).hexdigest()[:CHILD_ID_HEX]
 
 
 @dataclass(frozen=True)
-class Inferred(Preprocessed):
-    """Infer output / Postprocess input. ``heads_key``: ``.npz`` of compact heads
-    (``rows_i`` int32 (n_i,) + ``head_i`` float32 (n_i, 5+C), see
-    ``yolo_sfn.core.decode.compact_heads``) or full ``head_0..head_{n-1}`` float32
-    (1, H, W, A*(5+C)), in model-metadata order; ``model``: name/precision/sha."""
+class Batch:
+    """Every child stage's input and output.
 
-    heads_key: str = ""
+    Parsed from the ItemBatcher envelope ``{"BatchInput": {"batch_id", "params",
+    "execution_arn", "model_ref"}, "Items": [{"image_id", "uri"}, ...]}`` (Preprocess's input)
+    or from the carried form :meth:`to_dict` (every later stage)::
+
+        {"batch_id", "params", "execution_arn", "model_ref", "child_id",
+         "items": [ImageItem...], "keys": {"inputs"|"heads"|"detections": s3 key},
+         "model": {"name","precision","weights_sha256"}, "stage_ms": {stage: batch wall ms},
+         "spans_ms": {stage: [start_epoch_ms, end_epoch_ms]}}
+
+    ``keys`` names the per-batch intermediates written so far; ``stage_ms`` / ``spans_ms``
+    are each stage invocation's wall time and span (the whole batch, not one image).
+    """
+
+    batch_id: str
+    params: Params
+    items: tuple[ImageItem, ...]
+    child_id: str
+    execution_arn: str = ""
+    model_ref: ModelRef | None = None
+    keys: dict[str, str] = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    spans_ms: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
-    def _base(cls, event: Any, what: str) -> dict:
-        d = Preprocessed._base(event, what)
-        d.update(heads_key=_key(event, "heads_key"), model=_field(event, "model", dict))
-        return d
+    def from_event(cls, event: Any) -> Batch:
+        event = _obj(event, "batch event")
+        if "Items" in event or "BatchInput" in event:  # the ItemBatcher envelope
+            head = _obj(event.get("BatchInput"), "BatchInput")
+            raw_items, prefix = _field(event, "Items", list), "Items[]."
+        else:
+            head, raw_items, prefix = event, _field(event, "items", list), "items[]."
+        if not raw_items:
+            raise InputValidationError(f"{prefix[:-3]}: a batch needs at least one image")
+        if len(raw_items) > MAX_BATCH_ITEMS:
+            raise InputValidationError(
+                f"{prefix[:-3]}: {len(raw_items)} images, at most {MAX_BATCH_ITEMS} per batch")
+        items = tuple(ImageItem.from_event(it, prefix=prefix) for it in raw_items)
+        ids = [it.image_id for it in items]
+        if len(set(ids)) != len(ids):
+            raise InputValidationError(f"{prefix[:-3]}: an image_id appears twice in one batch")
+        ref = head.get("model_ref")
+        child_id = _field(event, "child_id", str, default=None) or child_id_for(ids)
+        if not CHILD_ID_RE.fullmatch(child_id):
+            raise InputValidationError(f"child_id: {child_id[:100]!r} is not a child id")
+        return cls(batch_id=_batch_id(head), params=Params.from_event(_field(head, "params", dict)),
+                   items=items, child_id=child_id,
+                   execution_arn=_field(head, "execution_arn", str, default=""),
+                   model_ref=ModelRef.from_event(ref) if ref else None,
+                   keys={k: validate_key(v, field=f"keys.{k}")
+                         for k, v in _field(event, "keys", dict, default={}).items()},
+                   model=_field(event, "model", dict, default={}),
+                   stage_ms=_timings(event, name="stage_ms"),
+                   spans_ms=_spans(event))
 
-    @classmethod
-    def from_event(cls, event: Any) -> Inferred:
-        return cls(**cls._base(event, "postprocess event"))
+    @property
+    def pending(self) -> tuple[ImageItem, ...]:
+        """The images no stage has failed yet."""
+        return tuple(it for it in self.items if it.ok)
+
+    def to_dict(self) -> dict:
+        return {"batch_id": self.batch_id, "params": self.params.to_dict(),
+                "execution_arn": self.execution_arn,
+                "model_ref": self.model_ref.to_dict() if self.model_ref else None,
+                "child_id": self.child_id, "items": [it.to_dict() for it in self.items],
+                "keys": dict(self.keys), "model": dict(self.model),
+                "stage_ms": dict(self.stage_ms),
+                "spans_ms": {k: list(v) for k, v in self.spans_ms.items()}}
 
 
-@dataclass(frozen=True)
-class Postprocessed(Inferred):
-    """Postprocess output / Store input. ``detections_key``: JSON list of Detection dicts."""
-
-    detections_key: str = ""
-    num_detections: int = 0
-
-    @classmethod
-    def _base(cls, event: Any, what: str) -> dict:
-        d = Inferred._base(event, what)
-        d.update(detections_key=_key(event, "detections_key"),
-                 num_detections=_field(event, "num_detections", int))
-        return d
-
-    @classmethod
-    def from_event(cls, event: Any) -> Postprocessed:
-        return cls(**cls._base(event, "store event"))
+def _spans(event: dict) -> dict[str, list[float]]:
+    raw = _field(event, "spans_ms", dict, default={})
+    out = {}
+    for k, v in raw.items():
+        if (not isinstance(v, list) or len(v) != 2
+                or any(isinstance(x, bool) or not isinstance(x, int | float)
+                       or not math.isfinite(x) for x in v)):
+            raise InputValidationError(f"spans_ms.{k}: expected [start_ms, end_ms]")
+        out[str(k)] = [float(v[0]), float(v[1])]
+    return out
 
 
 # --- failures ----------------------------------------------------------------------------
@@ -411,74 +482,49 @@ class CaughtError:
 
 
 @dataclass(frozen=True)
-class FailureEvent:
-    """RecordFailure input: any stage's input + ``stage`` (stamped by a Pass state) + ``error``
-    (the Catch ``ResultPath``). Only the identity fields are required."""
+class BatchFailure:
+    """RecordBatchFailure input: the failed stage's input (a :class:`Batch`, or the ItemBatcher
+    envelope when Preprocess failed) + ``stage`` (stamped by a Pass state) + ``error`` (the
+    Catch's ``ResultPath``). Every still-pending image is recorded as failed at ``stage``."""
 
-    batch_id: str
-    image_id: str
-    uri: str
+    batch: Batch
     stage: str
     error: CaughtError
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    width: int | None = None
-    height: int | None = None
-    model: dict = field(default_factory=dict)
-    execution_arn: str = ""
 
     @classmethod
-    def from_event(cls, event: Any) -> FailureEvent:
+    def from_event(cls, event: Any) -> BatchFailure:
         event = _obj(event, "failure event")
         stage = _string(event, "stage")
         if stage not in STAGES:
             raise InputValidationError(f"stage: {stage!r} not in {STAGES}")
-        return cls(batch_id=_batch_id(event), image_id=_image_id(event),
-                   uri=_string(event, "uri"), stage=stage,
-                   error=CaughtError.from_event(_field(event, "error", dict)),
-                   timings_ms=_timings(event),
-                   width=_field(event, "width", int, default=None),
-                   height=_field(event, "height", int, default=None),
-                   model=_field(event, "model", dict, default={}),
-                   execution_arn=_field(event, "execution_arn", str, default=""))
+        rest = {k: v for k, v in event.items() if k not in ("stage", "error")}
+        return cls(Batch.from_event(rest), stage,
+                   CaughtError.from_event(_field(event, "error", dict)))
 
     def to_dict(self) -> dict:
-        return {"batch_id": self.batch_id, "image_id": self.image_id, "uri": self.uri,
-                "stage": self.stage, "error": self.error.to_dict(),
-                "timings_ms": dict(self.timings_ms), "width": self.width,
-                "height": self.height, "model": dict(self.model),
-                "execution_arn": self.execution_arn}
+        return {**self.batch.to_dict(), "stage": self.stage, "error": self.error.to_dict()}
 
 
 def is_failure_event(event: Any) -> bool:
-    """The Store function serves both Store and RecordFailure: failure events carry ``error``."""
+    """The Store function serves both Store and RecordBatchFailure: failure events carry
+    ``error`` and ``stage``."""
     return isinstance(event, dict) and event.get("error") is not None and "stage" in event
 
 
 @dataclass(frozen=True)
-class StoreResult:
-    batch_id: str
-    image_id: str
-    uri: str
-    status: str  # succeeded | failed
-    result_uri: str
-    num_detections: int
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    error: dict | None = None  # {"stage", "type", "message"}
+class ChildResult:
+    """What Store / RecordBatchFailure return: counts only (the ASL discards it with
+    ``OutputPath: null``, so the Map's gathered output stays ``{}`` per child)."""
 
-    @classmethod
-    def from_event(cls, event: Any) -> StoreResult:
-        event = _obj(event, "store result")
-        return cls(batch_id=_batch_id(event), image_id=_image_id(event),
-                   uri=_string(event, "uri"), status=_string(event, "status"),
-                   result_uri=_string(event, "result_uri"),
-                   num_detections=_field(event, "num_detections", int),
-                   timings_ms=_timings(event), error=_field(event, "error", dict, default=None))
+    batch_id: str
+    child_id: str
+    size: int
+    succeeded: int
+    failed: int
 
     def to_dict(self) -> dict:
-        return {"batch_id": self.batch_id, "image_id": self.image_id, "uri": self.uri,
-                "status": self.status, "result_uri": self.result_uri,
-                "num_detections": self.num_detections, "timings_ms": dict(self.timings_ms),
-                "error": self.error}
+        return {"batch_id": self.batch_id, "child_id": self.child_id, "size": self.size,
+                "succeeded": self.succeeded, "failed": self.failed}
 
 
 # --- Summarize ---------------------------------------------------------------------------

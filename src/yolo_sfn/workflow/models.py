@@ -3,9 +3,10 @@
 ``model_uri`` is ``s3://bucket/key.tflite`` (sidecar at ``key.tflite.json``) or a local path
 (the local runner, or a model shipped in a layer/container image).
 
-Caches are keyed by the object's version (S3 ETag; mtime+size for local files), looked up
-with one HEAD per call: a model replaced under the same URI is picked up by warm containers
-(and by a second local engine in the same process), never served stale. Missing or
+Caches are keyed by the object's version (S3 ETag; mtime+size for local files). Plan looks
+the versions up once per execution (:func:`pin`) and every stage loads exactly those, so one
+execution uses one model version and a warm container makes no model request; a model
+replaced under the same URI is picked up by the next execution, never served stale. Missing or
 unreadable model objects are :class:`ModelError` (naming the URI), not generic S3 errors;
 throttling stays :class:`TransientS3Error` so the stage is retried.
 """
@@ -66,9 +67,11 @@ def version_of(model_uri: str, suffix: str = "", *, s3=None) -> str:
     return f"{st.st_mtime_ns}-{st.st_size}"
 
 
-def load_meta(model_uri: str, *, s3=None) -> ModelMeta:
-    """The model's sidecar metadata (small JSON); no .tflite download."""
-    version = version_of(model_uri, ".json", s3=s3)
+def load_meta(model_uri: str, *, s3=None, version: str | None = None) -> ModelMeta:
+    """The model's sidecar metadata (small JSON); no .tflite download. With ``version`` (the
+    sidecar's ETag, pinned by Plan) a warm container makes no request at all."""
+    if not version:
+        version = version_of(model_uri, ".json", s3=s3)
     cached = _metas.get(model_uri)
     if cached is not None and cached[0] == version:
         return cached[1]
@@ -84,6 +87,11 @@ def load_meta(model_uri: str, *, s3=None) -> ModelMeta:
         meta = ModelMeta.load(model_uri)
     _metas[model_uri] = (version, meta)
     return meta
+
+
+def pin(model_uri: str, *, s3=None) -> tuple[str, str]:
+    """``(model version, sidecar version)`` for Plan to pin (two HEADs, or two stats)."""
+    return version_of(model_uri, s3=s3), version_of(model_uri, ".json", s3=s3)
 
 
 def fetch_model(model_uri: str, cache_dir: str, *, s3=None, version: str | None = None) -> Path:
@@ -149,10 +157,12 @@ def prune_model_cache(cache_dir: Path, *, keep: Path | None = None,
     return gone
 
 
-def get_model(model_uri: str, cache_dir: str, *, threads: int | None = None, s3=None):
+def get_model(model_uri: str, cache_dir: str, *, threads: int | None = None, s3=None,
+              version: str | None = None):
     """:class:`yolo_sfn.core.runtime.Model`, loaded once per container (per model version)
-    and reused warm."""
-    version = version_of(model_uri, s3=s3)
+    and reused warm; with ``version`` (pinned by Plan) a warm call makes no request."""
+    if not version:
+        version = version_of(model_uri, s3=s3)
     cache_key = (model_uri, threads)
     cached = _models.get(cache_key)
     if cached is not None and cached[0] == version:

@@ -6,11 +6,13 @@ Artifacts bucket layout (``cfg.bucket``)::
 
     batches/<batch_id>/items.json          ItemReader manifest: [{"image_id","uri","bucket","key"}]
     batches/<batch_id>/plan.json           submitted/unique/duplicates/params (for Summarize)
-    tmp/<batch_id>/<image_id>/input.npy    uint8 (1, h, w, 3) network input      (expires)
-    tmp/<batch_id>/<image_id>/heads.npz    compact heads: rows_i int32 (n_i,) + head_i float32
-                                           (n_i, 5+C), the rows at objectness >= score; or,
-                                           when most rows pass, head_0.. (1, H, W, A*(5+C))
-    tmp/<batch_id>/<image_id>/detections.json                                     (expires)
+    tmp/<batch_id>/<child_id>/inputs.npz   image_ids (n,) str + inputs (n, h, w, 3) uint8,
+                                           the batch's pending images in item order (expires)
+    tmp/<batch_id>/<child_id>/heads.npz    per image "<image_id>.<name>": compact heads
+                                           rows_i int32 (n_i,) + head_i float32 (n_i, 5+C),
+                                           the rows at objectness >= score; or, when most
+                                           rows pass, head_0.. (1, H, W, A*(5+C))  (expires)
+    tmp/<batch_id>/<child_id>/detections.json  {image_id: [Detection.to_dict()]}  (expires)
     results/<batch_id>/<image_id>.json     per-image result
     results/<batch_id>/summary.json        batch summary
 """
@@ -21,31 +23,40 @@ import csv
 import hashlib
 import json
 import re
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import replace
 from decimal import Decimal
 from time import perf_counter
 
-from yolo_sfn.errors import InputValidationError, ModelError, ObjectNotFoundError, S3UriError
+from yolo_sfn.errors import (
+    InputValidationError,
+    ModelError,
+    ObjectNotFoundError,
+    S3UriError,
+    TransientS3Error,
+    YoloSfnError,
+)
 from yolo_sfn.workflow import aws, io, models
 from yolo_sfn.workflow.config import BATCHES_PREFIX, StageConfig
 from yolo_sfn.workflow.messages import (
+    Batch,
+    BatchFailure,
     CaughtError,
-    FailureEvent,
-    ImageTask,
-    Inferred,
+    ChildResult,
+    ImageItem,
+    ModelRef,
     Params,
     PlanEvent,
     PlanResult,
-    Postprocessed,
-    Preprocessed,
-    StoreResult,
     SummarizeEvent,
     SummarizeResult,
+    item_error,
     round_ms,
 )
 from yolo_sfn.workflow.s3uri import (
@@ -87,8 +98,9 @@ def plan_key(batch_id: str) -> str:
     return f"{BATCHES_PREFIX}{batch_id}/plan.json"
 
 
-def tmp_key(cfg: StageConfig, batch_id: str, image_id: str, name: str) -> str:
-    return f"{cfg.intermediate_prefix}{batch_id}/{image_id}/{name}"
+def tmp_key(cfg: StageConfig, batch_id: str, child_id: str, name: str) -> str:
+    """A per-batch intermediate: deterministic, so a rerun child overwrites its own files."""
+    return f"{cfg.intermediate_prefix}{batch_id}/{child_id}/{name}"
 
 
 def result_key(cfg: StageConfig, batch_id: str, image_id: str) -> str:
@@ -222,112 +234,255 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
                 "items_uri": str(items_loc),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     plan_uri = io.put_json(cfg.bucket, plan_key(batch_id), plan_doc, s3=s3)
+    ref = None
+    if cfg.model_uri:  # one model version for the whole execution, checked before any child
+        ref = ModelRef(cfg.model_uri, *models.pin(cfg.model_uri, s3=s3))
     return PlanResult(batch_id=batch_id, items=items_loc, count=len(items),
                       submitted=len(entries), duplicates=len(duplicates), params=params,
                       plan_uri=plan_uri, execution_arn=event.execution_arn or "",
-                      timings_ms={"plan": round_ms(perf_counter() - t0)})
+                      model_ref=ref, timings_ms={"plan": round_ms(perf_counter() - t0)})
 
 
-# --- per-image stages ----------------------------------------------------------------------
-def _with_timing(msg, stage: str, t0: float) -> dict:
-    return {**msg.timings_ms, stage: round_ms(perf_counter() - t0)}
+# --- per-batch stages (one Lambda invoke per ItemBatcher batch) ----------------------------
+# Errors that belong to one image (its object is missing, denied, too large, not an image,
+# outside the allow-list...) stay on that image; these fail the whole stage instead, so Step
+# Functions retries it (transient) or records every pending image (the model is unusable).
+STAGE_ERRORS = (TransientS3Error, ModelError)
+FETCH_WORKERS = 4  # image GETs in flight per Preprocess invoke (bounds memory: 4 x 50 MB)
+WRITE_WORKERS = 8  # result PUTs in flight per Store invoke
+DDB_BATCH = 25  # BatchWriteItem limit
+DDB_ATTEMPTS = 6  # UnprocessedItems retried with 50 ms x 2^n backoff, then TransientS3Error
 
 
-def preprocess(task: ImageTask, cfg: StageConfig, *, s3=None) -> Preprocessed:
-    """S3 image -> decode -> resize -> uint8 NHWC ``input.npy`` in the artifacts bucket."""
+def _now_ms() -> float:
+    return round(time.time() * 1000.0, 1)
+
+
+def _per_image(err: Exception) -> bool:
+    return isinstance(err, YoloSfnError) and not isinstance(err, STAGE_ERRORS)
+
+
+def _failed(item: ImageItem, stage: str, err: Exception, t0: float) -> ImageItem:
+    return replace(item, error=item_error(stage, type(err).__name__, str(err)),
+                   timings_ms={**item.timings_ms, stage: round_ms(perf_counter() - t0)})
+
+
+def _timed(item: ImageItem, stage: str, t0: float, **changes) -> ImageItem:
+    return replace(item, timings_ms={**item.timings_ms, stage: round_ms(perf_counter() - t0)},
+                   **changes)
+
+
+def _finish(batch: Batch, stage: str, t0: float, start_ms: float,
+            updated: dict[str, ImageItem], **changes) -> Batch:
+    """``batch`` with the updated items (by image_id) and this stage's wall time and span."""
+    items = tuple(updated.get(it.image_id, it) for it in batch.items)
+    return replace(batch, items=items,
+                   stage_ms={**batch.stage_ms, stage: round_ms(perf_counter() - t0)},
+                   spans_ms={**batch.spans_ms, stage: [start_ms, _now_ms()]}, **changes)
+
+
+def _model_uri(batch: Batch, cfg: StageConfig) -> str:
+    return batch.model_ref.uri if batch.model_ref else cfg.require("model_uri").model_uri
+
+
+def _meta(batch: Batch, cfg: StageConfig, s3):
+    ref = batch.model_ref
+    return models.load_meta(_model_uri(batch, cfg), s3=s3,
+                            version=ref.meta_version if ref else None)
+
+
+def _fetch(item: ImageItem, cfg: StageConfig, s3) -> tuple[bytes | None, Exception | None, float]:
+    """One image's bytes (a single GET), or the per-image error; and the ms it took."""
+    t = perf_counter()
+    try:
+        loc = parse_s3_uri(item.uri, field="uri")
+        check_allowed(loc, cfg.input_buckets, field="uri")  # Plan leaves this per image
+        return io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=cfg.max_image_bytes), None, \
+            perf_counter() - t
+    except YoloSfnError as e:
+        if not _per_image(e):
+            raise
+        return None, e, perf_counter() - t
+
+
+def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
+    """Each pending image: GET -> decode -> resize; one ``inputs.npz`` per batch:
+    ``image_ids`` (n,) str + ``inputs`` (n, h, w, 3) uint8, in item order. GETs overlap
+    (``FETCH_WORKERS``); decode and resize run one image at a time, so each image's
+    ``timings_ms.preprocess`` (its GET + decode + resize) is its own work."""
+    import numpy as np
+
     from yolo_sfn.core.image import decode_image
     from yolo_sfn.core.preprocess import preprocess as make_input
 
-    t0 = perf_counter()
+    t0, start = perf_counter(), _now_ms()
     cfg.require("bucket")
     s3 = s3 or aws.client("s3")
-    loc = task.s3
-    check_allowed(loc, cfg.input_buckets, field="uri")  # Plan leaves this per image
-    data = io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=cfg.max_image_bytes)
-    rgb = decode_image(data, name=task.uri, max_pixels=cfg.max_image_pixels)  # (H, W, 3) uint8
-    meta = models.load_meta(cfg.model_uri, s3=s3)
-    batch, transform = make_input(rgb, tuple(meta.input_size), mode=task.params.resize)
-    key = tmp_key(cfg, task.batch_id, task.image_id, "input.npy")
-    io.put_npy(cfg.bucket, key, batch, s3=s3)  # (1, h, w, 3) uint8
-    base = {f.name: getattr(task, f.name) for f in fields(ImageTask)}
-    return Preprocessed(**base, input_key=key, transform=transform.to_dict(),
-                        width=int(rgb.shape[1]), height=int(rgb.shape[0]),
-                        timings_ms={"preprocess": round_ms(perf_counter() - t0)})
+    size = tuple(_meta(batch, cfg, s3).input_size)
+    pending = batch.pending
+    updated, ids, tensors = {}, [], []
+    with ThreadPoolExecutor(FETCH_WORKERS) as pool:
+        for lo in range(0, len(pending), FETCH_WORKERS):
+            chunk = pending[lo:lo + FETCH_WORKERS]
+            for item, (data, err, fetch_s) in zip(
+                    chunk, pool.map(lambda it: _fetch(it, cfg, s3), chunk), strict=True):
+                t = perf_counter() - fetch_s  # the image's clock starts at its GET
+                try:
+                    if err is not None:
+                        raise err
+                    rgb = decode_image(data, name=item.uri, max_pixels=cfg.max_image_pixels)
+                    x, transform = make_input(rgb, size, mode=batch.params.resize)
+                except Exception as e:  # whatever one image's bytes cause is its own
+                    if isinstance(e, STAGE_ERRORS):
+                        raise
+                    updated[item.image_id] = _failed(item, "preprocess", e, t)
+                    continue
+                ids.append(item.image_id)
+                tensors.append(x[0])  # (h, w, 3) uint8
+                updated[item.image_id] = _timed(item, "preprocess", t, width=int(rgb.shape[1]),
+                                                height=int(rgb.shape[0]),
+                                                transform=transform.to_dict())
+    keys = dict(batch.keys)
+    if ids:
+        keys["inputs"] = tmp_key(cfg, batch.batch_id, batch.child_id, "inputs.npz")
+        io.put_npz(cfg.bucket, keys["inputs"], {"image_ids": np.array(ids),
+                                                "inputs": np.stack(tensors)}, s3=s3)
+    return _finish(batch, "preprocess", t0, start, updated, keys=keys)
+
+
+def _require_key(batch: Batch, name: str, stage: str) -> str:
+    if name not in batch.keys:
+        raise InputValidationError(f"keys.{name}: {stage} needs the batch's {name} file "
+                                   f"(images pending: {len(batch.pending)})")
+    return batch.keys[name]
+
+
+def _check_ids(stored, pending: tuple[ImageItem, ...], key: str) -> None:
+    if [str(i) for i in stored] != [it.image_id for it in pending]:
+        raise InputValidationError(f"{key}: its images are not this batch's pending images")
 
 
 COMPACT_MAX_FRACTION = 0.5  # above it (untrained weights) little is saved: full heads
+_infer_locks: dict[int, threading.Lock] = {}
+_infer_locks_guard = threading.Lock()
 
 
-def infer(msg: Preprocessed, cfg: StageConfig, *, s3=None, model=None) -> Inferred:
-    """``input.npy`` -> Model.run -> ``heads.npz``: only the head rows whose objectness passes
-    the batch's score (``yolo_sfn.core.decode.compact_heads``; Postprocess reads no others),
-    so a trained YOLOv4-416 hands over KiB instead of 3.6 MB; the full heads when more than
-    ``COMPACT_MAX_FRACTION`` of the rows pass or the score is 0."""
+def _infer_lock(model) -> threading.Lock:
+    """One batch at a time per loaded model in this process (a Lambda container serves one
+    event anyway; locally, children share the model), so each image's time is its own
+    interpreter call, never a wait for another batch's."""
+    with _infer_locks_guard:
+        return _infer_locks.setdefault(id(model), threading.Lock())
+
+
+def infer(batch: Batch, cfg: StageConfig, *, s3=None, model=None) -> Batch:
+    """``inputs.npz`` -> Model.run per image -> one ``heads.npz`` per batch, members
+    ``<image_id>.<name>`` with each image's compact heads (``core.decode.compact_heads``: the
+    rows at objectness >= the batch's score, so a trained YOLOv4-416 hands over KiB instead of
+    3.6 MB), or its full ``head_i`` when more than ``COMPACT_MAX_FRACTION`` of the rows pass
+    or the score is 0. ``timings_ms.infer`` of an image = its interpreter call."""
     from yolo_sfn.core.decode import compact_heads
 
-    t0 = perf_counter()
+    t0, start = perf_counter(), _now_ms()
     cfg.require("bucket")
     s3 = s3 or aws.client("s3")
+    pending = batch.pending
+    if not pending:  # every image failed before: nothing to load or run
+        return _finish(batch, "infer", t0, start, {})
     if model is None:
-        cfg.require("model_uri")
-        model = models.get_model(cfg.model_uri, cfg.model_cache_dir,
-                                 threads=cfg.infer_threads, s3=s3)
-    batch = io.get_npy(cfg.bucket, msg.input_key, s3=s3)
-    heads = model.run(batch)
-    t0 += model.last_wait_s  # local runs share one model across Map threads: not our work
-    key = tmp_key(cfg, msg.batch_id, msg.image_id, "heads.npz")
+        ref = batch.model_ref
+        model = models.get_model(_model_uri(batch, cfg), cfg.model_cache_dir,
+                                 threads=cfg.infer_threads, s3=s3,
+                                 version=ref.version if ref else None)
     meta = model.meta
-    arrays = compact_heads(heads, meta, msg.params.score, max_fraction=COMPACT_MAX_FRACTION)
-    if arrays is None:  # most rows pass (untrained weights), or score 0: the full heads
-        arrays = {f"head_{i}": h for i, h in enumerate(heads)}
-    io.put_npz(cfg.bucket, key, arrays, s3=s3)
-    return Inferred(**_fields(msg), heads_key=key,
-                    model={"name": meta.name, "precision": meta.precision,
-                           "weights_sha256": meta.weights_sha256},
-                    timings_ms=_with_timing(msg, "infer", t0))
+    info = {"name": meta.name, "precision": meta.precision, "weights_sha256": meta.weights_sha256}
+    key = _require_key(batch, "inputs", "infer")
+    npz = io.get_npz(cfg.bucket, key, s3=s3)
+    _check_ids(npz["image_ids"], pending, key)
+    inputs = npz["inputs"]  # (n, h, w, 3) uint8
+    updated, arrays = {}, {}
+    with _infer_lock(model):
+        for i, item in enumerate(pending):
+            t = perf_counter()
+            heads = model.run(inputs[i:i + 1])
+            updated[item.image_id] = _timed(item, "infer", t)
+            kept = compact_heads(heads, meta, batch.params.score,
+                                 max_fraction=COMPACT_MAX_FRACTION)
+            if kept is None:  # most rows pass (untrained weights), or score 0: the full heads
+                kept = {f"head_{j}": h for j, h in enumerate(heads)}
+            arrays.update({f"{item.image_id}.{name}": a for name, a in kept.items()})
+    keys = {**batch.keys, "heads": tmp_key(cfg, batch.batch_id, batch.child_id, "heads.npz")}
+    io.put_npz(cfg.bucket, keys["heads"], arrays, s3=s3)
+    return _finish(batch, "infer", t0, start, updated, keys=keys, model=info)
 
 
-def _fields(msg, *, exclude: tuple[str, ...] = ("timings_ms",)) -> dict:
-    return {f.name: getattr(msg, f.name) for f in fields(msg) if f.name not in exclude}
+def image_heads(npz: dict, image_id: str) -> dict:
+    """One image's members of a batch ``heads.npz`` (``<image_id>.<name>`` -> ``name``)."""
+    prefix = image_id + "."
+    return {k[len(prefix):]: v for k, v in npz.items() if k.startswith(prefix)}
 
 
-def postprocess(msg: Inferred, cfg: StageConfig, *, s3=None, meta=None) -> Postprocessed:
-    """``heads.npz`` + metadata + transform -> detections JSON (original-image pixels).
-    Reads compact heads (Infer's) or full ``head_0..`` heads."""
+def _heads_for(arrays: dict, meta, key: str, image_id: str) -> list:
     from yolo_sfn.core.decode import expand_heads, is_compact
+
+    if not arrays:
+        raise InputValidationError(f"heads: {key} has no heads for image {image_id}")
+    if is_compact(arrays):
+        try:
+            return expand_heads(arrays, meta)
+        except (ModelError, KeyError) as e:
+            raise InputValidationError(f"heads: {key} does not fit model {meta.name!r} "
+                                       f"({e})") from None
+    heads = [arrays[f"head_{i}"] for i in range(len(arrays))]
+    if len(heads) != len(meta.heads):
+        raise InputValidationError(f"heads: {len(heads)} heads in {key}, model "
+                                   f"{meta.name!r} has {len(meta.heads)}")
+    return heads
+
+
+def postprocess(batch: Batch, cfg: StageConfig, *, s3=None, meta=None) -> Batch:
+    """``heads.npz`` + metadata + each image's transform -> decode + NMS -> one
+    ``detections.json`` per batch: ``{image_id: [Detection.to_dict()]}`` (original pixels)."""
     from yolo_sfn.core.postprocess import postprocess as decode_and_nms
     from yolo_sfn.core.preprocess import Transform
 
-    t0 = perf_counter()
+    t0, start = perf_counter(), _now_ms()
     cfg.require("bucket")
     s3 = s3 or aws.client("s3")
+    pending = batch.pending
+    if not pending:
+        return _finish(batch, "postprocess", t0, start, {})
     if meta is None:
-        meta = models.load_meta(cfg.require("model_uri").model_uri, s3=s3)
-    npz = io.get_npz(cfg.bucket, msg.heads_key, s3=s3)
-    try:
-        transform = Transform.from_dict(msg.transform)
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise InputValidationError(f"transform: malformed ({type(e).__name__}: {e})") from None
-    if is_compact(npz):
+        meta = _meta(batch, cfg, s3)
+    key = _require_key(batch, "heads", "postprocess")
+    npz = io.get_npz(cfg.bucket, key, s3=s3)
+    updated, detections = {}, {}
+    for item in pending:
+        t = perf_counter()
         try:
-            heads = expand_heads(npz, meta)
-        except (ModelError, KeyError) as e:
-            raise InputValidationError(f"heads_key: {msg.heads_key} does not fit model "
-                                       f"{meta.name!r} ({e})") from None
-    else:
-        heads = [npz[f"head_{i}"] for i in range(len(npz))]
-    if len(heads) != len(meta.heads):
-        raise InputValidationError(f"heads_key: {len(heads)} heads in {msg.heads_key}, "
-                                   f"model {meta.name!r} has {len(meta.heads)}")
-    dets = decode_and_nms(heads, meta, transform, score=msg.params.score, iou=msg.params.iou,
-                          nms_kind=cfg.nms_kind)
-    key = tmp_key(cfg, msg.batch_id, msg.image_id, "detections.json")
-    io.put_json(cfg.bucket, key, [d.to_dict() for d in dets], s3=s3)
-    return Postprocessed(**_fields(msg), detections_key=key, num_detections=len(dets),
-                         timings_ms=_with_timing(msg, "postprocess", t0))
+            try:
+                transform = Transform.from_dict(item.transform or {})
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                raise InputValidationError(
+                    f"transform: malformed ({type(e).__name__}: {e})") from None
+            heads = _heads_for(image_heads(npz, item.image_id), meta, key, item.image_id)
+            dets = decode_and_nms(heads, meta, transform, score=batch.params.score,
+                                  iou=batch.params.iou, nms_kind=cfg.nms_kind)
+        except Exception as e:  # one image's heads or transform: its own error
+            if isinstance(e, STAGE_ERRORS):
+                raise
+            updated[item.image_id] = _failed(item, "postprocess", e, t)
+            continue
+        detections[item.image_id] = [d.to_dict() for d in dets]
+        updated[item.image_id] = _timed(item, "postprocess", t)
+    keys = dict(batch.keys)
+    if detections:
+        keys["detections"] = tmp_key(cfg, batch.batch_id, batch.child_id, "detections.json")
+        io.put_json(cfg.bucket, keys["detections"], detections, s3=s3)
+    return _finish(batch, "postprocess", t0, start, updated, keys=keys)
 
 
-# --- Store / RecordFailure -----------------------------------------------------------------
+# --- Store / RecordBatchFailure ------------------------------------------------------------
 def _ddb_value(v):
     """Python -> DynamoDB attribute value (floats as Decimal, None as NULL)."""
     from boto3.dynamodb.types import TypeSerializer
@@ -356,56 +511,114 @@ def _ddb_errors(what: str) -> Iterator[None]:
         raise mapped from e
 
 
-def _put_record(cfg: StageConfig, record: dict, ddb) -> None:
-    item = {k: _ddb_value(v) for k, v in record.items()}
-    with _ddb_errors(f"dynamodb put_item {cfg.table}"):
-        ddb.put_item(TableName=cfg.table, Item=item)  # overwrite: idempotent per (batch, image)
+def put_records(cfg: StageConfig, records: list[dict], ddb, *, sleep=time.sleep) -> None:
+    """One item per record with BatchWriteItem (25 a call); ``UnprocessedItems`` are retried
+    with backoff, and what is still unprocessed after ``DDB_ATTEMPTS`` is a TransientS3Error
+    (Step Functions retries the stage; every write overwrites, so that is safe)."""
+    requests = [{"PutRequest": {"Item": {k: _ddb_value(v) for k, v in r.items()}}}
+                for r in records]
+    for lo in range(0, len(requests), DDB_BATCH):
+        todo = requests[lo:lo + DDB_BATCH]
+        for attempt in range(DDB_ATTEMPTS):
+            with _ddb_errors(f"dynamodb batch_write_item {cfg.table}"):
+                resp = ddb.batch_write_item(RequestItems={cfg.table: todo})
+            todo = (resp.get("UnprocessedItems") or {}).get(cfg.table) or []
+            if not todo:
+                break
+            if attempt < DDB_ATTEMPTS - 1:
+                sleep(0.05 * 2 ** attempt)
+        if todo:
+            raise TransientS3Error(f"dynamodb batch_write_item {cfg.table}: {len(todo)} items "
+                                   f"still unprocessed after {DDB_ATTEMPTS} attempts")
 
 
-def _write_result(cfg: StageConfig, result: dict, error: dict | None, *, s3, ddb) -> StoreResult:
-    key = result_key(cfg, result["batch_id"], result["image_id"])
-    result_uri = io.put_json(cfg.bucket, key, result, s3=s3)
-    dets = result["detections"]
-    counts = dict(Counter(d.get("label", str(d.get("class_id"))) for d in dets))
-    _put_record(cfg, {
-        "batch_id": result["batch_id"], "image_id": result["image_id"], "uri": result["uri"],
-        "status": result["status"], "num_detections": len(dets), "class_counts": counts,
-        "result_uri": result_uri, "timings_ms": result["timings_ms"], "error": error,
-        "execution_arn": result["execution_arn"],
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, ddb)
-    return StoreResult(batch_id=result["batch_id"], image_id=result["image_id"],
-                       uri=result["uri"], status=result["status"], result_uri=result_uri,
-                       num_detections=len(dets), timings_ms=result["timings_ms"], error=error)
+def _result(batch: Batch, item: ImageItem, dets: list | None, error: dict | None,
+            start_ms: float, t: float) -> dict:
+    """One image's result document (``results/<batch>/<image>.json``)."""
+    return {"image_id": item.image_id, "uri": item.uri,
+            "status": "failed" if error else "succeeded",
+            "width": item.width, "height": item.height, "detections": dets or [],
+            "timings_ms": {**item.timings_ms, "store": round_ms(perf_counter() - t)},
+            "model": dict(batch.model), "error": error, "batch_id": batch.batch_id,
+            "params": batch.params.to_dict(), "execution_arn": batch.execution_arn,
+            "child": {"id": batch.child_id, "size": len(batch.items)},
+            "batch_stage_ms": dict(batch.stage_ms),
+            "spans_ms": {**batch.spans_ms, "store": [start_ms, _now_ms()]}}
 
 
-def store(msg: Postprocessed, cfg: StageConfig, *, s3=None, ddb=None) -> StoreResult:
-    """Write ``results/<batch>/<image>.json`` and one DynamoDB item (both overwrite)."""
-    t0 = perf_counter()
+def _write_results(cfg: StageConfig, batch: Batch, results: list[dict], *, s3,
+                   ddb) -> ChildResult:
+    """PUT each result JSON (overlapping) and one table item per image (BatchWriteItem)."""
+    def put(result: dict) -> str:
+        key = result_key(cfg, batch.batch_id, result["image_id"])
+        return io.put_json(cfg.bucket, key, result, s3=s3)
+
+    with ThreadPoolExecutor(WRITE_WORKERS) as pool:
+        uris = list(pool.map(put, results))
+    updated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    records = []
+    for result, uri in zip(results, uris, strict=True):
+        dets = result["detections"]
+        counts = dict(Counter(d.get("label", str(d.get("class_id"))) for d in dets))
+        records.append({
+            "batch_id": batch.batch_id, "image_id": result["image_id"], "uri": result["uri"],
+            "status": result["status"], "num_detections": len(dets), "class_counts": counts,
+            "result_uri": uri, "timings_ms": result["timings_ms"], "error": result["error"],
+            "execution_arn": batch.execution_arn, "child_id": batch.child_id,
+            "updated_at": updated})
+    put_records(cfg, records, ddb)
+    ok = sum(1 for r in results if r["status"] == "succeeded")
+    return ChildResult(batch_id=batch.batch_id, child_id=batch.child_id, size=len(results),
+                       succeeded=ok, failed=len(results) - ok)
+
+
+def store(batch: Batch, cfg: StageConfig, *, s3=None, ddb=None) -> ChildResult:
+    """Every image of the batch -> ``results/<batch>/<image>.json`` + one table item (both
+    overwrite): detections from the batch's ``detections.json`` (one GET), failed images with
+    the stage, type and message their error recorded."""
+    start = _now_ms()
     cfg.require("bucket", "table")
     s3 = s3 or aws.client("s3")
     ddb = ddb or aws.client("dynamodb")
-    dets = io.get_json(cfg.bucket, msg.detections_key, s3=s3)
-    result = {"image_id": msg.image_id, "uri": msg.uri, "status": "succeeded",
-              "width": msg.width, "height": msg.height, "detections": dets,
-              "timings_ms": _with_timing(msg, "store", t0), "model": dict(msg.model),
-              "error": None, "batch_id": msg.batch_id, "params": msg.params.to_dict(),
-              "execution_arn": msg.execution_arn}
-    return _write_result(cfg, result, None, s3=s3, ddb=ddb)
+    dets = {}
+    if batch.pending:
+        key = _require_key(batch, "detections", "store")
+        dets = io.get_json(cfg.bucket, key, s3=s3)
+        missing = [it.image_id for it in batch.pending if it.image_id not in dets]
+        if missing:
+            raise InputValidationError(f"{key}: no detections for {', '.join(missing[:3])}")
+    results = []
+    for item in batch.items:
+        t = perf_counter()
+        results.append(_result(batch, item, dets.get(item.image_id), item.error, start, t))
+    return _write_results(cfg, batch, results, s3=s3, ddb=ddb)
 
 
-def record_failure(msg: FailureEvent, cfg: StageConfig, *, s3=None, ddb=None) -> StoreResult:
-    """Failure path: the caught ``{"Error","Cause"}`` of ``msg.stage`` -> a failed record."""
-    t0 = perf_counter()
+# Step Functions' own errors may come without a Cause: say what happened instead of nothing
+CAUSELESS = {"States.Timeout": "{stage} did not finish within its TimeoutSeconds "
+                               "(the whole batch; see the function's Timeout)",
+             "States.HeartbeatTimeout": "{stage} sent no heartbeat in time"}
+
+
+def record_batch_failure(msg: BatchFailure, cfg: StageConfig, *, s3=None,
+                         ddb=None) -> ChildResult:
+    """A stage failed as a whole: every still-pending image is recorded as failed at that
+    stage with the caught ``{"Error","Cause"}``; images that had failed already keep their
+    own error."""
+    start = _now_ms()
     cfg.require("bucket", "table")
     s3 = s3 or aws.client("s3")
     ddb = ddb or aws.client("dynamodb")
-    error = {"stage": msg.stage, **msg.error.to_dict()}
-    result = {"image_id": msg.image_id, "uri": msg.uri, "status": "failed",
-              "width": msg.width, "height": msg.height, "detections": [],
-              "timings_ms": _with_timing(msg, "store", t0), "model": dict(msg.model),
-              "error": error, "batch_id": msg.batch_id, "execution_arn": msg.execution_arn}
-    return _write_result(cfg, result, error, s3=s3, ddb=ddb)
+    batch = msg.batch
+    message = msg.error.message or CAUSELESS.get(
+        msg.error.type, "{stage} failed as a whole ({type}, no cause given)").format(
+            stage=msg.stage, type=msg.error.type)
+    stage_error = {"stage": msg.stage, "type": msg.error.type, "message": message}
+    results = []
+    for item in batch.items:
+        t = perf_counter()
+        results.append(_result(batch, item, None, item.error or stage_error, start, t))
+    return _write_results(cfg, batch, results, s3=s3, ddb=ddb)
 
 
 def parse_cause(error: dict) -> CaughtError:
@@ -456,7 +669,7 @@ def plain(v):
 
 MISSING_ERROR = {"stage": "unknown", "type": "MissingResult",
                  "message": "this execution recorded no result for this image (its iteration "
-                            "failed before Store/RecordFailure)"}
+                            "failed before Store/RecordBatchFailure)"}
 
 
 def build_summary(batch_id: str, items: list[dict], records: dict[str, dict],
@@ -529,4 +742,4 @@ def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> Su
 
 
 __all__ = ["S3UriError", "image_id_for", "infer", "parse_manifest", "plan", "postprocess",
-           "preprocess", "record_failure", "store", "summarize"]
+           "preprocess", "record_batch_failure", "store", "summarize"]
