@@ -22,30 +22,39 @@ def toy(tmp_path_factory):
     return write_toy_project(tmp_path_factory.mktemp("toy"))
 
 
+def _model(tmp_path=None):
+    """A real model: `run` loads it before deploying (the toy handlers do not use it)."""
+    from yolo_sfn.demo import ensure_demo_model
+
+    return Path(ensure_demo_model())
+
+
 def test_run_command_writes_outputs(toy, tmp_path, capsys):
     from yolo_sfn.cli import main
 
-    model = tmp_path / "m.tflite"
-    model.write_bytes(b"toy")
-    (tmp_path / "m.tflite.json").write_text("{}")
+    model = _model()
     images = tmp_path / "in"
     images.mkdir()
     for name in IMAGES[:2]:
         shutil.copy(REPO / "testdata" / "images" / name, images / name)
     shutil.copy(REPO / "testdata" / "images" / IMAGES[0], images / "with space é.jpg")
     out = tmp_path / "out"
+    # a mistyped path: one line naming it, before anything is deployed or written
     rc = main(["run", "--project", str(toy), "--model", str(model), "--out", str(out),
                "--json", str(images), str(tmp_path / "gone.jpg")])
-    assert rc == 1  # the execution succeeded, one image (gone.jpg) failed: as detect does
+    assert rc == 2 and not out.exists()
+    assert f"{tmp_path / 'gone.jpg'}: no such file or folder" in capsys.readouterr().err
+    rc = main(["run", "--project", str(toy), "--model", str(model), "--out", str(out),
+               "--json", str(images)])
+    assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["status"] == "SUCCEEDED" and doc["local_engine_notes"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["unique"] == 4 and summary["failed"] == 1
+    assert summary["unique"] == 3 and summary["failed"] == 0
     assert {i["uri"].rsplit("/", 1)[-1] for i in summary["images"]} == {
-        *IMAGES[:2], "with space é.jpg", "gone.jpg"}
-    assert len(list((out / "results").glob("*.json"))) == 4
+        *IMAGES[:2], "with space é.jpg"}
+    assert len(list((out / "results").glob("*.json"))) == 3
     assert (out / "annotated" / "with space é.jpg").is_file()
-    assert doc["missing_inputs"][0]["uri"] == "s3://yolo-sfn-input/gone.jpg"
 
 
 def test_run_command_event_file(toy, tmp_path, capsys):
@@ -59,10 +68,7 @@ def test_run_command_event_file(toy, tmp_path, capsys):
         "images": [f"s3://yolo-sfn-input/{IMAGES[1]}", "s3://other-bucket/x/photo.jpg"],
         "batch_id": "evt", "local_files": {"s3://other-bucket/x/photo.jpg":
                                            str(tmp_path / "photo.jpg")}}))
-    model = tmp_path / "m.tflite"
-    model.write_bytes(b"toy")
-    (tmp_path / "m.tflite.json").write_text("{}")
-    rc = main(["run", "--project", str(toy), "--model", str(model), "--out",
+    rc = main(["run", "--project", str(toy), "--model", str(_model()), "--out",
                str(tmp_path / "out"), "--json", str(event)])
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
@@ -79,13 +85,6 @@ def test_same_file_name_from_two_folders_is_kept_apart(tmp_path):
     assert inputs.execution_input["images"] == [
         "s3://yolo-sfn-input/x.jpg", "s3://yolo-sfn-input/2/x.jpg", "s3://yolo-sfn-input/x.jpg"]
     assert len(inputs.uploads) == 2 and not inputs.missing
-
-
-def _model(tmp_path):
-    model = tmp_path / "m.tflite"
-    model.write_bytes(b"toy")
-    (tmp_path / "m.tflite.json").write_text("{}")
-    return model
 
 
 def test_run_command_injected_faults_show_retries_and_failures(toy, tmp_path, capsys):
@@ -168,7 +167,8 @@ def test_sub_folders_are_named_not_silently_skipped(toy, tmp_path, capsys):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     rc = main(["run", "--project", str(toy), str(tmp_path / "empty")])
     err = capsys.readouterr().err
-    assert rc == 2 and f"{tmp_path / 'empty'} has no files (sub-folders are not searched)" in err
+    assert rc == 2 and f"no input images in {tmp_path / 'empty'}" in err
+    assert "skipped 1 sub-folder(s)" in err
 
 
 @pytest.mark.parametrize(
