@@ -13,12 +13,35 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 from yolo_sfn.errors import InputFileError
 
 RECORD = ".yolo-sfn-outputs.json"
 NAME_MAX_BYTES = 255  # a file name's limit on ext4, APFS, NTFS (in its own units), ...
+
+
+_UNSAFE_CATEGORIES = ("Cc", "Cs", "Cn")  # control characters, undecodable bytes, non-characters
+
+
+def unsafe_char(ch: str) -> bool:
+    """A character a terminal, an S3 key or an XML listing cannot carry as it is."""
+    return unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
+def shown(text: str | os.PathLike) -> str:
+    """``text`` printable on any terminal: control characters and undecodable bytes escaped
+    (``a\\nb.jpg``, ``\\xff.jpg``)."""
+    out = []
+    for ch in os.fsdecode(text):
+        if not unsafe_char(ch):
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ascii(ch)[1:-1])
+    return "".join(out)
 
 
 def _load(folder: Path) -> dict[str, list[str]]:

@@ -25,13 +25,13 @@ import json
 import os
 import stat
 import time
-import unicodedata
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yolo_sfn.commands.outputs import RECORD, OutputRecord, shown, unsafe_char
 from yolo_sfn.errors import InputFileError, InputValidationError
 from yolo_sfn.local.engine import INPUT_BUCKET, LocalEngine, LocalRun, Progress, split_s3_uri
 from yolo_sfn.local.invoke import Fault
@@ -65,38 +65,19 @@ def _add_file(inputs: Inputs, uri: str, path: Path) -> None:
 
 
 # --- local names -> S3 keys ----------------------------------------------------------------
-_UNSAFE_CATEGORIES = ("Cc", "Cs", "Cn")  # control characters, undecodable bytes, non-characters
 MAX_SAFE_NAME_BYTES = 512
-
-
-def _unsafe(ch: str) -> bool:
-    return unicodedata.category(ch) in _UNSAFE_CATEGORIES
 
 
 def s3_safe_name(name: str) -> str:
     """A local file name as an S3 key segment: every character S3 keys cannot carry (control
     characters such as newline and tab, bytes that are not UTF-8, Unicode non-characters) is
     written as ``%XX`` of its bytes; a name still too long ends in a hash. Other names are kept."""
-    safe = "".join("".join(f"%{b:02X}" for b in os.fsencode(ch)) if _unsafe(ch) else ch
+    safe = "".join("".join(f"%{b:02X}" for b in os.fsencode(ch)) if unsafe_char(ch) else ch
                    for ch in name)
     if len(safe.encode("utf-8")) > MAX_SAFE_NAME_BYTES:
         digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:12]
         safe = safe[:200] + f"-{digest}" + Path(safe).suffix[:16]
     return safe
-
-
-def shown(text: str | os.PathLike) -> str:
-    """``text`` printable on any terminal: control characters and undecodable bytes escaped
-    (``a\\nb.jpg``, ``\\xff.jpg``)."""
-    out = []
-    for ch in os.fsdecode(text):
-        if not _unsafe(ch):
-            out.append(ch)
-        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        else:
-            out.append(ascii(ch)[1:-1])
-    return "".join(out)
 
 
 def _unique_uri(inputs: Inputs, f: Path) -> str:
@@ -269,8 +250,6 @@ OUTPUT_FOLDERS = ("results", "annotated")
 def check_out_dir(out: Path) -> None:
     """Before anything runs: ``out``'s fixed output names are free or were written by
     yolo-sfn (its record), and its output folders are folders. InputFileError otherwise."""
-    from yolo_sfn.commands.outputs import RECORD, OutputRecord
-
     rec = OutputRecord(out, "run")
     for name in FIXED_OUTPUTS:
         if not rec.free(out / name):
@@ -285,12 +264,11 @@ def previous_outputs(out: Path | None) -> set[Path]:
     """The files yolo-sfn recorded writing directly in ``out`` (resolved): with ``--out``
     the input folder, they are not read back as images. (Its sub-folders ``results/`` and
     ``annotated/`` are not read anyway; named as inputs, annotated copies are images.)"""
-    from yolo_sfn.commands.outputs import OutputRecord
-
     if out is None:
         return set()
-    return {p for p in OutputRecord(out, "run").recorded_paths()
-            if p.parent == Path(out).resolve()}
+    here = Path(out).resolve()
+    return {p for p in OutputRecord(out, "run").recorded_paths() if p.parent == here} | {
+        here / RECORD, here / PARTIAL_LOGS}
 
 
 def run_batch(
@@ -454,8 +432,6 @@ def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOpti
     yolo-sfn did not write is never replaced; a write that fails is reported in ``errors``
     and the summary, and the others go on. The record of written files is saved before and
     after (``yolo_sfn.commands.outputs``)."""
-    from yolo_sfn.commands.outputs import OutputRecord
-
     out = Path(opts.out_dir)
     rec = OutputRecord(out, "run")
     keep = {p.resolve() for p in inputs.uploads.values()}
@@ -590,7 +566,8 @@ def _error_text(err: dict | None, uri: str, local: str | None) -> str:
     replaced by the file's path."""
     if not err:
         return ""
-    text = f"{err.get('stage')}: {err.get('type')}: {err.get('message')}"
+    parts = (err.get("stage"), err.get("type"), err.get("message"))
+    text = ": ".join(str(p) for p in parts if p)
     if local is not None:
         text = text.replace(uri, shown(local))
     return " ".join(text.split())
