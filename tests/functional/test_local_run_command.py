@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -185,3 +186,112 @@ def test_bad_run_options_are_refused_before_the_run(toy, tmp_path, capsys, argv,
     rc = main(["run", "--project", str(toy), "--model", str(_model(tmp_path)), *argv,
                str(REPO / "testdata" / "images" / "dog.jpg")])
     assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_run_never_replaces_files_it_did_not_write(toy, tmp_path, capsys):
+    from yolo_sfn.cli import main
+
+    out = tmp_path / "out"
+    (out / "annotated").mkdir(parents=True)
+    (out / "annotated" / "dog.jpg").write_bytes(b"the user's own dog.jpg")
+    (out / "summary.json").write_text('{"mine": true}')
+    dog = str(REPO / "testdata" / "images" / "dog.jpg")
+    base = ["run", "--project", str(toy), "--model", str(_model()), "--out", str(out), "--json"]
+    assert main([*base, dog]) == 2  # named before anything runs
+    err = capsys.readouterr().err
+    assert "summary.json is there and yolo-sfn did not write it" in err
+    assert (out / "summary.json").read_text() == '{"mine": true}'
+    (out / "summary.json").unlink()
+    assert main([*base, dog]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (out / "annotated" / "dog.jpg").read_bytes() == b"the user's own dog.jpg"
+    assert doc["summary"]["images"][0]["annotated_path"] == "annotated/dog-2.jpg"
+    assert doc["written"]["annotated"] == [str(out / "annotated" / "dog-2.jpg")]
+
+
+def test_a_write_failing_midway_is_reported_and_recorded(toy, tmp_path, capsys, monkeypatch):
+    import yolo_sfn.core.annotate as annotate
+    from yolo_sfn.cli import main
+    from yolo_sfn.errors import InputFileError
+
+    real = annotate.annotate_file
+
+    def disk_full_at_kite(path, rgb, dets):
+        if Path(path).stem == "kite":
+            Path(path).write_bytes(b"half an image")  # what a full disk leaves
+            raise InputFileError(f"{path}: cannot write (No space left on device)")
+        return real(path, rgb, dets)
+
+    monkeypatch.setattr(annotate, "annotate_file", disk_full_at_kite)
+    out = tmp_path / "out"
+    images = [str(REPO / "testdata" / "images" / n) for n in ("dog.jpg", "kite.jpg", "girl.png")]
+    base = ["run", "--project", str(toy), "--model", str(_model()), "--out", str(out), "--json"]
+    assert main([*base, *images]) == 1  # not 2: the options were fine
+    doc = json.loads(capsys.readouterr().out)
+    assert "No space left on device" in doc["written"]["errors"][0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "No space left on device" in summary["write_errors"][0]
+    by_name = {Path(i["local_path"]).name: i for i in summary["images"]}
+    assert by_name["kite.jpg"]["annotated_path"] is None
+    assert by_name["girl.png"]["annotated_path"] == "annotated/girl.jpg"  # the others went on
+    record = json.loads((out / ".yolo-sfn-outputs.json").read_text())["run"]
+    assert "annotated/kite.jpg" in record  # the half-written file is recorded...
+    monkeypatch.setattr(annotate, "annotate_file", real)
+    assert main([*base, images[0]]) == 0
+    capsys.readouterr()
+    # ...so the next run leaves no stale file beside a summary that does not list it
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == ["dog.jpg"]
+    assert len(list((out / "results").iterdir())) == 1
+
+
+@pytest.mark.parametrize("broken", ["text", "class_count"])
+def test_run_checks_the_model_before_deploying(toy, tmp_path, capsys, broken):
+    from yolo_sfn.cli import main
+
+    model = tmp_path / "m.tflite"
+    shutil.copy(_model(), model)
+    meta = json.loads(Path(str(_model()) + ".json").read_text())
+    if broken == "text":
+        model.write_text("this is not a model\n")
+    else:
+        meta["num_classes"], meta["names"] = 3, meta["names"][:3]
+    (tmp_path / "m.tflite.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    rc = main(["run", "--project", str(toy), "--model", str(model), "--out", str(out),
+               str(REPO / "testdata" / "images" / "dog.jpg")])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists()
+    assert err.startswith(f"yolo-sfn: error: {model}") and err.count("\n") == 1
+
+
+def test_ctrl_c_keeps_what_finished_and_says_so(toy, tmp_path):
+    """SIGINT while one image hangs: the finished images are kept and listed, the
+    unfinished one is named, exit 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    base = [sys.executable, "-m", "yolo_sfn.cli", "run", "--project", str(toy), "--model",
+            str(_model()), "--out", str(out), "--fast-retries"]
+    images = [str(REPO / "testdata" / "images" / n) for n in IMAGES]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    assert subprocess.run([*base, images[0]], env=env, capture_output=True).returncode == 0
+    proc = subprocess.Popen([*base, "--fault", "infer:timeout:kite.jpg", *images], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, deadline = "", time.monotonic() + 120
+    while f"{len(images) - 1}/{len(images)} done" not in seen[-200:]:
+        assert time.monotonic() < deadline and proc.poll() is None, seen[-2000:]
+        seen += proc.stderr.read(1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted: 1 image(s) not finished" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["succeeded"] == len(images) - 1
+    (kite,) = [i for i in summary["images"] if i["status"] == "interrupted"]
+    assert kite["local_path"].endswith("kite.jpg")
+    assert len(list((out / "results").iterdir())) == len(images) - 1
+    assert (out / "function-logs.jsonl").is_file()
+    assert not (out / ".yolo-sfn-function-logs.partial.jsonl").exists()

@@ -99,12 +99,19 @@ def test_a_real_folder_run_into_itself(tmp_path, capsys):
     assert {p: after[p] for p in before} == before
     annotated = [d / i["annotated_path"] for i in summary["images"] if i["annotated_path"]]
     assert len(annotated) == len(good) and all(p.parent == d / "annotated" for p in annotated)
-    # the next run does not read its own outputs back as images, and replaces only them
+    # the next run does not read its own outputs back as images, and replaces only them;
+    # its table shows every error whole and no OpenCV log line
     (d / "annotated" / "mine.jpg").write_bytes(SAMPLES[0].read_bytes())  # the user's
-    assert main(["run", "--out", str(d), "--json", str(d)]) == 1
-    doc = json.loads(capsys.readouterr().out)
-    assert sorted(i["local_path"] for i in doc["summary"]["images"]) == sorted(images)
-    assert "summary.json" in " | ".join(doc["input_notes"])
+    assert main(["run", "--out", str(d), str(d)]) == 1
+    printed = capsys.readouterr()
+    summary = json.loads((d / "summary.json").read_text())
+    assert sorted(i["local_path"] for i in summary["images"]) == sorted(images)
+    assert "file(s) yolo-sfn wrote (a previous run's outputs)" in printed.err
+    assert "[ WARN" not in printed.err + printed.out and "[ERROR" not in printed.err + printed.out
+    heic = by_path[str(d / "iphone.heic")]["error"]["message"].replace(
+        by_path[str(d / "iphone.heic")]["uri"], str(d / "iphone.heic"))
+    assert heic in printed.out  # whole, naming the local file, not the internal s3:// URI
+    assert "new\\nline.jpg" in printed.out and "latin1-\\xe9t\\xe9.jpg" in printed.out
     after = _checksums(d)
     assert {p: after[p] for p in before} == before
     assert (d / "annotated" / "mine.jpg").read_bytes() == SAMPLES[0].read_bytes()

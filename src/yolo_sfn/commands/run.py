@@ -146,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
     except KeyboardInterrupt:
-        print(f"\ninterrupted before any image ran: {args.out} was left as it was",
+        print(f"\ninterrupted before any image finished: {args.out} was left as it was",
               file=sys.stderr)
         return 130
     rows = table_rows(run)

@@ -279,7 +279,7 @@ def run_batch(
 
     Ctrl-C during the execution stops it and keeps what finished: ``run.status`` is
     ``ABORTED``, the summary lists every image (``interrupted`` for the unfinished ones) and
-    the outputs are written as for a finished run. Ctrl-C before the execution starts leaves
+    the outputs are written as for a finished run. Ctrl-C before any image finished leaves
     ``out_dir`` as it was (KeyboardInterrupt propagates)."""
     model = opts.model
     if model is None:
@@ -308,6 +308,8 @@ def run_batch(
             run = eng.execute(execution_input, on_progress=on_progress)
         except KeyboardInterrupt:
             run = _interrupted(eng, execution_input, time.monotonic() - started)
+            if not run.summary["succeeded"] + run.summary["failed"]:
+                raise  # nothing to keep: the previous run's outputs stay as they are
         run.extra["missing_inputs"] = inputs.missing
         run.extra["input_notes"] = inputs.notes
         _add_local_paths(run, inputs)
