@@ -111,7 +111,7 @@ def test_annotate_writes_images(model, images, capsys, tmp_path):
     rc, _, _ = _run(capsys, "--model", model, "--annotate", outdir, images["good"], images["dog"])
     assert rc == 0
     written = sorted(p.name for p in outdir.iterdir())
-    assert written == ["dog.jpg", "noise.png"]
+    assert written == [".yolo-sfn-outputs.json", "dog.jpg", "noise.png"]  # + what it wrote
     ann = cv2.imread(str(outdir / "noise.png"))
     assert ann.shape == (90, 120, 3)
     assert not np.array_equal(ann, cv2.imread(str(images["good"])))  # something was drawn

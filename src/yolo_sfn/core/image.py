@@ -235,8 +235,8 @@ def _check_size(fmt: str, w: int, h: int, name: str, max_pixels: int) -> int:
         return 1
     scale = jpeg_scale(w, h, max_pixels) if fmt == "JPEG" else None
     if scale is None:
-        largest = (f"; a JPEG up to {max_pixels * JPEG_MAX_REDUCTION ** 2:,} decodes at "
-                   "reduced scale" if fmt == "JPEG" else "")
+        largest = (f" (a JPEG of up to {max_pixels * JPEG_MAX_REDUCTION ** 2:,} pixels would "
+                   f"decode at reduced scale)" if fmt == "JPEG" else "")
         raise ImageTooLargeError(
             f"{name}: {fmt} image is {w}x{h} = {w * h:,} pixels, "
             f"over the limit of {max_pixels:,}{largest}"
