@@ -295,3 +295,31 @@ def test_ctrl_c_keeps_what_finished_and_says_so(toy, tmp_path):
     assert len(list((out / "results").iterdir())) == len(images) - 1
     assert (out / "function-logs.jsonl").is_file()
     assert not (out / ".yolo-sfn-function-logs.partial.jsonl").exists()
+
+
+NAMES_S3_CANNOT_TAKE = ["cr\rreturn.jpg", "del\x7f.jpg", "c1\x85next.jpg", "line\u2028sep.jpg",
+                        "nonchar\ufffe.jpg", "nul-ish\x01.jpg", "%0A.jpg", "\n.jpg", "a..b.jpg",
+                        "é" * 120 + ".jpg"]
+
+
+def test_names_s3_cannot_take_are_mapped_one_by_one(toy, tmp_path, capsys):
+    from yolo_sfn.cli import main
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in NAMES_S3_CANNOT_TAKE:
+        shutil.copy(REPO / "testdata" / "images" / "dog.jpg", d / name)
+    bad = os.fsdecode(os.fsencode(d) + b"/\xff\xfe.jpg")  # not UTF-8: an old zip's names
+    shutil.copy(REPO / "testdata" / "images" / "dog.jpg", bad)
+    out = tmp_path / "out"
+    rc = main(["run", "--project", str(toy), "--model", str(_model()), "--out", str(out), str(d)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    summary = json.loads((out / "summary.json").read_text())
+    local = {i["local_path"]: i for i in summary["images"]}
+    assert sorted(local) == sorted([str(d / n) for n in NAMES_S3_CANNOT_TAKE] + [bad])
+    assert all(i["status"] == "succeeded" for i in local.values())
+    assert len({i["uri"] for i in local.values()}) == len(local)  # "%0A.jpg" and "\n.jpg" apart
+    assert "\\xff\\xfe.jpg" in printed.out and "cr\\rreturn.jpg" in printed.out
+    annotated = {local[p]["annotated_path"] for p in local}
+    assert len(annotated) == len(local) and all((out / a).is_file() for a in annotated)

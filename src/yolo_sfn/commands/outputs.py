@@ -1,4 +1,5 @@
-"""What yolo-sfn wrote in a user's folder, so a rerun replaces exactly that and nothing else.
+"""What yolo-sfn wrote in a user's folder, so a rerun replaces exactly that and nothing else;
+and how a user's file names are shown (``shown``: any name printable, one line).
 
 ``DIR/.yolo-sfn-outputs.json`` records, per command, the files (relative to ``DIR``) that
 command wrote there: ``{"run": ["summary.json", "results/<id>.json", ...], "detect": [...]}``
@@ -22,7 +23,9 @@ RECORD = ".yolo-sfn-outputs.json"
 NAME_MAX_BYTES = 255  # a file name's limit on ext4, APFS, NTFS (in its own units), ...
 
 
-_UNSAFE_CATEGORIES = ("Cc", "Cs", "Cn")  # control characters, undecodable bytes, non-characters
+# control characters, undecodable bytes (surrogateescape), non-characters, line/paragraph
+# separators (str.splitlines() splits at U+2028: a one-URI-per-line manifest would too)
+_UNSAFE_CATEGORIES = ("Cc", "Cs", "Cn", "Zl", "Zp")
 
 
 def unsafe_char(ch: str) -> bool:
@@ -30,12 +33,15 @@ def unsafe_char(ch: str) -> bool:
     return unicodedata.category(ch) in _UNSAFE_CATEGORIES
 
 
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def shown(text: str | os.PathLike) -> str:
-    """``text`` printable on any terminal: control characters and undecodable bytes escaped
-    (``a\\nb.jpg``, ``\\xff.jpg``)."""
+    """``text`` printable on any terminal, on one line: control characters, undecodable
+    bytes and bidi overrides escaped (``a\\nb.jpg``, ``\\xff.jpg``, ``\\u202e``)."""
     out = []
     for ch in os.fsdecode(text):
-        if not unsafe_char(ch):
+        if not unsafe_char(ch) and ch not in _BIDI_CONTROLS:
             out.append(ch)
         elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
             out.append(f"\\x{ord(ch) - 0xDC00:02x}")
