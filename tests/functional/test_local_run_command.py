@@ -264,29 +264,42 @@ def test_run_checks_the_model_before_deploying(toy, tmp_path, capsys, broken):
     assert err.startswith(f"yolo-sfn: error: {model}") and err.count("\n") == 1
 
 
-def test_ctrl_c_keeps_what_finished_and_says_so(toy, tmp_path):
-    """SIGINT while one image hangs: the finished images are kept and listed, the
-    unfinished one is named, exit 130."""
+def _interrupt(argv: list[str], when: str) -> tuple[int, str, str]:
+    """Run ``argv`` (a yolo-sfn subprocess), send SIGINT once ``when`` is in its progress."""
     import signal
     import subprocess
     import sys
     import time
 
-    out = tmp_path / "out"
-    base = [sys.executable, "-m", "yolo_sfn.cli", "run", "--project", str(toy), "--model",
-            str(_model()), "--out", str(out), "--fast-retries"]
-    images = [str(REPO / "testdata" / "images" / n) for n in IMAGES]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    assert subprocess.run([*base, images[0]], env=env, capture_output=True).returncode == 0
-    proc = subprocess.Popen([*base, "--fault", "infer:timeout:kite.jpg", *images], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "yolo_sfn.cli", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen, deadline = "", time.monotonic() + 120
-    while f"{len(images) - 1}/{len(images)} done" not in seen[-200:]:
+    while when not in seen[-200:]:
         assert time.monotonic() < deadline and proc.poll() is None, seen[-2000:]
         seen += proc.stderr.read(1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
+    return proc.returncode, stdout, seen + stderr
+
+
+def test_ctrl_c_keeps_what_finished_and_says_so(toy, tmp_path):
+    """SIGINT while one image hangs: the finished images are kept and listed, the
+    unfinished one is named, exit 130. With nothing finished, --out is left as it was."""
+    from yolo_sfn.cli import main
+
+    out = tmp_path / "out"
+    base = ["run", "--project", str(toy), "--model", str(_model()), "--out", str(out),
+            "--fast-retries"]
+    images = [str(REPO / "testdata" / "images" / n) for n in IMAGES]
+    assert main([*base, images[0]]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    rc, _, err = _interrupt([*base, "--fault", "infer:timeout:*:all", *images], "running")
+    assert rc == 130 and f"interrupted before any image finished: {out} was left as it was" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    rc, stdout, err = _interrupt([*base, "--fault", "infer:timeout:kite.jpg", *images],
+                                 f"{len(images) - 1}/{len(images)} done")
+    assert rc == 130, err[-2000:]
     assert "interrupted: 1 image(s) not finished" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and summary["succeeded"] == len(images) - 1

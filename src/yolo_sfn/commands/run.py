@@ -111,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
     from yolo_sfn.local import features
     from yolo_sfn.local.runner import (
         RunOptions,
+        WritingInterrupted,
         check_out_dir,
         format_table,
         inputs_from_event,
@@ -145,6 +146,11 @@ def main(args: argparse.Namespace) -> int:
         _print_notes(shown)
     try:
         run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
+    except WritingInterrupted:
+        print(f"\ninterrupted while writing {args.out}: the files written so far are listed "
+              f"in {args.out / '.yolo-sfn-outputs.json'} (the next run replaces them)",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"\ninterrupted before any image finished: {args.out} was left as it was",
               file=sys.stderr)

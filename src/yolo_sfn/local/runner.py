@@ -280,7 +280,8 @@ def run_batch(
     Ctrl-C during the execution stops it and keeps what finished: ``run.status`` is
     ``ABORTED``, the summary lists every image (``interrupted`` for the unfinished ones) and
     the outputs are written as for a finished run. Ctrl-C before any image finished leaves
-    ``out_dir`` as it was (KeyboardInterrupt propagates)."""
+    ``out_dir`` as it was (KeyboardInterrupt propagates); Ctrl-C while the outputs are written
+    raises ``WritingInterrupted`` (the files written so far are in the record)."""
     model = opts.model
     if model is None:
         from yolo_sfn.demo import ensure_demo_model
@@ -315,8 +316,15 @@ def run_batch(
         _add_local_paths(run, inputs)
         if logs is not None:
             logs.flush()
-        written = write_outputs(eng, run, inputs, opts) if out is not None else {}
+        try:
+            written = write_outputs(eng, run, inputs, opts) if out is not None else {}
+        except KeyboardInterrupt:
+            raise WritingInterrupted from None
     return run, written
+
+
+class WritingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the outputs were being written: what was written is in the record."""
 
 
 def _remove(path: Path) -> None:
