@@ -44,7 +44,10 @@ def _folder(d: Path) -> dict[str, str]:
     (d / "empty.jpg").write_bytes(b"")
     (d / "truncated.jpg").write_bytes(SAMPLES[0].read_bytes()[:5000])
     (d / "iphone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
-    images.update({str(d / n): "bad" for n in ("empty.jpg", "truncated.jpg", "iphone.heic")})
+    _, tiff = cv2.imencode(".tiff", cv2.imread(str(SAMPLES[0])))
+    (d / "camera.NEF").write_bytes(tiff.tobytes())  # a raw file: never its thumbnail's boxes
+    images.update({str(d / n): "bad" for n in ("empty.jpg", "truncated.jpg", "iphone.heic",
+                                                "camera.NEF")})
     (d / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
     (d / "notes.txt").write_text("my notes")
     (d / "._dog.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(100))
@@ -84,6 +87,7 @@ def test_a_real_folder_run_into_itself(tmp_path, capsys):
     for path, kind in images.items():
         assert by_path[path]["status"] == ("succeeded" if kind == "good" else "failed"), path
     assert "HEIC" in by_path[str(d / "iphone.heic")]["error"]["message"]
+    assert "camera raw" in by_path[str(d / "camera.NEF")]["error"]["message"]
     notes = " | ".join(doc["input_notes"])
     for skipped in (".DS_Store", "notes.txt", "._dog.jpg", "broken.jpg -> ", "pipe.jpg", "sub"):
         assert skipped in notes

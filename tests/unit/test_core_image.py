@@ -367,3 +367,25 @@ def test_opencv_log_lines_do_not_leak(tmp_path):
                           timeout=120)
     assert proc.stdout.split() == ["ImageDecodeError", "ImageDecodeError"]
     assert "[ WARN" not in proc.stderr and "[ERROR" not in proc.stderr, proc.stderr
+
+
+def _tiff_ifd0(*entries: tuple[int, int, int]) -> bytes:
+    """A little-endian TIFF header whose IFD0 holds (tag, type, value) entries."""
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII", tag, typ, 1, value) for tag, typ, value in entries)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 64
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        (_tiff_ifd0((254, 4, 1), (256, 3, 160), (257, 3, 120)), "in/put.jpg"),  # NEF, ARW, DNG
+        (_tiff_ifd0((256, 3, 160), (257, 3, 120), (50706, 1, 0x01040000)), "in/put.jpg"),
+        (_tiff_ifd0((256, 3, 160), (257, 3, 120)), "in/put.jpg.NEF"),
+        (b"FUJIFILMCCD-RAW " + bytes(64), "in/put.jpg.raf"),
+    ],
+    ids=["preview-ifd0", "dng-version", "nef-name", "raf-name"],
+)
+def test_camera_raw_files_are_named_not_decoded_as_their_thumbnail(data, name):
+    with pytest.raises(ImageDecodeError, match="camera raw file"):
+        decode_image(data, name=name)

@@ -16,7 +16,9 @@ never below a YOLO input), up to ``JPEG_MAX_REDUCTION ** 2`` times the limit; a 
 that (50,000 x 50,000) is refused before decoding. Images within the limit decode at full size.
 JPEG without an EOI marker after the scan data and PNG without IEND are reported as truncated
 (libjpeg would otherwise return a partially grey image with only a warning). HEIC/HEIF and
-AVIF (iPhone photos) are named as such: OpenCV cannot decode them.
+AVIF (iPhone photos) and camera raw files (by extension, or a TIFF whose first image is a preview:
+DNG, NEF, CR2, ARW) are named as such: OpenCV cannot decode them (of a raw file, at most its
+thumbnail).
 
 OpenCV's own log lines (``[ WARN:0@...]``, ``[ERROR:...]``) are silenced at import unless
 ``OPENCV_LOG_LEVEL`` is set: every decode failure is reported here, naming the input.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -38,6 +40,11 @@ DEFAULT_MAX_PIXELS = 40_000_000
 JPEG_MAX_REDUCTION = 4  # JPEG headers up to 16 x max_pixels decode at 1/2 or 1/4 scale
 _JPEG_REDUCED = {1: 0, 2: 16, 4: 32, 8: 64}  # scale -> OpenCV's IMREAD_REDUCED_* bits
 _IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11
+RAW_EXTENSIONS = (".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2",
+                  ".orf", ".rw2", ".raf", ".pef", ".srw", ".3fr", ".erf", ".kdc", ".mrw",
+                  ".x3f", ".raw", ".rwl", ".iiq")
+RAW_MESSAGE = ("camera raw file: OpenCV decodes no raw sensor data, at most a small preview "
+               "(convert it to JPEG)")
 # ISO BMFF brands of formats OpenCV does not decode (iPhone photos are HEIC)
 _BMFF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
                 b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF",
@@ -152,22 +159,31 @@ def _bmp_header(data: bytes) -> tuple[int, int]:
     return abs(w), abs(h)
 
 
+_TIFF_WIDTH, _TIFF_LENGTH, _TIFF_SUBFILE_TYPE, _TIFF_DNG_VERSION = 256, 257, 254, 50706
+
+
 def _tiff_header(data: bytes) -> tuple[int, int]:
+    """-> IFD0's (width, height). A camera raw file built on TIFF (DNG, NEF, CR2, ARW: IFD0 is
+    a reduced-resolution preview, or DNGVersion is set, or the CR2 mark) is refused: OpenCV
+    would decode only that preview, and detections on a thumbnail are wrong results."""
     e = "<" if data[:2] == b"II" else ">"
     try:
         off = struct.unpack_from(e + "I", data, 4)[0]
         count = struct.unpack_from(e + "H", data, off)[0]
-        dims = {}
+        tags = {}
         for k in range(count):
             tag, typ = struct.unpack_from(e + "HH", data, off + 2 + 12 * k)
-            if tag in (256, 257):
+            if tag in (_TIFF_WIDTH, _TIFF_LENGTH, _TIFF_SUBFILE_TYPE, _TIFF_DNG_VERSION):
                 fmt = e + ("H" if typ == 3 else "I")
-                dims[tag] = struct.unpack_from(fmt, data, off + 2 + 12 * k + 8)[0]
+                tags[tag] = struct.unpack_from(fmt, data, off + 2 + 12 * k + 8)[0]
     except struct.error:
         raise _Bad("truncated TIFF header") from None
-    if 256 not in dims or 257 not in dims:
+    if (_TIFF_DNG_VERSION in tags or tags.get(_TIFF_SUBFILE_TYPE, 0) & 1
+            or data[8:10] == b"CR"):
+        raise _Bad(RAW_MESSAGE)
+    if _TIFF_WIDTH not in tags or _TIFF_LENGTH not in tags:
         raise _Bad("corrupt TIFF (no ImageWidth/ImageLength)")
-    return dims[256], dims[257]
+    return tags[_TIFF_WIDTH], tags[_TIFF_LENGTH]
 
 
 def _pnm_header(data: bytes) -> tuple[int, int]:
@@ -267,6 +283,8 @@ def decode_image(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     try:
+        if PurePosixPath(name).suffix.lower() in RAW_EXTENSIONS:
+            raise _Bad(RAW_MESSAGE)
         fmt, w, h = sniff_dimensions(data)
         if w <= 0 or h <= 0:
             raise _Bad(f"{fmt} declares an empty image ({w}x{h})")

@@ -1,8 +1,12 @@
 """``yolo-sfn run``: one batch through the embedded local engine, outputs into a folder.
 
 Inputs are either local image paths (files or folders), uploaded to the local input bucket
-``yolo-sfn-input`` under their file names, or one execution-input event file
-(``events/<batch>.json``). In an event file, ``s3://`` URIs refer to local files:
+``yolo-sfn-input`` under their file names (``s3_safe_name``: a name S3 cannot carry is
+``%XX``-escaped; ``local_path`` in the summary maps each image back), or one execution-input
+event file (``events/<batch>.json``). Folders are read one level deep and only image files are
+sent (``inputs_from_paths``). Outputs go to ``--out`` through ``yolo_sfn.commands.outputs``'
+record, so nothing yolo-sfn did not write there is ever replaced (``write_outputs``).
+In an event file, ``s3://`` URIs refer to local files:
 
 * an optional ``"local_files": {"s3://bucket/key": "relative/or/absolute/path", ...}`` maps
   objects to files (relative to the project root) - the mapping is uploaded and removed from
@@ -121,7 +125,7 @@ class _Skipped:
 
 def _classify(path: Path, skipped: _Skipped, outputs: set[Path]) -> str | None:
     """-> "image" (submit), "unreadable" (submit as a failed input) or None (skipped)."""
-    from yolo_sfn.core.image import image_format
+    from yolo_sfn.core.image import RAW_EXTENSIONS, image_format
     from yolo_sfn.workflow.stages import IMAGE_EXTENSIONS
 
     if path.is_symlink() and not path.exists():
@@ -144,8 +148,9 @@ def _classify(path: Path, skipped: _Skipped, outputs: set[Path]) -> str | None:
     if head.startswith(_APPLEDOUBLE):
         skipped.non_images.append(str(path))
         return None
-    if image_format(head) or path.suffix.lower() in IMAGE_EXTENSIONS + NAMED_IMAGE_EXTENSIONS:
-        return "image"  # by name but not by content (empty, corrupt): submitted, it fails
+    if image_format(head) or path.suffix.lower() in (
+            IMAGE_EXTENSIONS + NAMED_IMAGE_EXTENSIONS + RAW_EXTENSIONS):
+        return "image"  # by name but not by content (empty, corrupt, raw): submitted, it fails
     skipped.non_images.append(str(path))
     return None
 
