@@ -336,3 +336,17 @@ def test_names_s3_cannot_take_are_mapped_one_by_one(toy, tmp_path, capsys):
     assert "\\xff\\xfe.jpg" in printed.out and "cr\\rreturn.jpg" in printed.out
     annotated = {local[p]["annotated_path"] for p in local}
     assert len(annotated) == len(local) and all((out / a).is_file() for a in annotated)
+
+
+def test_names_at_the_filesystem_limit_still_get_annotated_copies(toy, tmp_path):
+    from yolo_sfn.cli import main
+
+    name = "y" * 251 + ".jpg"  # 255 bytes: "-2" more would be a name the filesystem refuses
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(REPO / "testdata" / "images" / "dog.jpg", tmp_path / sub / name)
+    out = tmp_path / "out"
+    assert main(["run", "--project", str(toy), "--model", str(_model()), "--out", str(out),
+                 "--json", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    written = sorted(p.name for p in (out / "annotated").iterdir())
+    assert written == sorted([name, "y" * 249 + "-2.jpg"])
