@@ -350,3 +350,18 @@ def test_names_at_the_filesystem_limit_still_get_annotated_copies(toy, tmp_path)
                  "--json", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     written = sorted(p.name for p in (out / "annotated").iterdir())
     assert written == sorted([name, "y" * 249 + "-2.jpg"])
+
+
+def test_a_record_from_before_two_writers_still_clears_that_run(toy, tmp_path):
+    from yolo_sfn.cli import main
+
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "old.json").write_text("{}")
+    (out / "summary.json").write_text("{}")
+    (out / ".yolo-sfn-outputs.json").write_text('["summary.json", "results/old.json"]')
+    assert main(["run", "--project", str(toy), "--model", str(_model()), "--out", str(out),
+                 "--json", str(REPO / "testdata" / "images" / "dog.jpg")]) == 0
+    assert not (out / "results" / "old.json").exists()
+    record = json.loads((out / ".yolo-sfn-outputs.json").read_text())
+    assert "results/old.json" not in record["run"] and "summary.json" in record["run"]

@@ -5,8 +5,10 @@
 
 Exit codes: 0 all images done; 1 some images failed (each named on stderr, the others still
 run); 2 usage or model errors. ``--json`` prints ONE array, one object per image in argument
-order: ``{"image", "width", "height", "detections": [Detection.to_dict()...]}`` or, for an
-image that failed, ``{"image", "width": null, "height": null, "error": {"type", "message"}}``.
+order: ``{"image", "width", "height", "detections": [Detection.to_dict()...]}`` (+
+``"annotated"``: the copy's path, with ``--annotate``) or, for an image that failed,
+``{"image", "width": null, "height": null, "error": {"type", "message"}}``. ``--annotate``
+never replaces an input or a file yolo-sfn did not write (``yolo_sfn.commands.outputs``).
 """
 
 from __future__ import annotations
