@@ -359,9 +359,12 @@ def test_a_record_from_before_two_writers_still_clears_that_run(toy, tmp_path):
     (out / "results").mkdir(parents=True)
     (out / "results" / "old.json").write_text("{}")
     (out / "summary.json").write_text("{}")
-    (out / ".yolo-sfn-outputs.json").write_text('["summary.json", "results/old.json"]')
+    (out / "IMG_0001.jpg").write_bytes(b"a photo")  # listed below by hand: never removed
+    (out / ".yolo-sfn-outputs.json").write_text(
+        '["summary.json", "results/old.json", "IMG_0001.jpg"]')
     assert main(["run", "--project", str(toy), "--model", str(_model()), "--out", str(out),
                  "--json", str(REPO / "testdata" / "images" / "dog.jpg")]) == 0
     assert not (out / "results" / "old.json").exists()
+    assert (out / "IMG_0001.jpg").read_bytes() == b"a photo"
     record = json.loads((out / ".yolo-sfn-outputs.json").read_text())
     assert "results/old.json" not in record["run"] and "summary.json" in record["run"]

@@ -68,6 +68,11 @@ def _relative(name: str) -> bool:
     return bool(name) and not p.is_absolute() and ".." not in p.parts
 
 
+def _in_layout(name: str, layout: tuple[str, ...]) -> bool:
+    folder, _, rest = name.rpartition("/")
+    return name in layout or (bool(folder) and "/" not in rest and f"{folder}/" in layout)
+
+
 def fit_name(stem: str, suffix: str) -> str:
     """``stem + suffix`` cut (at the end of the stem) to fit a file name's 255 bytes."""
     budget = NAME_MAX_BYTES - len(os.fsencode(suffix))
@@ -102,13 +107,16 @@ class OutputRecord:
         """Every file the record lists (any command), resolved."""
         return {(self.folder / n).resolve() for names in self._doc.values() for n in names}
 
-    def clear_previous(self, keep: set[Path]) -> list[str]:
-        """Remove this command's previously recorded files, except ``keep`` (inputs, resolved).
-        -> the names that could not be removed (they stay in the record)."""
+    def clear_previous(self, keep: set[Path], layout: tuple[str, ...]) -> list[str]:
+        """Remove this command's previously recorded files, except ``keep`` (inputs, resolved)
+        and names outside ``layout`` (what the command writes: ``"summary.json"``, or
+        ``"results/"`` for any file directly in that folder; a hand-edited record cannot make
+        it delete anything else). -> the names that could not be removed (still recorded)."""
         left = []
         for name in self.previous:
             old = self.folder / name
-            if not old.is_file() or old.resolve() in keep:
+            if (not _in_layout(name, layout) or old.is_symlink() or not old.is_file()
+                    or old.resolve() in keep):
                 continue
             try:
                 old.unlink()

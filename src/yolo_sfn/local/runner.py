@@ -452,8 +452,9 @@ def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOpti
     keep = {p.resolve() for p in inputs.uploads.values()}
     written: dict[str, Any] = {"summary": None, "results": [], "annotated": [],
                                "function_logs": None, "errors": []}
+    layout = (*FIXED_OUTPUTS, *(f"{name}/" for name in OUTPUT_FOLDERS))
     written["errors"] += [f"{shown(out / n)}: previous output could not be removed"
-                          for n in rec.clear_previous(keep)]
+                          for n in rec.clear_previous(keep, layout)]
     plan = _plan_outputs(run, inputs, opts, rec, keep, written["errors"])
     for path in (out / "summary.json", out / FUNCTION_LOGS):
         rec.claim(path)
