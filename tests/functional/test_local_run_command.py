@@ -368,3 +368,26 @@ def test_a_record_from_before_two_writers_still_clears_that_run(toy, tmp_path):
     assert (out / "IMG_0001.jpg").read_bytes() == b"a photo"
     record = json.loads((out / ".yolo-sfn-outputs.json").read_text())
     assert "results/old.json" not in record["run"] and "summary.json" in record["run"]
+
+
+def test_a_file_that_cannot_be_read_fails_alone(toy, tmp_path, capsys, monkeypatch):
+    from yolo_sfn.cli import main
+
+    real_open = Path.open
+
+    def denied(self, *args, **kwargs):  # what chmod 000 does to anyone but root
+        if self.name == "kite.jpg":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    images = [str(REPO / "testdata" / "images" / n) for n in ("dog.jpg", "kite.jpg")]
+    rc = main(["run", "--project", str(toy), "--model", str(_model()), "--out",
+               str(tmp_path / "out"), *images])
+    assert rc == 1
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by_name = {Path(i["local_path"]).name: i for i in summary["images"]}
+    assert by_name["dog.jpg"]["status"] == "succeeded"
+    assert by_name["kite.jpg"]["error"]["stage"] == "upload"
+    assert f"{images[1]}: cannot read (Permission denied)" in out

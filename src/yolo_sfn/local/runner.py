@@ -124,7 +124,8 @@ class _Skipped:
 
 
 def _classify(path: Path, skipped: _Skipped, outputs: set[Path]) -> str | None:
-    """-> "image" (submit), "unreadable" (submit as a failed input) or None (skipped)."""
+    """-> "image" (submit), None (skipped, noted) or why the file cannot be read (submit it
+    as a failed input)."""
     from yolo_sfn.core.image import RAW_EXTENSIONS, image_format
     from yolo_sfn.workflow.stages import IMAGE_EXTENSIONS
 
@@ -143,8 +144,8 @@ def _classify(path: Path, skipped: _Skipped, outputs: set[Path]) -> str | None:
     try:
         with path.open("rb") as f:
             head = f.read(16)
-    except OSError:
-        return "unreadable"
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
     if head.startswith(_APPLEDOUBLE):
         skipped.non_images.append(str(path))
         return None
@@ -189,8 +190,7 @@ def inputs_from_paths(paths: list[str | Path], *, outputs: set[Path] = frozenset
             if kind == "image":
                 _add_file(inputs, uri, f)
             elif uri not in inputs.uploads:
-                inputs.missing.append({"path": os.fsdecode(f), "uri": uri,
-                                       "error": "local file cannot be read"})
+                inputs.missing.append({"path": os.fsdecode(f), "uri": uri, "error": kind})
             uris.append(uri)
     inputs.notes = skipped.notes()
     if not uris:
