@@ -168,3 +168,20 @@ def test_demo_model_on_dog(demo_model):
     for label, (score, box) in DOG_EXPECTED.items():
         assert best[label].score == pytest.approx(score, abs=0.02)
         np.testing.assert_allclose(best[label].box, box, atol=3.0)
+
+
+def test_an_annotated_copy_that_cannot_be_written_leaves_nothing_half_written(
+        model, images, capsys, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    real = Path.write_bytes
+
+    def disk_full(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    outdir = tmp_path / "ann"
+    rc, _, err = _run(capsys, "--model", model, "--annotate", outdir, images["good"])
+    assert rc == 1 and "No space left on device" in err
+    assert sorted(p.name for p in outdir.iterdir()) == [".yolo-sfn-outputs.json"]

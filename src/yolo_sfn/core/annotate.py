@@ -8,6 +8,8 @@ lowest score up, so where tags overlap the best detection's tag is on top.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,7 +87,8 @@ def draw_detections(rgb: np.ndarray, detections: Iterable[Detection]) -> np.ndar
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write (H, W, 3) uint8 RGB to ``path``; the format follows the extension (.jpg, .png...)."""
+    """Write (H, W, 3) uint8 RGB to ``path``; the format follows the extension (.jpg, .png...).
+    Written to a hidden temporary file first and renamed, so ``path`` is whole or untouched."""
     p = Path(path)
     try:
         ok, buf = cv2.imencode(p.suffix or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -93,9 +96,13 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
         ok = False
     if not ok:
         raise InputFileError(f"{p}: cannot encode an image with extension {p.suffix!r}")
-    try:
-        p.write_bytes(buf.tobytes())
+    tmp = p.with_name(f".{p.name[:200]}.yolo-sfn-tmp")
+    try:  # a write that fails leaves no half image behind
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, p)
     except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise InputFileError(f"{p}: cannot write ({e.strerror or e})") from None
     return p
 

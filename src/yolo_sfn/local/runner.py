@@ -508,10 +508,14 @@ def _plan_outputs(run: LocalRun, inputs: Inputs, opts: RunOptions, rec: Any, kee
 
 
 def _write(path: Path, text: str, written: dict, what: str) -> bool:
+    """Write ``text`` whole or not at all (a temporary file renamed); a failure is noted."""
+    tmp = path.with_name(f".{path.name}.yolo-sfn-tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
     except OSError as e:
+        _remove(tmp)
         written["errors"].append(f"{shown(path)}: cannot write ({e.strerror or e})")
         return False
     if isinstance(written[what], list):
