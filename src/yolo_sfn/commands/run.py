@@ -147,8 +147,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
     except WritingInterrupted:
+        from yolo_sfn.commands.outputs import RECORD
+
         print(f"\ninterrupted while writing {args.out}: the files written so far are listed "
-              f"in {args.out / '.yolo-sfn-outputs.json'} (the next run replaces them)",
+              f"in {args.out / RECORD} (the next run replaces them)",
               file=sys.stderr)
         return 130
     except KeyboardInterrupt:
