@@ -185,3 +185,21 @@ def test_an_annotated_copy_that_cannot_be_written_leaves_nothing_half_written(
     rc, _, err = _run(capsys, "--model", model, "--annotate", outdir, images["good"])
     assert rc == 1 and "No space left on device" in err
     assert sorted(p.name for p in outdir.iterdir()) == [".yolo-sfn-outputs.json"]
+
+
+def test_ctrl_c_prints_the_images_done_so_far(model, images, capsys, tmp_path, monkeypatch):
+    import yolo_sfn.core.image as image
+
+    real = image.load_image_file
+    seen = []
+
+    def interrupt_at_second(path, **kw):
+        seen.append(path)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(path, **kw)
+
+    monkeypatch.setattr(image, "load_image_file", interrupt_at_second)
+    rc, out, err = _run(capsys, "--model", model, "--json", images["good"], images["dog"])
+    assert rc == 130 and "interrupted after 1 of 2 images" in err
+    assert [r["image"] for r in json.loads(out)] == [str(images["good"])]

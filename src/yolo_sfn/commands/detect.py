@@ -4,9 +4,10 @@
     yolo-sfn detect --model m.tflite --json --annotate out/ a.jpg b.png
 
 Exit codes: 0 all images done; 1 some images failed (each named on stderr, the others still
-run); 2 usage or model errors. ``--json`` prints ONE array, one object per image in argument
-order: ``{"image", "width", "height", "detections": [Detection.to_dict()...]}`` (+
-``"annotated"``: the copy's path, with ``--annotate``) or, for an image that failed,
+run); 2 usage or model errors; 130 Ctrl-C (the images done so far are printed). ``--json``
+prints ONE array, one object per image in argument order:
+``{"image", "width", "height", "detections": [Detection.to_dict()...]}`` (+ ``"annotated"``:
+the copy's path, with ``--annotate``) or, for an image that failed,
 ``{"image", "width": null, "height": null, "error": {"type", "message"}}``. ``--annotate``
 never replaces an input or a file yolo-sfn did not write (``yolo_sfn.commands.outputs``).
 """
@@ -129,26 +130,32 @@ def main(args: argparse.Namespace) -> int:
     results: list[dict] = []
     written: list[Path] = []
     failed = 0
-    for image in args.images:
-        entry: dict = {"image": image, "width": None, "height": None}
-        try:
-            rgb = load_image_file(image)
-            entry["width"], entry["height"] = int(rgb.shape[1]), int(rgb.shape[0])
-            dets = detector.detect(rgb)
-            entry["detections"] = [d.to_dict() for d in dets]
-            if args.annotate is not None:
-                written.append(annotate_file(annotated[image], rgb, dets))
-                entry["annotated"] = str(annotated[image])
-        except YoloSfnError as e:
-            failed += 1
-            entry.pop("detections", None)
-            entry["error"] = {"type": type(e).__name__, "message": str(e)}
-            print(f"yolo-sfn: error: {e}", file=sys.stderr)
-        results.append(entry)
-    if args.annotate is not None:
-        _save_record(args.annotate, written)
+    try:
+        for image in args.images:
+            entry: dict = {"image": image, "width": None, "height": None}
+            try:
+                rgb = load_image_file(image)
+                entry["width"], entry["height"] = int(rgb.shape[1]), int(rgb.shape[0])
+                dets = detector.detect(rgb)
+                entry["detections"] = [d.to_dict() for d in dets]
+                if args.annotate is not None:
+                    written.append(annotate_file(annotated[image], rgb, dets))
+                    entry["annotated"] = str(annotated[image])
+            except YoloSfnError as e:
+                failed += 1
+                entry.pop("detections", None)
+                entry["error"] = {"type": type(e).__name__, "message": str(e)}
+                print(f"yolo-sfn: error: {e}", file=sys.stderr)
+            results.append(entry)
+    except KeyboardInterrupt:  # keep what finished: print it, say so
+        print(f"yolo-sfn: interrupted after {len(results)} of {len(args.images)} images",
+              file=sys.stderr)
+        failed = -1
+    finally:
+        if args.annotate is not None:
+            _save_record(args.annotate, written)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(_format_table(results))
-    return 1 if failed else 0
+    return 130 if failed < 0 else 1 if failed else 0
