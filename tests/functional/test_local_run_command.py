@@ -294,7 +294,7 @@ def test_ctrl_c_keeps_what_finished_and_says_so(toy, tmp_path):
     images = [str(REPO / "testdata" / "images" / n) for n in IMAGES]
     assert main([*base, images[0]]) == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    rc, _, err = _interrupt([*base, "--fault", "infer:timeout:*:all", *images], "running")
+    rc, _, err = _interrupt([*base, "--fault", "infer:timeout:*:all", *images], "items 0/")
     assert rc == 130 and f"interrupted before any image finished: {out} was left as it was" in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     rc, stdout, err = _interrupt([*base, "--fault", "infer:timeout:kite.jpg", *images],

@@ -172,16 +172,33 @@ def test_demo_model_on_dog(demo_model):
 
 def test_an_annotated_copy_that_cannot_be_written_leaves_nothing_half_written(
         model, images, capsys, tmp_path, monkeypatch):
-    from pathlib import Path
+    import os
 
-    real = Path.write_bytes
+    real_fdopen = os.fdopen
 
-    def disk_full(self, data):
-        real(self, data[: len(data) // 2])
-        raise OSError(28, "No space left on device")
+    class DiskFull:
+        def __init__(self, f):
+            self.f = f
 
-    monkeypatch.setattr(Path, "write_bytes", disk_full)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
     outdir = tmp_path / "ann"
+
+    def fdopen(fd, *args, **kwargs):  # only the files written into outdir fill the disk
+        f = real_fdopen(fd, *args, **kwargs)
+        return DiskFull(f) if os.readlink(f"/proc/self/fd/{fd}").startswith(str(outdir)) else f
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd")
+    monkeypatch.setattr(os, "fdopen", fdopen)
     rc, _, err = _run(capsys, "--model", model, "--annotate", outdir, images["good"])
     assert rc == 1 and "No space left on device" in err
     assert sorted(p.name for p in outdir.iterdir()) == [".yolo-sfn-outputs.json"]

@@ -138,13 +138,13 @@ def main(args: argparse.Namespace) -> int:
                       faults=faults,
                       retry_scale=0.0 if args.fast_retries else 1.0)
     shown: list[str] = []
-    if not args.json:
-        from yolo_sfn.local.template import read_template
-
-        shown = features.scan(read_template(root / "template.yaml").asl)
-        shown += inputs.notes
-        _print_notes(shown)
     try:
+        if not args.json:
+            from yolo_sfn.local.template import read_template
+
+            shown = features.scan(read_template(root / "template.yaml").asl)
+            shown += inputs.notes
+            _print_notes(shown)
         run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
     except WritingInterrupted:
         from yolo_sfn.commands.outputs import RECORD

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -96,13 +97,16 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
         ok = False
     if not ok:
         raise InputFileError(f"{p}: cannot encode an image with extension {p.suffix!r}")
-    tmp = p.with_name(f".{p.name[:200]}.yolo-sfn-tmp")
+    tmp = None
     try:  # a write that fails leaves no half image behind
-        tmp.write_bytes(buf.tobytes())
+        fd, tmp = tempfile.mkstemp(prefix=".yolo-sfn-", suffix=".tmp", dir=p.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.tobytes())
         os.replace(tmp, p)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise InputFileError(f"{p}: cannot write ({e.strerror or e})") from None
     return p
 
