@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -97,18 +97,26 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
         ok = False
     if not ok:
         raise InputFileError(f"{p}: cannot encode an image with extension {p.suffix!r}")
-    tmp = None
-    try:  # a write that fails leaves no half image behind
-        fd, tmp = tempfile.mkstemp(prefix=".yolo-sfn-", suffix=".tmp", dir=p.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, p)
+    try:
+        write_file(p, buf.tobytes())
     except OSError as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
         raise InputFileError(f"{p}: cannot write ({e.strerror or e})") from None
     return p
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: into a new hidden file beside it (mode
+    0666 less the umask, like any new file), renamed over ``path`` when complete."""
+    tmp = path.with_name(f".yolo-sfn-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def annotate_file(path: str | Path, rgb: np.ndarray, detections: Iterable[Detection]) -> Path:

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
@@ -510,16 +509,12 @@ def _plan_outputs(run: LocalRun, inputs: Inputs, opts: RunOptions, rec: Any, kee
 
 def _write(path: Path, text: str, written: dict, what: str) -> bool:
     """Write ``text`` whole or not at all (a temporary file renamed); a failure is noted."""
-    tmp = None
+    from yolo_sfn.core.annotate import write_file
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".yolo-sfn-", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_file(path, text.encode("utf-8"))
     except OSError as e:
-        if tmp is not None:
-            _remove(Path(tmp))
         written["errors"].append(f"{shown(path)}: cannot write ({e.strerror or e})")
         return False
     if isinstance(written[what], list):
