@@ -359,6 +359,7 @@ def test_a_record_from_before_two_writers_still_clears_that_run(toy, tmp_path):
     (out / "results").mkdir(parents=True)
     (out / "results" / "old.json").write_text("{}")
     (out / "summary.json").write_text("{}")
+    (out / "function-logs.jsonl").write_text("")  # written, not listed, by that version
     (out / "IMG_0001.jpg").write_bytes(b"a photo")  # listed below by hand: never removed
     (out / ".yolo-sfn-outputs.json").write_text(
         '["summary.json", "results/old.json", "IMG_0001.jpg"]')

@@ -55,8 +55,8 @@ def _load(folder: Path) -> dict[str, list[str]]:
         doc = json.loads((folder / RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if isinstance(doc, list):  # the record before there was more than one writer
-        doc = {"run": doc}
+    if isinstance(doc, list):  # the record before there was more than one writer: `run`
+        doc = {"run": [*doc, "function-logs.jsonl"]}  # wrote its logs too, unrecorded
     if not isinstance(doc, dict):
         return {}
     return {k: [str(n) for n in v if _relative(str(n))] for k, v in doc.items()
