@@ -316,3 +316,76 @@ def test_load_image_file_unreadable(tmp_path):
     p.chmod(0)
     with pytest.raises(InputFileError, match="cannot read"):
         load_image_file(p)
+
+
+# --- a JPEG over the pixel limit (a 48 MP phone photo) decodes at reduced scale -----------------
+def test_jpeg_over_the_limit_decodes_at_half_or_quarter_scale():
+    rgb = np.random.default_rng(1).integers(0, 256, (96, 160, 3), np.uint8)
+    jpeg = _enc(".jpg", _bgr(rgb), cv2.IMWRITE_JPEG_QUALITY, 95)
+    full = decode_image(jpeg, name="p.jpg")  # within the limit: full size, as before
+    assert full.shape == (96, 160, 3)
+    half = decode_image(jpeg, name="p.jpg", max_pixels=96 * 160 - 1)
+    want = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)[..., ::-1]
+    assert half.shape == (48, 80, 3) and np.array_equal(half, want)
+    assert decode_image(jpeg, name="p.jpg", max_pixels=48 * 80 - 1).shape == (24, 40, 3)
+    # past 1/4 scale: refused from the header, saying what would have fitted
+    _fails(jpeg, ImageTooLargeError, "160x96", "decode at reduced scale", max_pixels=24 * 40 - 1)
+    # other formats have no reduced decode: the limit stays
+    _fails(_enc(".png", _bgr(rgb)), ImageTooLargeError, "PNG", max_pixels=96 * 160 - 1)
+
+
+def test_reduced_jpeg_keeps_exif_orientation():
+    rgb = np.zeros((32, 64, 3), np.uint8)
+    rgb[:16, :16] = (255, 255, 255)
+    jpeg = _with_exif_orientation(_enc(".jpg", _bgr(rgb), cv2.IMWRITE_JPEG_QUALITY, 100), 6)
+    out = decode_image(jpeg, name="exif.jpg", max_pixels=32 * 64 - 1)
+    want = cv2.resize(cv2.rotate(rgb, cv2.ROTATE_90_CLOCKWISE), (16, 32),
+                      interpolation=cv2.INTER_AREA)
+    assert out.shape == (32, 16, 3) and _mean_abs(out, want) < 20
+
+
+def test_a_50k_jpeg_header_is_still_refused_before_decoding():
+    _fails(_jpeg_declaring(50_000, 50_000), ImageTooLargeError, "50000x50000")
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"mif1", b"avif"])
+def test_heic_and_avif_are_named(brand):
+    data = b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1heic" + bytes(64)
+    _fails(data, ImageDecodeError, "OpenCV cannot decode", "convert it to JPEG")
+
+
+def test_opencv_log_lines_do_not_leak(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from yolo_sfn.core.image import decode_image\n"
+            "for data in (b'\\x89PNG\\r\\n\\x1a\\n' + bytes(100), b'GIF89a' + bytes(100)):\n"
+            "    try: decode_image(data, name='x')\n"
+            "    except Exception as e: print(type(e).__name__)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.stdout.split() == ["ImageDecodeError", "ImageDecodeError"]
+    assert "[ WARN" not in proc.stderr and "[ERROR" not in proc.stderr, proc.stderr
+
+
+def _tiff_ifd0(*entries: tuple[int, int, int]) -> bytes:
+    """A little-endian TIFF header whose IFD0 holds (tag, type, value) entries."""
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII", tag, typ, 1, value) for tag, typ, value in entries)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 64
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        (_tiff_ifd0((254, 4, 1), (256, 3, 160), (257, 3, 120)), "in/put.jpg"),  # NEF, ARW, DNG
+        (_tiff_ifd0((256, 3, 160), (257, 3, 120), (50706, 1, 0x01040000)), "in/put.jpg"),
+        (_tiff_ifd0((256, 3, 160), (257, 3, 120)), "in/put.jpg.NEF"),
+        (b"FUJIFILMCCD-RAW " + bytes(64), "in/put.jpg.raf"),
+    ],
+    ids=["preview-ifd0", "dng-version", "nef-name", "raf-name"],
+)
+def test_camera_raw_files_are_named_not_decoded_as_their_thumbnail(data, name):
+    with pytest.raises(ImageDecodeError, match="camera raw file"):
+        decode_image(data, name=name)

@@ -111,7 +111,7 @@ def test_annotate_writes_images(model, images, capsys, tmp_path):
     rc, _, _ = _run(capsys, "--model", model, "--annotate", outdir, images["good"], images["dog"])
     assert rc == 0
     written = sorted(p.name for p in outdir.iterdir())
-    assert written == ["dog.jpg", "noise.png"]
+    assert written == [".yolo-sfn-outputs.json", "dog.jpg", "noise.png"]  # + what it wrote
     ann = cv2.imread(str(outdir / "noise.png"))
     assert ann.shape == (90, 120, 3)
     assert not np.array_equal(ann, cv2.imread(str(images["good"])))  # something was drawn
@@ -168,3 +168,55 @@ def test_demo_model_on_dog(demo_model):
     for label, (score, box) in DOG_EXPECTED.items():
         assert best[label].score == pytest.approx(score, abs=0.02)
         np.testing.assert_allclose(best[label].box, box, atol=3.0)
+
+
+def test_an_annotated_copy_that_cannot_be_written_leaves_nothing_half_written(
+        model, images, capsys, tmp_path, monkeypatch):
+    import os
+
+    real_fdopen = os.fdopen
+
+    class DiskFull:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    outdir = tmp_path / "ann"
+
+    def fdopen(fd, *args, **kwargs):  # only the files written into outdir fill the disk
+        f = real_fdopen(fd, *args, **kwargs)
+        return DiskFull(f) if os.readlink(f"/proc/self/fd/{fd}").startswith(str(outdir)) else f
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd")
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    rc, _, err = _run(capsys, "--model", model, "--annotate", outdir, images["good"])
+    assert rc == 1 and "No space left on device" in err
+    assert sorted(p.name for p in outdir.iterdir()) == [".yolo-sfn-outputs.json"]
+
+
+def test_ctrl_c_prints_the_images_done_so_far(model, images, capsys, tmp_path, monkeypatch):
+    import yolo_sfn.core.image as image
+
+    real = image.load_image_file
+    seen = []
+
+    def interrupt_at_second(path, **kw):
+        seen.append(path)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(path, **kw)
+
+    monkeypatch.setattr(image, "load_image_file", interrupt_at_second)
+    rc, out, err = _run(capsys, "--model", model, "--json", images["good"], images["dog"])
+    assert rc == 130 and "interrupted after 1 of 2 images" in err
+    assert [r["image"] for r in json.loads(out)] == [str(images["good"])]

@@ -4,9 +4,12 @@
     yolo-sfn detect --model m.tflite --json --annotate out/ a.jpg b.png
 
 Exit codes: 0 all images done; 1 some images failed (each named on stderr, the others still
-run); 2 usage or model errors. ``--json`` prints ONE array, one object per image in argument
-order: ``{"image", "width", "height", "detections": [Detection.to_dict()...]}`` or, for an
-image that failed, ``{"image", "width": null, "height": null, "error": {"type", "message"}}``.
+run); 2 usage or model errors; 130 Ctrl-C (the images done so far are printed). ``--json``
+prints ONE array, one object per image in argument order:
+``{"image", "width", "height", "detections": [Detection.to_dict()...]}`` (+ ``"annotated"``:
+the copy's path, with ``--annotate``) or, for an image that failed,
+``{"image", "width": null, "height": null, "error": {"type", "message"}}``. ``--annotate``
+never replaces an input or a file yolo-sfn did not write (``yolo_sfn.commands.outputs``).
 """
 
 from __future__ import annotations
@@ -56,26 +59,48 @@ def _model_path(arg: Path | None) -> Path:
     return Path(ensure_demo_model())
 
 
-def _annotated_path(outdir: Path, image: str, used: set[str]) -> Path:
-    src = Path(image)
-    suffix = src.suffix.lower() if src.suffix.lower() in _WRITABLE else ".png"
-    name = f"{src.stem}{suffix}"
-    k = 1
-    while name in used:  # a/dog.jpg and b/dog.jpg both asked for
-        k += 1
-        name = f"{src.stem}-{k}{suffix}"
-    used.add(name)
-    return outdir / name
+def _annotated_paths(outdir: Path, images: list[str]) -> dict[str, Path]:
+    """image -> where its annotated copy goes: ``OUTDIR/<stem><ext>``, or ``<stem>-2<ext>``,
+    ... when that name is taken by another image of this call (a/dog.jpg, b/dog.jpg), by an
+    input image (``--annotate`` the images' own folder) or by any file yolo-sfn did not
+    write (``OUTDIR/.yolo-sfn-outputs.json``). The record is saved before anything is written."""
+    from yolo_sfn.commands.outputs import OutputRecord
+
+    rec = OutputRecord(outdir, "detect")
+    inputs = {Path(i).resolve() for i in images}
+    taken: set[Path] = set()
+    paths = {}
+    for image in dict.fromkeys(images):
+        src = Path(image)
+        suffix = src.suffix.lower() if src.suffix.lower() in _WRITABLE else ".png"
+        paths[image] = rec.pick(outdir, src.stem or "image", suffix, taken, inputs)
+        rec.claim(paths[image])
+    rec.save()
+    return paths
+
+
+def _save_record(outdir: Path, written: list[Path]) -> None:
+    from yolo_sfn.commands.outputs import OutputRecord
+
+    rec = OutputRecord(outdir, "detect")
+    rec.previous = [n for n in rec.previous if (outdir / n).exists()]
+    for path in written:
+        rec.claim(path)
+    rec.save()
 
 
 def _format_table(results: list[dict]) -> str:
+    from yolo_sfn.commands.outputs import shown
+
     lines = []
     for r in results:
         if "error" in r:
-            lines.append(f"{r['image']}: FAILED {r['error']['type']}: {r['error']['message']}")
+            lines.append(f"{shown(r['image'])}: FAILED {r['error']['type']}: "
+                         f"{shown(r['error']['message'])}")
             continue
         dets = r["detections"]
-        lines.append(f"{r['image']} ({r['width']}x{r['height']}): {len(dets)} detections")
+        lines.append(f"{shown(r['image'])} ({r['width']}x{r['height']}): "
+                     f"{len(dets)} detections")
         for d in dets:
             x1, y1, x2, y2 = d["box"]
             lines.append(
@@ -98,28 +123,39 @@ def main(args: argparse.Namespace) -> int:
         resize=args.resize,
         nms_kind=args.nms,
     )
+    annotated: dict[str, Path] = {}
     if args.annotate is not None:
         output_dir(args.annotate, "--annotate")
-    used: set[str] = set()
+        annotated = _annotated_paths(args.annotate, args.images)
     results: list[dict] = []
+    written: list[Path] = []
     failed = 0
-    for image in args.images:
-        entry: dict = {"image": image, "width": None, "height": None}
-        try:
-            rgb = load_image_file(image)
-            entry["width"], entry["height"] = int(rgb.shape[1]), int(rgb.shape[0])
-            dets = detector.detect(rgb)
-            entry["detections"] = [d.to_dict() for d in dets]
-            if args.annotate is not None:
-                annotate_file(_annotated_path(args.annotate, image, used), rgb, dets)
-        except YoloSfnError as e:
-            failed += 1
-            entry.pop("detections", None)
-            entry["error"] = {"type": type(e).__name__, "message": str(e)}
-            print(f"yolo-sfn: error: {e}", file=sys.stderr)
-        results.append(entry)
+    try:
+        for image in args.images:
+            entry: dict = {"image": image, "width": None, "height": None}
+            try:
+                rgb = load_image_file(image)
+                entry["width"], entry["height"] = int(rgb.shape[1]), int(rgb.shape[0])
+                dets = detector.detect(rgb)
+                entry["detections"] = [d.to_dict() for d in dets]
+                if args.annotate is not None:
+                    written.append(annotate_file(annotated[image], rgb, dets))
+                    entry["annotated"] = str(annotated[image])
+            except YoloSfnError as e:
+                failed += 1
+                entry.pop("detections", None)
+                entry["error"] = {"type": type(e).__name__, "message": str(e)}
+                print(f"yolo-sfn: error: {e}", file=sys.stderr)
+            results.append(entry)
+    except KeyboardInterrupt:  # keep what finished: print it, say so
+        print(f"yolo-sfn: interrupted after {len(results)} of {len(args.images)} images",
+              file=sys.stderr)
+        failed = -1
+    finally:
+        if args.annotate is not None:
+            _save_record(args.annotate, written)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(_format_table(results))
-    return 1 if failed else 0
+    return 130 if failed < 0 else 1 if failed else 0

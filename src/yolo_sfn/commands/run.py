@@ -96,38 +96,67 @@ def _progress_printer():
     return show
 
 
+def check_model(path: Path | None) -> None:
+    """Load the model the run would deploy (``ModelError`` naming the user's file: not a
+    TFLite file, a sidecar that disagrees with it), so a bad model stops the run before it
+    deploys instead of failing every image under an internal cache path."""
+    from yolo_sfn.core.runtime import Model
+
+    if path is None:
+        return
+    Model.load(path, threads=1, weight_cache=False)
+
+
 def main(args: argparse.Namespace) -> int:
     from yolo_sfn.local import features
     from yolo_sfn.local.runner import (
         RunOptions,
+        WritingInterrupted,
+        check_out_dir,
         format_table,
         inputs_from_event,
         inputs_from_paths,
+        previous_outputs,
         run_batch,
         table_rows,
     )
     from yolo_sfn.local.template import find_project_root
 
     root = find_project_root(args.project)
+    if args.out.is_dir():
+        check_out_dir(args.out)
     if _is_event(args.inputs):
         inputs = inputs_from_event(Path(args.inputs[0]), root)
     else:
-        inputs = inputs_from_paths(args.inputs)
+        inputs = inputs_from_paths(args.inputs, outputs=previous_outputs(args.out))
     faults = tuple(parse_fault(f) for f in args.fault)
     _check_fault_stages(faults, root)
+    check_model(args.model)
     output_dir(args.out, "--out")  # the last check: it creates the folder
     opts = RunOptions(model=args.model, out_dir=args.out, score=args.score, iou=args.iou,
                       resize=args.resize, concurrency=args.concurrency, root=root,
                       faults=faults,
                       retry_scale=0.0 if args.fast_retries else 1.0)
     shown: list[str] = []
-    if not args.json:
-        from yolo_sfn.local.template import read_template
+    try:
+        if not args.json:
+            from yolo_sfn.local.template import read_template
 
-        shown = features.scan(read_template(root / "template.yaml").asl)
-        shown += inputs.notes
-        _print_notes(shown)
-    run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
+            shown = features.scan(read_template(root / "template.yaml").asl)
+            shown += inputs.notes
+            _print_notes(shown)
+        run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
+    except WritingInterrupted:
+        from yolo_sfn.commands.outputs import RECORD
+
+        print(f"\ninterrupted while writing {args.out}: the files written so far are listed "
+              f"in {args.out / RECORD} (the next run replaces them)",
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"\ninterrupted before any image finished: {args.out} was left as it was",
+              file=sys.stderr)
+        return 130
     rows = table_rows(run)
     if args.json:
         print(json.dumps(_as_json(run, written, rows), indent=2, default=str))
@@ -135,8 +164,16 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
         _print_notes([n for n in run.notes if n not in shown])
         _print_human(run, written, rows, format_table)
+    return _exit_code(run, written)
+
+
+def _exit_code(run, written: dict) -> int:
+    """0 all done; 1 an image or the execution failed, or an output could not be written;
+    130 interrupted (what finished is kept)."""
+    if run.status == "ABORTED" and (run.summary or {}).get("interrupted"):
+        return 130
     failed = (run.summary or {}).get("failed", 0)
-    return 0 if run.succeeded and not failed else 1
+    return 0 if run.succeeded and not failed and not written.get("errors") else 1
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -175,8 +212,17 @@ def _print_human(run, written: dict, rows: list[dict], format_table) -> None:
     retries = sum(1 for a in run.attempts if a.attempt > 1)
     if retries:
         print(f"retried invokes: {retries}")
-    if not run.succeeded:
+    if s.get("interrupted"):
+        print(f"interrupted: {s.get('not_finished', 0)} image(s) not finished; the "
+              f"{s.get('succeeded', 0) + s.get('failed', 0)} that finished are kept")
+    elif not run.succeeded:
         print(f"error: {run.error}: {run.cause}")
     if written.get("summary"):
         print(f"wrote {written['summary']}, {len(written['results'])} results, "
               f"{len(written['annotated'])} annotated images")
+    errors = written.get("errors") or []
+    for e in errors[:10]:
+        print(f"yolo-sfn: error: {e}", file=sys.stderr)
+    if len(errors) > 10:
+        print(f"yolo-sfn: error: ... and {len(errors) - 10} more (summary.json: write_errors)",
+              file=sys.stderr)

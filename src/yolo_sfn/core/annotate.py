@@ -8,6 +8,9 @@ lowest score up, so where tags overlap the best detection's tag is on top.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,7 +88,8 @@ def draw_detections(rgb: np.ndarray, detections: Iterable[Detection]) -> np.ndar
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write (H, W, 3) uint8 RGB to ``path``; the format follows the extension (.jpg, .png...)."""
+    """Write (H, W, 3) uint8 RGB to ``path``; the format follows the extension (.jpg, .png...).
+    Written to a hidden temporary file first and renamed, so ``path`` is whole or untouched."""
     p = Path(path)
     try:
         ok, buf = cv2.imencode(p.suffix or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -94,10 +98,25 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     if not ok:
         raise InputFileError(f"{p}: cannot encode an image with extension {p.suffix!r}")
     try:
-        p.write_bytes(buf.tobytes())
+        write_file(p, buf.tobytes())
     except OSError as e:
         raise InputFileError(f"{p}: cannot write ({e.strerror or e})") from None
     return p
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: into a new hidden file beside it (mode
+    0666 less the umask, like any new file), renamed over ``path`` when complete."""
+    tmp = path.with_name(f".yolo-sfn-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def annotate_file(path: str | Path, rgb: np.ndarray, detections: Iterable[Detection]) -> Path:

@@ -9,16 +9,27 @@ Decoding is OpenCV's (``cv2.imdecode`` with ``IMREAD_COLOR_RGB``), which
 
 Before any pixel is decoded, the declared dimensions are read from the header (JPEG SOF,
 PNG IHDR, GIF screen, WebP VP8/VP8L/VP8X, BMP, TIFF IFD0, PNM) and checked against
-``max_pixels``; formats whose header we cannot read are refused. JPEG without an EOI marker
-after the scan data and PNG without IEND are reported as truncated (libjpeg would otherwise
-return a partially grey image with only a warning).
+``max_pixels``, the limit on the decoded image; formats whose header we cannot read are
+refused. A JPEG over the limit (a 48 MP phone photo: 8064 x 6048) is decoded at 1/2, 1/4 or
+1/8 scale by libjpeg itself (``IMREAD_REDUCED_*``: the smallest reduction that fits the limit,
+never below a YOLO input), up to ``JPEG_MAX_REDUCTION ** 2`` times the limit; a header past
+that (50,000 x 50,000) is refused before decoding. Images within the limit decode at full size.
+JPEG without an EOI marker after the scan data and PNG without IEND are reported as truncated
+(libjpeg would otherwise return a partially grey image with only a warning). HEIC/HEIF and
+AVIF (iPhone photos) and camera raw files (by extension, or a TIFF whose first image is a preview:
+DNG, NEF, CR2, ARW) are named as such: OpenCV cannot decode them (of a raw file, at most its
+thumbnail).
+
+OpenCV's own log lines (``[ WARN:0@...]``, ``[ERROR:...]``) are silenced at import unless
+``OPENCV_LOG_LEVEL`` is set: every decode failure is reported here, naming the input.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -26,7 +37,21 @@ import numpy as np
 from yolo_sfn.errors import ImageDecodeError, ImageTooLargeError, InputFileError
 
 DEFAULT_MAX_PIXELS = 40_000_000
+JPEG_MAX_REDUCTION = 4  # JPEG headers up to 16 x max_pixels decode at 1/2 or 1/4 scale
+_JPEG_REDUCED = {1: 0, 2: 16, 4: 32, 8: 64}  # scale -> OpenCV's IMREAD_REDUCED_* bits
 _IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11
+RAW_EXTENSIONS = (".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2",
+                  ".orf", ".rw2", ".raf", ".pef", ".srw", ".3fr", ".erf", ".kdc", ".mrw",
+                  ".x3f", ".raw", ".rwl", ".iiq")
+RAW_MESSAGE = ("camera raw file: OpenCV decodes no raw sensor data, at most a small preview "
+               "(convert it to JPEG)")
+# ISO BMFF brands of formats OpenCV does not decode (iPhone photos are HEIC)
+_BMFF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
+                b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF",
+                b"avis": "AVIF"}
+
+if "OPENCV_LOG_LEVEL" not in os.environ:  # our errors name the input; OpenCV's lines do not
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 _JPEG_SOF = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -134,22 +159,31 @@ def _bmp_header(data: bytes) -> tuple[int, int]:
     return abs(w), abs(h)
 
 
+_TIFF_WIDTH, _TIFF_LENGTH, _TIFF_SUBFILE_TYPE, _TIFF_DNG_VERSION = 256, 257, 254, 50706
+
+
 def _tiff_header(data: bytes) -> tuple[int, int]:
+    """-> IFD0's (width, height). A camera raw file built on TIFF (DNG, NEF, CR2, ARW: IFD0 is
+    a reduced-resolution preview, or DNGVersion is set, or the CR2 mark) is refused: OpenCV
+    would decode only that preview, and detections on a thumbnail are wrong results."""
     e = "<" if data[:2] == b"II" else ">"
     try:
         off = struct.unpack_from(e + "I", data, 4)[0]
         count = struct.unpack_from(e + "H", data, off)[0]
-        dims = {}
+        tags = {}
         for k in range(count):
             tag, typ = struct.unpack_from(e + "HH", data, off + 2 + 12 * k)
-            if tag in (256, 257):
+            if tag in (_TIFF_WIDTH, _TIFF_LENGTH, _TIFF_SUBFILE_TYPE, _TIFF_DNG_VERSION):
                 fmt = e + ("H" if typ == 3 else "I")
-                dims[tag] = struct.unpack_from(fmt, data, off + 2 + 12 * k + 8)[0]
+                tags[tag] = struct.unpack_from(fmt, data, off + 2 + 12 * k + 8)[0]
     except struct.error:
         raise _Bad("truncated TIFF header") from None
-    if 256 not in dims or 257 not in dims:
+    if (_TIFF_DNG_VERSION in tags or tags.get(_TIFF_SUBFILE_TYPE, 0) & 1
+            or data[8:10] == b"CR"):
+        raise _Bad(RAW_MESSAGE)
+    if _TIFF_WIDTH not in tags or _TIFF_LENGTH not in tags:
         raise _Bad("corrupt TIFF (no ImageWidth/ImageLength)")
-    return dims[256], dims[257]
+    return tags[_TIFF_WIDTH], tags[_TIFF_LENGTH]
 
 
 def _pnm_header(data: bytes) -> tuple[int, int]:
@@ -159,8 +193,30 @@ def _pnm_header(data: bytes) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def image_format(head: bytes) -> str | None:
+    """The format a file's first bytes (16 or more) declare: "JPEG", "PNG", ..., "HEIC" (one
+    OpenCV cannot decode), or None for a file that is not an image by its header."""
+    if head[4:8] == b"ftyp" and head[8:12] in _BMFF_BRANDS:
+        return _BMFF_BRANDS[head[8:12]]
+    for fmt, magic in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if re.match(rb"P[1-6]\s", head[:3]):
+        return "PNM"
+    return None
+
+
+_MAGIC = (("JPEG", b"\xff\xd8\xff"), ("PNG", _PNG_SIG), ("GIF", b"GIF87a"), ("GIF", b"GIF89a"),
+          ("BMP", b"BM"), ("TIFF", b"II*\x00"), ("TIFF", b"MM\x00*"))
+
+
 def sniff_dimensions(data: bytes) -> tuple[str, int, int]:
     """Read (format, width, height) from the header only; raises _Bad on an unknown format."""
+    fmt = image_format(data[:16])
+    if fmt in ("HEIC", "HEIF", "AVIF"):
+        raise _Bad(f"{fmt} image: OpenCV cannot decode {fmt} (convert it to JPEG or PNG)")
     if data[:3] == b"\xff\xd8\xff":
         return ("JPEG", *_jpeg_header(data)[:2])
     if data[:8] == _PNG_SIG:
@@ -178,26 +234,61 @@ def sniff_dimensions(data: bytes) -> tuple[str, int, int]:
     raise _Bad("not a supported image (JPEG, PNG, GIF, WebP, BMP, TIFF, PNM)")
 
 
+def jpeg_scale(w: int, h: int, max_pixels: int) -> int | None:
+    """The JPEG decode scale for a ``w`` x ``h`` header: 1 (full size) within ``max_pixels``,
+    else the smallest of 2, 4 (``JPEG_MAX_REDUCTION``) whose result fits; None: too large."""
+    scale = 1
+    while -(-w // scale) * -(-h // scale) > max_pixels:
+        scale *= 2
+        if scale > JPEG_MAX_REDUCTION:
+            return None
+    return scale
+
+
+def _check_size(fmt: str, w: int, h: int, name: str, max_pixels: int) -> int:
+    """-> the decode scale (1 unless a JPEG over the limit); ImageTooLargeError if none fits."""
+    if w * h <= max_pixels:
+        return 1
+    scale = jpeg_scale(w, h, max_pixels) if fmt == "JPEG" else None
+    if scale is None:
+        largest = (f" (a JPEG of up to {max_pixels * JPEG_MAX_REDUCTION ** 2:,} pixels would "
+                   f"decode at reduced scale)" if fmt == "JPEG" else "")
+        raise ImageTooLargeError(
+            f"{name}: {fmt} image is {w}x{h} = {w * h:,} pixels, "
+            f"over the limit of {max_pixels:,}{largest}"
+        )
+    return scale
+
+
+def _imdecode(data: bytes, scale: int) -> np.ndarray | None:
+    buf = np.frombuffer(data, dtype=np.uint8)
+    reduced = _JPEG_REDUCED[scale]
+    if _IMREAD_COLOR_RGB is not None:
+        return cv2.imdecode(buf, reduced | _IMREAD_COLOR_RGB)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | reduced)  # OpenCV < 4.11: BGR, then swap
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def decode_image(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Encoded image bytes -> (H, W, 3) uint8 RGB (EXIF orientation applied).
 
     name: how to refer to the input in errors (path or URI).
+    max_pixels: the limit on the decoded image; a JPEG over it decodes at 1/2 or 1/4 scale
+    (``jpeg_scale``), so H x W is at most ``max_pixels`` either way.
     Raises ImageDecodeError (empty, truncated, corrupt, unsupported) or ImageTooLargeError
-    (declared width * height > max_pixels; checked before decoding).
+    (declared size over the limit and no JPEG reduction fits; checked before decoding).
     """
     if not isinstance(data, bytes | bytearray):
         data = bytes(data)
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     try:
+        if PurePosixPath(name).suffix.lower() in RAW_EXTENSIONS:
+            raise _Bad(RAW_MESSAGE)
         fmt, w, h = sniff_dimensions(data)
         if w <= 0 or h <= 0:
             raise _Bad(f"{fmt} declares an empty image ({w}x{h})")
-        if w * h > max_pixels:
-            raise ImageTooLargeError(
-                f"{name}: {fmt} image is {w}x{h} = {w * h:,} pixels, "
-                f"over the limit of {max_pixels:,}"
-            )
+        scale = _check_size(fmt, w, h, name, max_pixels)
         if fmt == "JPEG":
             _jpeg_complete(data, _jpeg_header(data)[2])
         elif fmt == "PNG":
@@ -205,12 +296,7 @@ def decode_image(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
     except _Bad as e:
         raise ImageDecodeError(f"{name}: {e}") from None
     try:
-        buf = np.frombuffer(data, dtype=np.uint8)
-        if _IMREAD_COLOR_RGB is not None:
-            rgb = cv2.imdecode(buf, _IMREAD_COLOR_RGB)
-        else:  # OpenCV < 4.11: decode to BGR and swap
-            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-            rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        rgb = _imdecode(data, scale)
     except cv2.error as e:
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise ImageDecodeError(f"{name}: {fmt} could not be decoded ({msg})") from None

@@ -1,8 +1,12 @@
 """``yolo-sfn run``: one batch through the embedded local engine, outputs into a folder.
 
 Inputs are either local image paths (files or folders), uploaded to the local input bucket
-``yolo-sfn-input`` under their file names, or one execution-input event file
-(``events/<batch>.json``). In an event file, ``s3://`` URIs refer to local files:
+``yolo-sfn-input`` under their file names (``s3_safe_name``: a name S3 cannot carry is
+``%XX``-escaped; ``local_path`` in the summary maps each image back), or one execution-input
+event file (``events/<batch>.json``). Folders are read one level deep and only image files are
+sent (``inputs_from_paths``). Outputs go to ``--out`` through ``yolo_sfn.commands.outputs``'
+record, so nothing yolo-sfn did not write there is ever replaced (``write_outputs``).
+In an event file, ``s3://`` URIs refer to local files:
 
 * an optional ``"local_files": {"s3://bucket/key": "relative/or/absolute/path", ...}`` maps
   objects to files (relative to the project root) - the mapping is uploaded and removed from
@@ -20,13 +24,18 @@ file does not exist are not uploaded: the workflow reports them as failed inputs
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import stat
+import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yolo_sfn.commands.outputs import RECORD, OutputRecord, shown, unsafe_char
 from yolo_sfn.errors import InputFileError, InputValidationError
 from yolo_sfn.local.engine import INPUT_BUCKET, LocalEngine, LocalRun, Progress, split_s3_uri
 from yolo_sfn.local.invoke import Fault
@@ -44,6 +53,12 @@ class Inputs:
     buckets: set[str] = field(default_factory=lambda: {INPUT_BUCKET})
     notes: list[str] = field(default_factory=list)  # what the user should know about the inputs
 
+    def local_path(self, uri: str) -> str | None:
+        """The local file an input URI came from, as given (None: an S3-only input)."""
+        if uri in self.uploads:
+            return os.fsdecode(self.uploads[uri])
+        return next((m["path"] for m in self.missing if m["uri"] == uri), None)
+
 
 def _add_file(inputs: Inputs, uri: str, path: Path) -> None:
     inputs.buckets.add(split_s3_uri(uri)[0])
@@ -53,42 +68,135 @@ def _add_file(inputs: Inputs, uri: str, path: Path) -> None:
         inputs.missing.append({"path": str(path), "uri": uri, "error": "local file not found"})
 
 
+# --- local names -> S3 keys ----------------------------------------------------------------
+MAX_SAFE_NAME_BYTES = 512
+
+
+def s3_safe_name(name: str) -> str:
+    """A local file name as an S3 key segment: every character S3 keys cannot carry (control
+    characters such as newline and tab, bytes that are not UTF-8, Unicode non-characters) is
+    written as ``%XX`` of its bytes; a name still too long ends in a hash. Other names are kept."""
+    safe = "".join("".join(f"%{b:02X}" for b in os.fsencode(ch)) if unsafe_char(ch) else ch
+                   for ch in name)
+    if len(safe.encode("utf-8")) > MAX_SAFE_NAME_BYTES:
+        digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:12]
+        safe = safe[:200] + f"-{digest}" + Path(safe).suffix[:16]
+    return safe
+
+
 def _unique_uri(inputs: Inputs, f: Path) -> str:
-    """``s3://yolo-sfn-input/<file name>``; a second, different file with the same name goes
-    under ``<n>/<file name>`` so it is not overwritten."""
+    """``s3://yolo-sfn-input/<safe file name>``; a second, different file with the same (safe)
+    name goes under ``<n>/<name>`` so it is not overwritten."""
     taken = {**inputs.uploads, **{m["uri"]: Path(m["path"]) for m in inputs.missing}}
-    uri, n = f"s3://{INPUT_BUCKET}/{f.name}", 1
+    name = s3_safe_name(f.name)
+    uri, n = f"s3://{INPUT_BUCKET}/{name}", 1
     while uri in taken and Path(taken[uri]).resolve() != f.resolve():
         n += 1
-        uri = f"s3://{INPUT_BUCKET}/{n}/{f.name}"
+        uri = f"s3://{INPUT_BUCKET}/{n}/{name}"
     return uri
 
 
-def inputs_from_paths(paths: list[str | Path]) -> Inputs:
-    """Local files/folders -> ``{"images": [s3://yolo-sfn-input/<name>, ...]}``."""
+# --- which files are images ----------------------------------------------------------------
+NAMED_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif")  # beyond the workflow's list
+_APPLEDOUBLE = b"\x00\x05\x16\x07"  # macOS "._name" metadata files, whatever their extension
+
+
+@dataclass
+class _Skipped:
+    """Files of the inputs that are not submitted, by reason (shown as notes)."""
+
+    folders: list[str] = field(default_factory=list)
+    non_images: list[str] = field(default_factory=list)
+    broken_links: list[str] = field(default_factory=list)
+    special: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        texts = (
+            (self.folders, "folders are not searched recursively: skipped {n} sub-folder(s)"),
+            (self.non_images, "skipped {n} file(s) that are not images"),
+            (self.broken_links, "skipped {n} broken link(s)"),
+            (self.special, "skipped {n} item(s) that are not regular files"),
+            (self.outputs, "skipped {n} file(s) yolo-sfn wrote (a previous run's outputs)"),
+        )
+        return [f"{text.format(n=len(names))}: {', '.join(shown(x) for x in names[:5])}"
+                + (", ..." if len(names) > 5 else "") for names, text in texts if names]
+
+
+def _classify(path: Path, skipped: _Skipped, outputs: set[Path]) -> str | None:
+    """-> "image" (submit), None (skipped, noted) or why the file cannot be read (submit it
+    as a failed input)."""
+    from yolo_sfn.core.image import RAW_EXTENSIONS, image_format
+    from yolo_sfn.workflow.stages import IMAGE_EXTENSIONS
+
+    if path.is_symlink() and not path.exists():
+        skipped.broken_links.append(f"{path} -> {os.readlink(path)}")
+        return None
+    if path.is_dir():
+        skipped.folders.append(str(path))
+        return None
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the upload for ever
+        skipped.special.append(str(path))
+        return None
+    if path.resolve() in outputs:
+        skipped.outputs.append(str(path))
+        return None
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if head.startswith(_APPLEDOUBLE):
+        skipped.non_images.append(str(path))
+        return None
+    if image_format(head) or path.suffix.lower() in (
+            IMAGE_EXTENSIONS + NAMED_IMAGE_EXTENSIONS + RAW_EXTENSIONS):
+        return "image"  # by name but not by content (empty, corrupt, raw): submitted, it fails
+    skipped.non_images.append(str(path))
+    return None
+
+
+def _expand(path: Path) -> list[Path]:
+    """A folder's entries (sorted), or the file itself; a path that is not there: an error."""
+    if path.is_dir():
+        try:
+            return sorted(path.iterdir())
+        except OSError as e:
+            raise InputFileError(f"{shown(path)}: cannot list folder ({e.strerror or e})") from None
+    if path.is_symlink() and not path.exists():
+        raise InputFileError(f"{shown(path)}: broken link (to {shown(os.readlink(path))})")
+    if not path.exists():
+        raise InputFileError(f"{shown(path)}: no such file or folder")
+    return [path]
+
+
+def inputs_from_paths(paths: list[str | Path], *, outputs: set[Path] = frozenset()) -> Inputs:
+    """Local files/folders -> ``{"images": [s3://yolo-sfn-input/<safe name>, ...]}``.
+
+    Folders are read one level deep. Files that are not images (by their header, or an image
+    extension), broken links, non-regular files and ``outputs`` (resolved paths a previous run
+    wrote) are skipped and named in ``notes``; a path that does not exist is an
+    ``InputFileError`` before anything runs. A file that cannot be read is submitted without
+    an upload (``missing``), so the run reports it as that image's failure.
+    """
     inputs = Inputs(execution_input={})
-    uris, empty, skipped = [], [], []
+    uris, skipped = [], _Skipped()
     for item in paths:
-        path = Path(item)
-        if path.is_dir():
-            entries = sorted(path.iterdir())
-            files = [p for p in entries if p.is_file()]
-            skipped += [str(p) for p in entries if p.is_dir()]
-            if not files:
-                empty.append(str(path))
-        else:
-            files = [path]
-        for f in files:
+        for f in _expand(Path(item)):
+            kind = _classify(f, skipped, outputs)
+            if kind is None:
+                continue
             uri = _unique_uri(inputs, f)
-            _add_file(inputs, uri, f)
+            if kind == "image":
+                _add_file(inputs, uri, f)
+            elif uri not in inputs.uploads:
+                inputs.missing.append({"path": os.fsdecode(f), "uri": uri, "error": kind})
             uris.append(uri)
-    if skipped:
-        inputs.notes.append(f"folders are not searched recursively: skipped {len(skipped)} "
-                            f"sub-folder(s): {', '.join(skipped[:5])}"
-                            + (", ..." if len(skipped) > 5 else ""))
+    inputs.notes = skipped.notes()
     if not uris:
-        raise InputValidationError(f"no input images: {', '.join(empty)} has no files"
-                                   + (" (sub-folders are not searched)" if skipped else ""))
+        raise InputValidationError(
+            "no input images in " + ", ".join(shown(p) for p in paths)
+            + ("; " + "; ".join(inputs.notes) if inputs.notes else ""))
     inputs.execution_input = {"images": uris}
     return inputs
 
@@ -138,12 +246,47 @@ class RunOptions:
     annotate: bool = True
 
 
+FUNCTION_LOGS = "function-logs.jsonl"
+PARTIAL_LOGS = ".yolo-sfn-function-logs.partial.jsonl"  # renamed to FUNCTION_LOGS at the end
+FIXED_OUTPUTS = ("summary.json", FUNCTION_LOGS)
+OUTPUT_FOLDERS = ("results", "annotated")
+
+
+def check_out_dir(out: Path) -> None:
+    """Before anything runs: ``out``'s fixed output names are free or were written by
+    yolo-sfn (its record), and its output folders are folders. InputFileError otherwise."""
+    rec = OutputRecord(out, "run")
+    for name in FIXED_OUTPUTS:
+        if not rec.free(out / name):
+            raise InputFileError(f"--out {shown(out)}: {name} is there and yolo-sfn did not "
+                                 f"write it (not in {RECORD}): move it or choose another --out")
+    for name in OUTPUT_FOLDERS:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise InputFileError(f"--out {shown(out)}: {name} is there and is not a folder")
+
+
+def previous_outputs(out: Path | None) -> set[Path]:
+    """The files yolo-sfn recorded writing directly in ``out`` (resolved): with ``--out``
+    the input folder, they are not read back as images. (Its sub-folders ``results/`` and
+    ``annotated/`` are not read anyway; named as inputs, annotated copies are images.)"""
+    if out is None:
+        return set()
+    here = Path(out).resolve()
+    return {p for p in OutputRecord(out, "run").recorded_paths() if p.parent == here} | {
+        here / RECORD, here / PARTIAL_LOGS}
+
+
 def run_batch(
     inputs: Inputs, opts: RunOptions, on_progress: Callable[[Progress], None] | None = None
 ) -> tuple[LocalRun, dict]:
-    """Deploy, upload, execute, write outputs. Returns the run and ``{"written": ...}``."""
-    from yolo_sfn.local.engine import _make_bucket
+    """Deploy, upload, execute, write outputs. Returns the run and what was written
+    (``{"summary", "results", "annotated", "function_logs", "errors"}``).
 
+    Ctrl-C during the execution stops it and keeps what finished: ``run.status`` is
+    ``ABORTED``, the summary lists every image (``interrupted`` for the unfinished ones) and
+    the outputs are written as for a finished run. Ctrl-C before any image finished leaves
+    ``out_dir`` as it was (KeyboardInterrupt propagates); Ctrl-C while the outputs are written
+    raises ``WritingInterrupted`` (the files written so far are in the record)."""
     model = opts.model
     if model is None:
         from yolo_sfn.demo import ensure_demo_model
@@ -154,114 +297,280 @@ def run_batch(
         value = getattr(opts, name)
         if value is not None:
             execution_input[name] = value
+    out = Path(opts.out_dir) if opts.out_dir is not None else None
     with ExitStack() as stack:
         logs = None
-        if opts.out_dir is not None:
-            Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
-            logs = stack.enter_context(open(Path(opts.out_dir) / "function-logs.jsonl", "w"))
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            stack.callback(_remove, out / PARTIAL_LOGS)  # renamed into place when written
+            logs = stack.enter_context(open(out / PARTIAL_LOGS, "w", encoding="utf-8"))
         eng = stack.enter_context(LocalEngine(
             opts.root, faults=list(opts.faults), retry_scale=opts.retry_scale,
             function_logs=logs))
-        params = {"InputBucketNames": ",".join(sorted(inputs.buckets))}
-        if opts.concurrency is not None:
-            if "MapConcurrency" not in eng.template.parameters:
-                eng.notes.append("template has no MapConcurrency parameter: --concurrency ignored")
-            else:
-                params["MapConcurrency"] = opts.concurrency
-        eng.deploy(model, **params)
-        s3 = eng.client("s3")
-        for bucket in inputs.buckets:
-            _make_bucket(s3, bucket, eng.region)
-        for uri, path in inputs.uploads.items():
-            bucket, key = split_s3_uri(uri)
-            s3.upload_file(str(path), bucket, key)
-        run = eng.execute(execution_input, on_progress=on_progress)
+        _deploy(eng, model, inputs, opts)
+        _upload(eng, inputs)
+        started = time.monotonic()
+        try:
+            run = eng.execute(execution_input, on_progress=on_progress)
+        except KeyboardInterrupt:
+            run = _interrupted(eng, execution_input, time.monotonic() - started)
+            if not run.summary["succeeded"] + run.summary["failed"]:
+                raise  # nothing to keep: the previous run's outputs stay as they are
         run.extra["missing_inputs"] = inputs.missing
         run.extra["input_notes"] = inputs.notes
-        written = write_outputs(eng, run, inputs, opts) if opts.out_dir else {}
+        _add_local_paths(run, inputs)
+        if logs is not None:
+            logs.flush()
+        try:
+            written = write_outputs(eng, run, inputs, opts) if out is not None else {}
+        except KeyboardInterrupt:
+            raise WritingInterrupted from None
     return run, written
 
 
-def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOptions) -> dict:
-    """DIR/summary.json, DIR/results/<image_id>.json, DIR/annotated/<name>.jpg."""
-    out = Path(opts.out_dir)
-    _clear_previous(out, inputs)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    written: dict[str, Any] = {"summary": None, "results": [], "annotated": []}
-    if run.summary is None:
-        return written
-    (out / "summary.json").write_text(json.dumps(run.summary, indent=2))
-    written["summary"] = str(out / "summary.json")
-    results = {}
-    for img in run.summary.get("images", []):
-        if not img.get("result_uri"):
+class WritingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the outputs were being written: what was written is in the record."""
+
+
+def _remove(path: Path) -> None:
+    with suppress(OSError):
+        path.unlink()
+
+
+def _deploy(eng: LocalEngine, model: Path, inputs: Inputs, opts: RunOptions) -> None:
+    from yolo_sfn.local.engine import _make_bucket
+
+    params = {"InputBucketNames": ",".join(sorted(inputs.buckets))}
+    if opts.concurrency is not None:
+        if "MapConcurrency" not in eng.template.parameters:
+            eng.notes.append("template has no MapConcurrency parameter: --concurrency ignored")
+        else:
+            params["MapConcurrency"] = opts.concurrency
+    eng.deploy(model, **params)
+    s3 = eng.client("s3")
+    for bucket in inputs.buckets:
+        _make_bucket(s3, bucket, eng.region)
+
+
+def _upload(eng: LocalEngine, inputs: Inputs) -> None:
+    """Upload every input file; one that cannot be read now fails alone (``missing``)."""
+    s3 = eng.client("s3")
+    for uri, path in list(inputs.uploads.items()):
+        bucket, key = split_s3_uri(uri)
+        try:
+            with path.open("rb") as f:
+                s3.upload_fileobj(f, bucket, key)
+        except OSError as e:
+            del inputs.uploads[uri]
+            inputs.missing.append({"path": os.fsdecode(path), "uri": uri,
+                                   "error": f"cannot read ({e.strerror or e})"})
+
+
+def _add_local_paths(run: LocalRun, inputs: Inputs) -> None:
+    """Each summary image gets ``local_path`` (the file as given, or None); an input that was
+    never uploaded gets its local error (``stage`` "upload") instead of the workflow's
+    ``ObjectNotFoundError`` on an internal URI."""
+    missing = {m["uri"]: m for m in inputs.missing}
+    for img in (run.summary or {}).get("images", []):
+        img["local_path"] = inputs.local_path(img.get("uri", ""))
+        m = missing.get(img.get("uri"))
+        if m is not None and img.get("status") != "succeeded":
+            img["workflow_error"] = img.get("error")
+            img["error"] = {"stage": "upload", "type": "InputFileError",
+                            "message": f"{shown(m['path'])}: {m['error']}"}
+
+
+# --- Ctrl-C: keep what finished ------------------------------------------------------------
+def _interrupted(eng: LocalEngine, execution_input: dict, elapsed_s: float) -> LocalRun:
+    """Stop the execution and build a summary from the per-image results already stored:
+    every submitted image once, ``interrupted`` where no result was stored."""
+    from yolo_sfn.workflow.stages import image_id_for
+
+    sfn = eng.client("stepfunctions")
+    arn = ""
+    with suppress(Exception):  # best effort: moto may already be tearing the execution down
+        for ex in sfn.list_executions(stateMachineArn=eng.stack.state_machine_arn)["executions"]:
+            arn = arn or ex["executionArn"]
+            if ex["status"] == "RUNNING":
+                sfn.stop_execution(executionArn=ex["executionArn"], error="Interrupted",
+                                   cause="Ctrl-C")
+    found = _stored_results(eng)
+    images, classes = [], {}
+    uris = [u for u in execution_input.get("images", []) if isinstance(u, str)]
+    for uri in dict.fromkeys(uris):
+        key, doc = found.get(uri, (None, None))
+        if doc is None:
+            images.append({"image_id": image_id_for(uri), "uri": uri, "status": "interrupted",
+                           "result_uri": None, "num_detections": 0,
+                           "error": {"stage": None, "type": "Interrupted",
+                                     "message": "not finished: the run was interrupted"}})
             continue
-        result = eng.get_json(img["result_uri"])
-        results[img["image_id"]] = result
-        path = out / "results" / f"{img['image_id']}.json"
-        path.write_text(json.dumps(result, indent=2))
-        written["results"].append(str(path))
-    run.extra["results"] = results
-    if opts.annotate:
-        written["annotated"] = _annotate(eng, run, inputs, out / "annotated")
-    _record_outputs(out, written)
+        dets = doc.get("detections") or []
+        for d in dets:
+            classes[d.get("label")] = classes.get(d.get("label"), 0) + 1
+        images.append({"image_id": doc.get("image_id"), "uri": uri, "status": doc.get("status"),
+                       "result_uri": f"s3://{eng.stack.bucket}/{key}",
+                       "num_detections": len(dets), "error": doc.get("error")})
+    count = {s: sum(1 for i in images if i["status"] == s) for s in ("succeeded", "failed")}
+    summary = {"batch_id": None, "execution_arn": arn, "interrupted": True,
+               "submitted": len(uris), "unique": len(images), **count,
+               "not_finished": sum(1 for i in images if i["status"] == "interrupted"),
+               "class_counts": classes, "images": images}
+    return LocalRun(execution_arn=arn, status="ABORTED", output=None, error="Interrupted",
+                    cause="Ctrl-C: the execution was stopped; finished images are kept",
+                    summary=summary, attempts=list(eng.router.attempts), retry_waits=[],
+                    notes=list(eng.notes), elapsed_s=elapsed_s)
+
+
+def _stored_results(eng: LocalEngine) -> dict[str, tuple[str, dict]]:
+    """uri -> (key, per-image result) for every result JSON in the artifacts bucket."""
+    s3 = eng.client("s3")
+    found: dict[str, tuple[str, dict]] = {}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=eng.stack.bucket,
+                                                         Prefix="results/")
+    for page in pages:
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if not key.endswith(".json") or key.endswith("/summary.json"):
+                continue
+            with suppress(Exception):
+                doc = eng.get_json(f"s3://{eng.stack.bucket}/{key}")
+                if isinstance(doc, dict) and doc.get("status") in ("succeeded", "failed"):
+                    found[doc["uri"]] = (key, doc)
+    return found
+
+
+# --- outputs -------------------------------------------------------------------------------
+def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOptions) -> dict:
+    """DIR/results/<image_id>.json, DIR/annotated/<name>.jpg, DIR/summary.json (last: it lists
+    what was written), DIR/function-logs.jsonl. The previous run's files go first; a file
+    yolo-sfn did not write is never replaced; a write that fails is reported in ``errors``
+    and the summary, and the others go on. The record of written files is saved before and
+    after (``yolo_sfn.commands.outputs``)."""
+    out = Path(opts.out_dir)
+    rec = OutputRecord(out, "run")
+    keep = {p.resolve() for p in inputs.uploads.values()}
+    written: dict[str, Any] = {"summary": None, "results": [], "annotated": [],
+                               "function_logs": None, "errors": []}
+    layout = (*FIXED_OUTPUTS, *(f"{name}/" for name in OUTPUT_FOLDERS))
+    written["errors"] += [f"{shown(out / n)}: previous output could not be removed"
+                          for n in rec.clear_previous(keep, layout)]
+    plan = _plan_outputs(run, inputs, opts, rec, keep, written["errors"])
+    for path in (out / "summary.json", out / FUNCTION_LOGS):
+        rec.claim(path)
+    rec.save()  # the names about to be written, before any is
+    try:
+        _write_results(eng, run, plan, inputs, written)
+        if opts.annotate:
+            _write_annotated(eng, run, plan, inputs, written)
+        if run.summary is not None:
+            summary = dict(run.summary)
+            if written["errors"]:
+                summary["write_errors"] = list(written["errors"])
+            _write(out / "summary.json", json.dumps(summary, indent=2), written, "summary")
+        if (out / PARTIAL_LOGS).is_file():
+            try:
+                os.replace(out / PARTIAL_LOGS, out / FUNCTION_LOGS)
+                written["function_logs"] = str(out / FUNCTION_LOGS)
+            except OSError as e:
+                written["errors"].append(f"{shown(out / FUNCTION_LOGS)}: {e.strerror or e}")
+    finally:
+        rec.names = [n for n in rec.names if (out / n).exists()]
+        rec.save()
     return written
 
 
-OUTPUTS_RECORD = ".yolo-sfn-outputs.json"  # in DIR: the files the last run wrote there
+def _plan_outputs(run: LocalRun, inputs: Inputs, opts: RunOptions, rec: Any, keep: set[Path],
+                  errors: list[str]) -> dict[str, dict]:
+    """image_id -> {"result": Path | None, "annotated": Path | None}: names that are free or
+    ours, claimed in the record; an annotated copy never takes an input's name."""
+    out = Path(opts.out_dir)
+    plan: dict[str, dict] = {}
+    taken: set[Path] = set()
+    for img in (run.summary or {}).get("images", []):
+        entry: dict[str, Path | None] = {"result": None, "annotated": None}
+        if img.get("result_uri"):
+            path = out / "results" / f"{img['image_id']}.json"
+            if rec.free(path):
+                entry["result"] = path
+            else:
+                errors.append(f"{shown(path)}: not replaced (yolo-sfn did not write it)")
+        if opts.annotate and img.get("status") == "succeeded":
+            local = inputs.uploads.get(img["uri"])
+            stem = (local.stem if local is not None
+                    else Path(split_s3_uri(img["uri"])[1]).stem) or img["image_id"]
+            entry["annotated"] = rec.pick(out / "annotated", stem, ".jpg", taken, keep)
+        for path in entry.values():
+            if path is not None:
+                rec.claim(path)
+        plan[img["image_id"]] = entry
+    return plan
 
 
-def _clear_previous(out: Path, inputs: Inputs) -> None:
-    """Remove the files the previous run recorded writing in ``out`` (its summary, result
-    JSONs, annotated JPEGs), so the folder never mixes two runs. Only recorded files go, and
-    never one that is an input of this run; anything else in ``out`` is left alone."""
-    record = out / OUTPUTS_RECORD
+def _write(path: Path, text: str, written: dict, what: str) -> bool:
+    """Write ``text`` whole or not at all (a temporary file renamed); a failure is noted."""
+    from yolo_sfn.core.annotate import write_file
+
     try:
-        names = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    keep = {p.resolve() for p in inputs.uploads.values()}
-    for name in names if isinstance(names, list) else []:
-        old = out / str(name)
-        if ".." not in Path(str(name)).parts and old.is_file() and old.resolve() not in keep:
-            old.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file(path, text.encode("utf-8"))
+    except OSError as e:
+        written["errors"].append(f"{shown(path)}: cannot write ({e.strerror or e})")
+        return False
+    if isinstance(written[what], list):
+        written[what].append(str(path))
+    else:
+        written[what] = str(path)
+    return True
 
 
-def _record_outputs(out: Path, written: dict) -> None:
-    files = [written["summary"], *written["results"], *written["annotated"]]
-    names = [str(Path(f).relative_to(out)) for f in files if f]
-    (out / OUTPUTS_RECORD).write_text(json.dumps(names, indent=0), encoding="utf-8")
+def _write_results(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
+                   written: dict) -> None:
+    results = run.extra.setdefault("results", {})
+    for img in (run.summary or {}).get("images", []):
+        img["result_path"] = img["annotated_path"] = None
+        if not img.get("result_uri"):
+            continue
+        result = results.get(img["image_id"])
+        if result is None:
+            result = results[img["image_id"]] = eng.get_json(img["result_uri"])
+        result["local_path"] = img.get("local_path")
+        path = plan[img["image_id"]]["result"]
+        if path is not None and _write(path, json.dumps(result, indent=2), written, "results"):
+            img["result_path"] = path.relative_to(path.parent.parent).as_posix()
 
 
-def _annotate(eng: LocalEngine, run: LocalRun, inputs: Inputs, folder: Path) -> list[str]:
+def _write_annotated(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
+                     written: dict) -> None:
     from yolo_sfn.core.annotate import annotate_file
     from yolo_sfn.core.image import decode_image
     from yolo_sfn.core.postprocess import Detection
+    from yolo_sfn.errors import YoloSfnError
 
-    folder.mkdir(parents=True, exist_ok=True)
-    done, used = [], set()
-    inputs_here = {p.resolve() for p in inputs.uploads.values()}
-    for result in run.extra.get("results", {}).values():
-        if result.get("status") != "succeeded":
+    results = run.extra.get("results", {})
+    for img in (run.summary or {}).get("images", []):
+        path = plan[img["image_id"]]["annotated"]
+        result = results.get(img["image_id"])
+        if path is None or result is None or result.get("status") != "succeeded":
             continue
-        uri = result["uri"]
-        local = inputs.uploads.get(uri)
-        if local is not None:
-            data = local.read_bytes()
-        else:
-            bucket, key = split_s3_uri(uri)
-            data = eng.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-        stem = Path(split_s3_uri(uri)[1]).stem or result["image_id"]
-        name, n = stem, 1
-        # two images with one file name (from two folders): dog, dog-2; never over an input
-        while name in used or (folder / f"{name}.jpg").resolve() in inputs_here:
-            n += 1
-            name = f"{stem}-{n}"
-        used.add(name)
-        rgb = decode_image(data, name=uri)
-        dets = [_detection(Detection, d) for d in result.get("detections", [])]
-        done.append(str(annotate_file(folder / f"{name}.jpg", rgb, dets)))
-    return done
+        uri = img["uri"]
+        try:
+            local = inputs.uploads.get(uri)
+            if local is not None:
+                data = local.read_bytes()
+            else:
+                bucket, key = split_s3_uri(uri)
+                data = eng.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            rgb = decode_image(data, name=shown(local or uri))
+            dets = [_detection(Detection, d) for d in result.get("detections", [])]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            annotate_file(path, rgb, dets)
+        except (OSError, YoloSfnError) as e:
+            msg = str(e) if isinstance(e, YoloSfnError) else f"{shown(path)}: {e.strerror or e}"
+            written["errors"].append(f"annotated copy of {shown(local or uri)}: {msg}")
+            continue
+        written["annotated"].append(str(path))
+        img["annotated_path"] = path.relative_to(path.parent.parent).as_posix()
 
 
 def _detection(cls: Any, d: dict) -> Any:
@@ -271,8 +580,21 @@ def _detection(cls: Any, d: dict) -> Any:
 
 
 # --- reporting ---------------------------------------------------------------------------
+def _error_text(err: dict | None, uri: str, local: str | None) -> str:
+    """``stage: Type: message`` on one line, whole; the internal URI of a local file is
+    replaced by the file's path."""
+    if not err:
+        return ""
+    parts = (err.get("stage"), err.get("type"), err.get("message"))
+    text = ": ".join(str(p) for p in parts if p)
+    if local is not None:
+        text = text.replace(uri, shown(local))
+    return " ".join(text.split())
+
+
 def table_rows(run: LocalRun) -> list[dict]:
-    """One row per image: image, status, #detections, top labels, per-stage ms, error."""
+    """One row per image: image (the local path where there is one), status, #detections,
+    top labels, per-stage ms, error (whole)."""
     results = run.extra.get("results", {})
     rows = []
     for img in (run.summary or {}).get("images", []):
@@ -281,27 +603,30 @@ def table_rows(run: LocalRun) -> list[dict]:
         for d in result.get("detections", []):
             labels[d["label"]] = labels.get(d["label"], 0) + 1
         top = list(labels.items())[:3]  # detections come score-first: labels by best score
-        err = img.get("error")
+        uri, local = img["uri"], img.get("local_path")
+        name = split_s3_uri(uri)[1] if uri.startswith("s3://") else uri
         rows.append({
-            "image": split_s3_uri(img["uri"])[1] if img["uri"].startswith("s3://") else img["uri"],
+            "image": shown(local if local is not None else name),
             "status": img["status"],
             "detections": img.get("num_detections", 0),
             "top_labels": ", ".join(f"{k}x{v}" if v > 1 else k for k, v in top),
             "ms": {s: (result.get("timings_ms") or {}).get(s) for s in STAGES},
-            "error": f"{err.get('stage')}: {err.get('type')}: {err.get('message')}" if err else "",
+            "error": _error_text(img.get("error"), uri, local),
         })
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
+    """Aligned columns; the error comes last and whole (never cut)."""
     head = ["image", "status", "#det", "top labels", *[f"{s[:5]} ms" for s in STAGES], "error"]
     body = []
     for r in rows:
         ms = [f"{v:.0f}" if isinstance(v, int | float) else "-" for v in r["ms"].values()]
         body.append([r["image"], r["status"], str(r["detections"]), r["top_labels"], *ms,
-                     r["error"][:80]])
+                     r["error"]])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(head)]
+    widths[-1] = 0  # the last column is not padded
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(line.rstrip() for line in lines)
