@@ -29,10 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from yolo_sfn import report
+    from yolo_sfn.errors import InputValidationError
 
     src = Path(args.source)
     if not args.stack and src.is_dir():
         out = report.report_from_dir(src, args.output)
+    elif not args.stack and not args.source.startswith("arn:"):
+        raise InputValidationError(
+            f"{args.source!r}: not a folder, nor an execution ARN; for an execution name "
+            "give --stack")
     else:
         out = report.report_for_execution(args.source, args.stack,
                                           args.output or Path("report.html"),

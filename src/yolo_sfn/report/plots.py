@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from yolo_sfn.core.annotate import class_color_rgb
 from yolo_sfn.report.data import STAGES, Child
@@ -89,6 +90,7 @@ def duration_chart(durations: dict[str, list[float]]) -> Plot | None:
             ax.set_xscale("log")
             ax.set_ylabel(stage, rotation=0, ha="right", va="center")
             ax.axvline(float(np.median(v)), color="#222", lw=0.8, ls="--")
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
         axes[-1].set_xlabel("milliseconds per image (log scale; dashed: median)")
     return _encode(fig, "svg", "Per-stage duration histograms for " + ", ".join(stages))
 
