@@ -327,7 +327,8 @@ def _summary(results: list[dict], **extra) -> dict:
 
 def test_batched_results_cost_and_timeline(tmp_path):
     results = [_result(i, failed=i == 5, child=i // 4) for i in range(12)]
-    cost = {"images": 12, "prices_as_of": "2026-11", "counts": {},
+    cost = {"images": 12, "prices_as_of": "2026-11", "counts": {"s3_get": 36, "x": {}},
+            "notes": ["prices <as of> 2026-11"],
             "usd": {"lambda": 0.0012, "step_functions": 0.0003, "s3": 0.0001,
                     "dynamodb": 0.0001, "total": 0.0017},
             "usd_per_1000_images": 0.1417, "orchestration_share": 0.18}
@@ -337,6 +338,7 @@ def test_batched_results_cost_and_timeline(tmp_path):
     html = path.read_text()
     assert 'id="timeline-chart"' in html and "3 Distributed Map children" in html
     assert "$0.0017" in html and "$0.1417 per 1,000 images" in html and "18%" in html
+    assert "prices &lt;as of&gt; 2026-11" in html and "<td>s3 get</td>" in html
     assert "yolov4 &middot; fp16" in html and "ab" * 32 in html
     assert "score &ge; 0.3 &middot; NMS IoU 0.5 &middot; resize letterbox" in html
     assert "a note &lt;b&gt;" in html and "3.5 s" in html

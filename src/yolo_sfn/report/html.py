@@ -12,6 +12,7 @@ JavaScript off; a few lines of script only count what is shown.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -83,12 +84,23 @@ def _card(row: ImageRow, thumb: Thumb | None, tokens: dict[str, str], links) -> 
     kinds = ["s-ok" if not row.failed else "s-failed"]
     kinds += [tokens[lb] for lb in row.labels if lb in tokens] or ["k-none"]
     return {"row": row, "thumb": thumb, "classes": " ".join(kinds), "links": links(row),
-            "boxes": _overlay(row, thumb) if thumb is not None and not thumb.drawn else []}
+            # on an annotated source the boxes are in the pixels: only the (readable) tags
+            "boxes": _overlay(row, thumb) if thumb is not None else [],
+            "rects": thumb is not None and not thumb.drawn}
 
 
 def _cards(data: ReportData, page: Page, tokens: dict[str, str]) -> Iterator[dict]:
     for row, thumb in stream_thumbs(data.rows, page.source, workers=page.thumb_workers):
         yield _card(row, thumb, tokens, page.links)
+
+
+def _usd(v: float | None) -> str:
+    """$1,234.50, $0.1417, $0.000024: cents for dollars, two significant digits below."""
+    if v is None:
+        return "-"
+    if v >= 1 or v == 0:
+        return f"${v:,.2f}"
+    return f"${v:.{max(4, 1 - math.floor(math.log10(v)))}f}"
 
 
 def _env() -> jinja2.Environment:
@@ -97,7 +109,7 @@ def _env() -> jinja2.Environment:
         autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["ms"] = lambda v: "-" if v is None else (
         f"{v:,.0f}" if v >= 100 else f"{v:.1f}")
-    env.filters["usd"] = lambda v: "-" if v is None else (f"${v:,.2f}" if v >= 1 else f"${v:.4f}")
+    env.filters["usd"] = _usd
     return env
 
 

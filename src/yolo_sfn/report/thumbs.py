@@ -9,7 +9,8 @@ checked against the workflow's pixel limit before anything is decoded.
 
 Boxes are not burnt into the thumbnail: the template draws them as SVG over it, in the class
 colours of :func:`yolo_sfn.core.annotate.class_color_rgb`. A source that already has boxes
-drawn (the local run's ``annotated/`` JPEG) says so with ``drawn=True``.
+drawn (the local run's ``annotated/`` JPEG) says so with ``drawn=True``; then only the tags
+are drawn over it (the burnt-in ones are too small to read in a thumbnail).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Thumb:
     width: int
     height: int
     data_uri: str  # data:image/jpeg;base64,...
-    drawn: bool  # boxes are in the pixels: do not draw them again
+    drawn: bool  # boxes are in the pixels: draw only their tags
 
 
 def _decode_bgr(data: bytes, size: int) -> np.ndarray | None:
