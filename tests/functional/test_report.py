@@ -28,6 +28,7 @@ pytest.importorskip("matplotlib")
 
 from yolo_sfn.report import write_report
 from yolo_sfn.report.data import build
+from yolo_sfn.report.thumbs import Source, make_thumb, ordered_map
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = sorted(p.name for p in (REPO / "testdata" / "images").iterdir())
@@ -220,11 +221,11 @@ def test_report_in_a_browser(local_run, browser, tmp_path):
             tr => [...tr.cells].map(td => td.innerText.trim())),
         failuresTop: document.getElementById('failures').getBoundingClientRect().top,
         gridTop: document.getElementById('images').getBoundingClientRect().top,
-        cards: cards.map(c => ({name: c.querySelector('.name').innerText,
+        cards: cards.map(c => ({name: c.querySelector('.name').textContent,
                                 status: c.dataset.status, visible: vis(c),
                                 thumb: vis(c.querySelector('svg image')),
                                 placeholder: vis(c.querySelector('.noimg')),
-                                links: [...c.querySelectorAll('.links a')].map(a => a.innerText)})),
+                                links: [...c.querySelectorAll('.links a')].map(a => a.text)})),
         chart: vis(chart) && chart.complete && chart.naturalWidth > 0,
         chartAlt: chart && chart.alt,
         shown: document.getElementById('shown').innerText,
@@ -257,7 +258,7 @@ def test_report_in_a_browser(local_run, browser, tmp_path):
         return browser.js(f"""(() => {{
           document.querySelector('label[for="{label_for}"]').click();
           return [...document.querySelectorAll('#images .card')]
-            .filter(c => c.offsetParent !== null).map(c => c.querySelector('.name').innerText);
+            .filter(c => c.offsetParent !== null).map(c => c.querySelector('.name').textContent);
         }})()""")
 
     assert sorted(visible_after("st-failed")) == ["gone.jpg", "kite.jpg"]
@@ -358,6 +359,62 @@ def test_user_data_is_escaped(tmp_path):
     html = write_report(tmp_path / "r.html", summary=_summary([r]), results=[r]).read_text()
     assert "<script>alert(2)" not in html and "&lt;script&gt;alert(2)" in html
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;.jpg" in html
+
+
+def test_odd_cost_json_is_ignored_not_fatal(tmp_path):
+    r = _result(1)
+    for cost in ({"usd": 3}, {"usd": {"total": None}, "counts": [1], "notes": "x"}, [1]):
+        html = write_report(tmp_path / "r.html", summary=_summary([r]), results=[r],
+                            cost=cost).read_text()
+        assert html.count('class="card ') == 1
+
+
+def test_thumbnails_follow_the_workflow_decoder():
+    """EXIF-rotated, gray, 16-bit, palette, RGBA, CMYK inputs: a thumbnail with the aspect of
+    the decoded image (boxes are relative to it); a non-image: none."""
+    Image = pytest.importorskip("PIL.Image")
+    import io
+
+    import numpy as np
+
+    from yolo_sfn.core.image import decode_image
+
+    base = Image.open(REPO / "testdata" / "images" / "dog.jpg")
+
+    def enc(img, fmt, **kw) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    exif = base.getexif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    cases = [enc(base, "JPEG", exif=exif.tobytes()), enc(base.convert("L"), "PNG"),
+             enc(base.convert("RGBA"), "PNG"), enc(base.convert("CMYK"), "JPEG"),
+             enc(base.convert("P"), "GIF"), enc(base, "WEBP"),
+             enc(Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 256), "PNG")]
+    for data in cases:
+        thumb = make_thumb(Source(data))
+        h, w = decode_image(data, name="x").shape[:2]
+        assert max(thumb.width, thumb.height) == 224
+        assert abs(thumb.width / thumb.height - w / h) < 0.02
+        assert thumb.data_uri.startswith("data:image/jpeg;base64,")
+    assert make_thumb(Source(b"not an image")) is None
+
+
+def test_ordered_map_keeps_order_and_a_bounded_window():
+    started = []
+
+    def slow(i: int) -> int:
+        started.append(i)
+        time.sleep(0.001 * (i % 3))
+        return i * i
+
+    seen = []
+    for i, sq in ordered_map(slow, range(200), workers=4, window=8):
+        assert sq == i * i
+        assert len(started) <= i + 8  # never more than the window ahead of the consumer
+        seen.append(i)
+    assert seen == list(range(200))
 
 
 def test_missing_result_and_data_shapes():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,7 @@ def _cards(data: ReportData, page: Page, tokens: dict[str, str]) -> Iterator[dic
 
 def _usd(v: float | None) -> str:
     """$1,234.50, $0.1417, $0.000024: cents for dollars, two significant digits below."""
-    if v is None:
+    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
         return "-"
     if v >= 1 or v == 0:
         return f"${v:,.2f}"
@@ -113,6 +113,15 @@ def _env() -> jinja2.Environment:
         f"{v:,.0f}" if v >= 100 else f"{v:.1f}")
     env.filters["usd"] = _usd
     return env
+
+
+def _cost(cost: Mapping | None) -> dict | None:
+    """``cost.json`` as the template reads it, or None when it has no ``usd`` breakdown."""
+    if not isinstance(cost, Mapping) or not isinstance(cost.get("usd"), Mapping):
+        return None
+    notes = cost.get("notes")
+    return {**cost, "counts": cost["counts"] if isinstance(cost.get("counts"), dict) else {},
+            "notes": [str(n) for n in notes] if isinstance(notes, list) else []}
 
 
 def context(data: ReportData, page: Page) -> dict[str, Any]:
@@ -147,7 +156,7 @@ def context(data: ReportData, page: Page) -> dict[str, Any]:
         "counts": counts, "filter_opts": filter_opts,
         "duplicates": list(s.get("duplicates") or [])[:200],
         "models": data.models, "params": data.params, "execution": page.execution,
-        "cost": page.cost, "classes": classes, "failures": data.failed_rows,
+        "cost": _cost(page.cost), "classes": classes, "failures": data.failed_rows,
         "failure_counts": data.failure_counts, "stage_fail": stage_fail, "type_fail": type_fail,
         "stage_stats": data.stage_stats, "stragglers": data.stragglers,
         "children": data.children, "notes": page.notes, "notes_title": page.notes_title,

@@ -77,7 +77,8 @@ def write_report(
 
     batch = summary.get("batch_id") or "batch"
     page = Page(title=title or f"yolo-sfn report: {batch}", origin=f"local run {base}",
-                source=source, links=links, notes=list(notes), cost=dict(cost) if cost else None,
+                source=source, links=links, notes=list(notes),
+                cost=cost if isinstance(cost, Mapping) else None,
                 execution=dict(execution) if execution else None, thumb_workers=thumb_workers)
     return render(path, built, page)
 
