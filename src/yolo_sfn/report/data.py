@@ -146,10 +146,12 @@ def _boxes(result: Mapping) -> list[Box]:
 
 def _row(entry: Mapping, result: Mapping | None) -> ImageRow:
     src = result or entry
-    status = str(src.get("status") or ("missing" if result is None else "unknown"))
-    error = src.get("error") if isinstance(src.get("error"), dict) else None
-    if error is None and isinstance(entry.get("error"), dict):
-        error = entry["error"]
+    # the summary is this execution's word on the image (a result JSON may be another
+    # execution's of the same batch id); the result fills in what the summary lacks
+    first, second = (entry, src) if entry.get("status") else (src, entry)
+    status = str(first.get("status") or ("missing" if result is None else "unknown"))
+    error = next((e for e in (first.get("error"), second.get("error"))
+                  if isinstance(e, dict)), None)
     if status != "succeeded" and error is None:
         error = {"stage": "unknown", "type": "MissingResult",
                  "message": "the summary lists this image but no result was found"}
@@ -199,15 +201,10 @@ def _stage_stats(durations: dict[str, list[float]]) -> list[StageStats]:
     return out
 
 
-def _distinct(items: Iterable[Any]) -> list[dict]:
-    seen, out = set(), []
-    for it in items:
-        if isinstance(it, dict) and it:
-            key = tuple(sorted((k, str(v)) for k, v in it.items()))
-            if key not in seen:
-                seen.add(key)
-                out.append(it)
-    return out
+def _add_distinct(seen: dict[tuple, dict], item: Any) -> None:
+    """Keep one copy of each distinct non-empty dict (models, params: one or two per batch)."""
+    if isinstance(item, Mapping) and item:
+        seen.setdefault(tuple(sorted((str(k), str(v)) for k, v in item.items())), dict(item))
 
 
 def _sort_key(row: ImageRow) -> tuple:
@@ -226,9 +223,12 @@ def build(summary: Mapping | None, results: Iterable[Mapping]) -> ReportData:
                if isinstance(e, dict)}
     rows: dict[str, ImageRow] = {}
     children: dict[str, Child] = {}
-    models, params = [], []
+    models: dict[tuple, dict] = {}
+    params: dict[tuple, dict] = {}
     class_ids: dict[str, int] = {}
     for result in results:
+        if not isinstance(result, Mapping):
+            continue
         iid = str(result.get("image_id"))
         row = _row(entries.get(iid, {}), result)
         if iid in entries:
@@ -236,10 +236,8 @@ def build(summary: Mapping | None, results: Iterable[Mapping]) -> ReportData:
         else:
             extra_rows.append(row)
         _add_spans(children, result, row)
-        if result.get("model"):
-            models.append(result["model"])
-        if result.get("params"):
-            params.append(result["params"])
+        _add_distinct(models, result.get("model"))
+        _add_distinct(params, result.get("params"))
         for b in row.boxes:
             class_ids.setdefault(b.label, b.class_id)
     for iid, entry in entries.items():
@@ -265,5 +263,5 @@ def build(summary: Mapping | None, results: Iterable[Mapping]) -> ReportData:
         failure_counts=[(s, t, n) for (s, t), n in fails.most_common()],
         durations=dict(durations), stage_stats=_stage_stats(durations),
         children=sorted((c for c in children.values() if c.spans), key=lambda c: c.start),
-        models=_distinct(models), params=_distinct(params), stragglers=totals[:5],
+        models=list(models.values()), params=list(params.values()), stragglers=totals[:5],
     )
