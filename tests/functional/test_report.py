@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -292,7 +293,19 @@ def test_links_point_at_the_run_files(local_run):
     hrefs = set(re.findall(r'<a href="([^"#][^"]*)"', html))
     assert hrefs, "no links to annotated images / result JSONs"
     for href in hrefs:
-        assert (out / href).is_file(), href
+        assert (out / unquote(href)).is_file(), href
+
+
+def test_links_survive_odd_file_names(tmp_path):
+    r = _result(1)
+    odd = tmp_path / "annotated" / "a #1?é.jpg"
+    odd.parent.mkdir()
+    shutil.copy(REPO / "testdata" / "images" / "dog.jpg", odd)
+    html = write_report(tmp_path / "r.html", summary=_summary([r]), results=[r],
+                        annotated={r["image_id"]: odd}).read_text()
+    href = re.search(r'<a href="([^"]+)">annotated image', html).group(1)
+    assert href == "annotated/a%20%231%3F%C3%A9.jpg"
+    assert (tmp_path / unquote(href)).is_file()
 
 
 # --- synthesised results: batched fields, cost, escaping ----------------------------------

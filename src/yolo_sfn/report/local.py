@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from yolo_sfn.errors import InputFileError
 from yolo_sfn.report import data as report_data
@@ -22,8 +23,9 @@ REPORT_NAME = "report.html"
 
 
 def _rel(target: Path, base: Path) -> str:
-    """A relative URL from ``base`` (a folder) to ``target``, '/'-separated."""
-    return Path(os.path.relpath(target, base)).as_posix()
+    """A relative URL from ``base`` (a folder) to ``target``: '/'-separated and
+    percent-encoded, so a file called ``a #1?.jpg`` is still a link to that file."""
+    return quote(Path(os.path.relpath(target, base)).as_posix(), safe="/")
 
 
 def write_report(
