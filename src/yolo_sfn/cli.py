@@ -14,7 +14,7 @@ import sys
 from yolo_sfn.errors import YoloSfnError
 
 # module name under yolo_sfn.commands, in --help order
-COMMANDS = ("model", "detect", "run", "remote", "bench")
+COMMANDS = ("model", "detect", "run", "remote", "report", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,26 @@
+"""A self-contained HTML report of one batch: what failed and why, what was found, where the
+time went. One file, no network, readable with JavaScript off.
+
+* :func:`write_report` - the page for a local run, from what the runner holds;
+* :func:`report_from_dir` - the same from a ``yolo-sfn run --out DIR`` folder;
+* :func:`report_for_execution` - the same for a deployed execution, from what it stored in S3.
+
+Modules: :mod:`.data` (pure: summary + results -> what the page shows), :mod:`.plots`
+(matplotlib charts), :mod:`.thumbs` (thumbnails, streamed), :mod:`.html` (Jinja2 template,
+streamed to disk), :mod:`.local` and :mod:`.remote` (where the data comes from).
+Needs ``jinja2`` and ``matplotlib`` (the ``local`` extra).
+"""
+
+from __future__ import annotations
+
+from yolo_sfn.report.local import REPORT_NAME, report_from_dir, write_report
+
+
+def report_for_execution(*args, **kwargs):
+    """See :func:`yolo_sfn.report.remote.report_for_execution` (imported on use: boto3)."""
+    from yolo_sfn.report.remote import report_for_execution as build
+
+    return build(*args, **kwargs)
+
+
+__all__ = ["REPORT_NAME", "report_for_execution", "report_from_dir", "write_report"]
