@@ -217,9 +217,17 @@ def _print_human(run, written: dict, rows: list[dict], format_table) -> None:
               f"{s.get('succeeded', 0) + s.get('failed', 0)} that finished are kept")
     elif not run.succeeded:
         print(f"error: {run.error}: {run.cause}")
+    if run.cost and run.cost.get("usd_per_1000_images") is not None:
+        usd = run.cost["usd"]
+        print(f"on AWS (estimate, us-east-1 prices of {run.cost['prices_as_of']}): "
+              f"${run.cost['usd_per_1000_images']:.4f} per 1,000 images; Lambda "
+              f"${usd['lambda']:.6f}, Step Functions ${usd['step_functions']:.6f} "
+              f"({run.cost['orchestration_share']:.0%}), S3 ${usd['s3']:.6f}, DynamoDB "
+              f"${usd['dynamodb']:.6f} for this run (cost.json says how it was counted)")
     if written.get("summary"):
         print(f"wrote {written['summary']}, {len(written['results'])} results, "
-              f"{len(written['annotated'])} annotated images")
+              f"{len(written['annotated'])} annotated images"
+              + (f", {written['report']}" if written.get("report") else ""))
     errors = written.get("errors") or []
     for e in errors[:10]:
         print(f"yolo-sfn: error: {e}", file=sys.stderr)

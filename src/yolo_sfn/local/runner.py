@@ -248,7 +248,7 @@ class RunOptions:
 
 FUNCTION_LOGS = "function-logs.jsonl"
 PARTIAL_LOGS = ".yolo-sfn-function-logs.partial.jsonl"  # renamed to FUNCTION_LOGS at the end
-FIXED_OUTPUTS = ("summary.json", FUNCTION_LOGS)
+FIXED_OUTPUTS = ("summary.json", FUNCTION_LOGS, "cost.json", "report.html")
 OUTPUT_FOLDERS = ("results", "annotated")
 
 
@@ -451,23 +451,28 @@ def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOpti
     rec = OutputRecord(out, "run")
     keep = {p.resolve() for p in inputs.uploads.values()}
     written: dict[str, Any] = {"summary": None, "results": [], "annotated": [],
-                               "function_logs": None, "errors": []}
+                               "function_logs": None, "cost": None, "report": None,
+                               "errors": []}
     layout = (*FIXED_OUTPUTS, *(f"{name}/" for name in OUTPUT_FOLDERS))
     written["errors"] += [f"{shown(out / n)}: previous output could not be removed"
                           for n in rec.clear_previous(keep, layout)]
     plan = _plan_outputs(run, inputs, opts, rec, keep, written["errors"])
-    for path in (out / "summary.json", out / FUNCTION_LOGS):
-        rec.claim(path)
+    for name in FIXED_OUTPUTS:
+        rec.claim(out / name)
     rec.save()  # the names about to be written, before any is
     try:
         _write_results(eng, run, plan, inputs, written)
         if opts.annotate:
             _write_annotated(eng, run, plan, inputs, written)
+        if run.cost is not None:
+            _write(out / "cost.json", json.dumps(run.cost, indent=2), written, "cost")
         if run.summary is not None:
             summary = dict(run.summary)
+            summary["local_engine_notes"] = [*inputs.notes, *run.notes]
             if written["errors"]:
                 summary["write_errors"] = list(written["errors"])
             _write(out / "summary.json", json.dumps(summary, indent=2), written, "summary")
+            _write_report(run, summary, plan, inputs, out, written)
         if (out / PARTIAL_LOGS).is_file():
             try:
                 os.replace(out / PARTIAL_LOGS, out / FUNCTION_LOGS)
@@ -478,6 +483,28 @@ def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOpti
         rec.names = [n for n in rec.names if (out / n).exists()]
         rec.save()
     return written
+
+
+def _write_report(run: LocalRun, summary: dict, plan: dict, inputs: Inputs, out: Path,
+                  written: dict) -> None:
+    """DIR/report.html (yolo_sfn.report) from what this run wrote; a failure is noted."""
+    from yolo_sfn.errors import YoloSfnError
+    from yolo_sfn.report import write_report
+
+    annotated = {i: e["annotated"] for i, e in plan.items()
+                 if e["annotated"] is not None and e["annotated"].is_file()}
+    ids = {img["uri"]: img["image_id"] for img in summary.get("images", [])}
+    try:
+        path = write_report(
+            out / "report.html", summary=summary,
+            results=run.extra.get("results", {}).values(),
+            notes=summary["local_engine_notes"], cost=run.cost, annotated=annotated,
+            inputs={ids[u]: p for u, p in inputs.uploads.items() if u in ids},
+            execution={"status": run.status, "elapsed_s": run.elapsed_s})
+    except (OSError, YoloSfnError) as e:
+        written["errors"].append(f"{shown(out / 'report.html')}: cannot write ({e})")
+        return
+    written["report"] = str(path)
 
 
 def _plan_outputs(run: LocalRun, inputs: Inputs, opts: RunOptions, rec: Any, keep: set[Path],

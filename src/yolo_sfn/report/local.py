@@ -24,8 +24,9 @@ REPORT_NAME = "report.html"
 
 def _rel(target: Path, base: Path) -> str:
     """A relative URL from ``base`` (a folder) to ``target``: '/'-separated and
-    percent-encoded, so a file called ``a #1?.jpg`` is still a link to that file."""
-    return quote(Path(os.path.relpath(target, base)).as_posix(), safe="/")
+    percent-encoded, so a file called ``a #1?.jpg`` is still a link to that file; a name
+    that is not UTF-8 is encoded from its bytes (os.fsencode)."""
+    return quote(os.fsencode(Path(os.path.relpath(target, base)).as_posix()), safe="/")
 
 
 def write_report(
@@ -113,14 +114,15 @@ def annotated_by_name(summary: Mapping, folder: Path) -> dict[str, Path]:
 
 def report_from_dir(run_dir: Path, path: Path | None = None, **kwargs) -> Path:
     """Build ``run_dir/report.html`` (or ``path``) from what ``yolo-sfn run --out run_dir``
-    left there: ``summary.json``, ``results/``, ``annotated/``, ``cost.json``."""
+    left there: ``summary.json`` (with its ``local_engine_notes``), ``results/``,
+    ``annotated/``, ``cost.json``."""
     run_dir = Path(run_dir)
     summary = _read_json(run_dir / "summary.json")
     if not isinstance(summary, dict):
         raise InputFileError(f"{run_dir}: no readable summary.json (is it a `yolo-sfn run "
                              "--out` folder?)")
     cost = _read_json(run_dir / "cost.json")
-    notes = _read_json(run_dir / "local-engine-notes.json")
+    notes = summary.get("local_engine_notes")
     kwargs.setdefault("annotated", annotated_by_name(summary, run_dir / "annotated"))
     return write_report(
         Path(path) if path is not None else run_dir / REPORT_NAME, summary=summary,
