@@ -4,9 +4,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
 OUT ?= out/demo
 
-.PHONY: demo test lint cfn sam-build unit clean
+.PHONY: demo test lint cfn checkov sam-build unit clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +19,11 @@ $(BIN)/.installed: pyproject.toml
 $(SAM_VENV)/bin/sam:
 	$(PY) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli
+
+# Pinned: a new checkov release adds checks, which should fail a deliberate upgrade, not CI.
+$(CHECKOV_VENV)/bin/checkov:
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
 
 # Install, fetch + convert the demo model (real COCO yolov3-tiny), run the whole Step Functions
 # workflow locally on moto over the sample images.
@@ -30,6 +37,12 @@ cfn: $(BIN)/.installed $(SAM_VENV)/bin/sam
 	$(BIN)/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
 
+# Security scan of the template, offline (--skip-download: no Prisma Cloud metadata); fails on
+# any failed check. Each accepted finding is skipped in its resource's Metadata, with the reason.
+checkov: $(CHECKOV_VENV)/bin/checkov
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --quiet \
+		--compact --skip-download
+
 # --no-cached: SAM's cache only watches a layer's own folder, not src/yolo_sfn or layers/pip.mk.
 sam-build: $(BIN)/.installed $(SAM_VENV)/bin/sam
 	$(SAM_VENV)/bin/sam build --region us-east-1 --no-cached
@@ -38,8 +51,8 @@ sam-build: $(BIN)/.installed $(SAM_VENV)/bin/sam
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-# Everything CI checks: lint, template checks, sam build, the whole test suite.
-test: lint cfn sam-build unit
+# Everything CI checks: lint, template checks and scan, sam build, the whole test suite.
+test: lint cfn checkov sam-build unit
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam out .cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam out .cache

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +31,6 @@ TESTDATA = REPO / "testdata"
 CFG_DIR = TESTDATA / "cfg"
 IMAGES_DIR = TESTDATA / "images"
 CACHE = REPO / ".cache" / "yolo-sfn-tests"
-
-
-# Loading a float model >= 64 MiB builds an XNNPACK weight cache under ~/.cache by default:
-# tests keep it off unless they test it (with a temporary MODEL_CACHE_DIR).
-os.environ.setdefault("YOLO_SFN_WEIGHT_CACHE", "0")
 
 
 @dataclass(frozen=True)

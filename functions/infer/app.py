@@ -3,21 +3,23 @@
 once per container. Event and result: :class:`Batch`."""
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from yolo_sfn.workflow import aws, stages
 from yolo_sfn.workflow.config import StageConfig
-from yolo_sfn.workflow.handlers import log_failed_images, logged_failure
+from yolo_sfn.workflow.handlers import log_failed_images, log_keys, logged_failure
 from yolo_sfn.workflow.messages import Batch
 
-logger = Logger(service="yolo-sfn-infer")
+logger = Logger()  # service: POWERTOOLS_SERVICE_NAME (template.yaml Globals)
 
 
-def handler(event, context=None):
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict, context: LambdaContext) -> dict:
     batch = Batch.from_event(event)
-    keys = {"batch_id": batch.batch_id, "child_id": batch.child_id, "size": len(batch.items)}
-    with logged_failure(logger, "infer", **keys):
+    log_keys(logger, context, batch)
+    with logged_failure(logger, "infer"):
         out = stages.infer(batch, StageConfig.from_env(), s3=aws.client("s3"))
     log_failed_images(logger, "infer", out)
-    logger.info("inferred", extra={**keys, "pending": len(out.pending),
+    logger.info("inferred", extra={"pending": len(out.pending),
                                    "stage_ms": out.stage_ms.get("infer")})
     return out.to_dict()

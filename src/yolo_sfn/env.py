@@ -20,5 +20,3 @@ MAX_THREADS = 256  # INFER_THREADS / --threads upper bound (XNNPACK's pool segfa
 MODEL_CACHE_DIR = "MODEL_CACHE_DIR"  # /tmp on Lambda
 INTERMEDIATE_PREFIX = "INTERMEDIATE_PREFIX"  # tmp/ (lifecycle rule expires it)
 RESULTS_PREFIX = "RESULTS_PREFIX"  # results/
-# 1 / 0 / unset: XNNPACK weight cache for float models >= 64 MiB (unset: on, except on Lambda)
-WEIGHT_CACHE = "YOLO_SFN_WEIGHT_CACHE"

@@ -16,10 +16,18 @@ from moto import mock_aws
 
 from yolo_sfn import env
 from yolo_sfn.errors import ImageTooLargeError, ModelError
-from yolo_sfn.workflow import aws, models, testing
+from yolo_sfn.local.invoke import LambdaContext
+from yolo_sfn.workflow import aws, handlers, models, testing
 from yolo_sfn.workflow.events import load_event
-from yolo_sfn.workflow.handlers import load_handler
 from yolo_sfn.workflow.stages import image_id_for
+
+
+def load_handler(stage: str):
+    """``functions/<stage>/app.py:handler``, called as Lambda calls it: with a context."""
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{stage}"
+    handler, context = handlers.load_handler(stage), LambdaContext(stage, 1024, 900.0, arn)
+    return lambda event: handler(event, context)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "testdata" / "images"
@@ -192,6 +200,33 @@ def test_a_batch_of_only_bad_images_is_recorded_without_running_the_model(stack,
     out = load_handler("store")(post)
     assert (out["succeeded"], out["failed"]) == (0, 2)
     assert result_of(stack, "missing-1.jpg")["error"]["type"] == "ObjectNotFoundError"
+
+
+def test_each_log_line_names_its_invocation_batch_and_image(stack, model_path) -> None:
+    """Powertools keys: the context's (function_name, request id, cold_start) and the batch's
+    (log_keys), replaced on the next invocation; a failed image adds its id, URI and error."""
+    import sys
+
+    ref = upload_model(stack, model_path)
+    logged = io.StringIO()
+    preprocess = load_handler("preprocess")
+    handler = sys.modules["yolo_sfn_functions.preprocess"].logger.registered_handler
+    old = handler.setStream(logged)
+    try:
+        first = preprocess(envelope("missing-1.jpg", model_ref=ref))
+        second = preprocess(envelope("dog.jpg", model_ref=ref))
+    finally:
+        handler.setStream(old)
+    lines = [json.loads(line) for line in logged.getvalue().splitlines()]
+    failed, done, done2 = lines
+    assert failed["message"] == "preprocess failed for one image"
+    assert failed["image_id"] == image_id_for(f"s3://{IN}/samples/missing-1.jpg")
+    assert failed["error_type"] == "ObjectNotFoundError"
+    assert failed["function_name"] == "preprocess" and "function_request_id" in failed
+    assert (failed["batch_id"], failed["child_id"], failed["size"]) == ("t", first["child_id"], 1)
+    assert done["message"] == "preprocessed" and done["pending"] == 0
+    assert done2["child_id"] == second["child_id"] != first["child_id"]
+    assert "image_id" not in done2 and "error" not in done2
 
 
 def test_an_unexpected_decoder_error_stays_on_its_image(stack, model_path, monkeypatch) -> None:

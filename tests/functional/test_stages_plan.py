@@ -9,10 +9,18 @@ import pytest
 from moto import mock_aws
 
 from yolo_sfn.errors import InputValidationError, ObjectNotFoundError, S3UriError
-from yolo_sfn.workflow import aws, testing
+from yolo_sfn.local.invoke import LambdaContext
+from yolo_sfn.workflow import aws, handlers, testing
 from yolo_sfn.workflow.events import load_event
-from yolo_sfn.workflow.handlers import load_handler
 from yolo_sfn.workflow.stages import image_id_for
+
+
+def load_handler(stage: str):
+    """``functions/<stage>/app.py:handler``, called as Lambda calls it: with a context."""
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{stage}"
+    handler, context = handlers.load_handler(stage), LambdaContext(stage, 1024, 900.0, arn)
+    return lambda event: handler(event, context)
+
 
 IN, ART = testing.INPUT, testing.ARTIFACTS
 
