@@ -103,8 +103,11 @@ def check_model(path: Path | None) -> None:
     from yolo_sfn.core.runtime import Model
 
     if path is None:
-        return
-    Model.load(path, threads=1, weight_cache=False)
+        from yolo_sfn.demo import ensure_demo_model
+
+        path = ensure_demo_model()
+    # also makes LiteRT print its one-per-process INFO line here, not inside the progress line
+    Model.load(path, threads=1)
 
 
 def main(args: argparse.Namespace) -> int:
