@@ -216,11 +216,11 @@ def test_a_write_failing_midway_is_reported_and_recorded(toy, tmp_path, capsys, 
 
     real = annotate.annotate_file
 
-    def disk_full_at_kite(path, rgb, dets):
+    def disk_full_at_kite(path, rgb, dets, **kw):
         if Path(path).stem == "kite":
             Path(path).write_bytes(b"half an image")  # what a full disk leaves
             raise InputFileError(f"{path}: cannot write (No space left on device)")
-        return real(path, rgb, dets)
+        return real(path, rgb, dets, **kw)
 
     monkeypatch.setattr(annotate, "annotate_file", disk_full_at_kite)
     out = tmp_path / "out"

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("moto")
@@ -98,6 +99,10 @@ def test_a_real_folder_run_into_itself(tmp_path, capsys):
         result = json.loads((d / by_path[path]["result_path"]).read_text())
         assert result["local_path"] == path
         assert result["detections"] == expected[path], path
+    # the 48 MP photo, decoded at 1/2 scale, is reported in its own pixels
+    phone = json.loads((d / by_path[str(d / "phone-48mp.jpg")]["result_path"]).read_text())
+    assert (phone["width"], phone["height"]) == (8064, 6048)
+    assert max(b for det in phone["detections"] for b in det["box"]) > 4032
     # nothing that was there changed; annotated copies are new files in annotated/
     after = _checksums(d)
     assert {p: after[p] for p in before} == before
@@ -141,3 +146,37 @@ def test_detect_annotate_into_the_images_own_folder_keeps_every_input(tmp_path, 
         assert len(set(written)) == len(SAMPLES) and not {str(p) for p in written} & set(before)
         assert str(d / "dog-3.jpg") in {str(p) for p in written}
     assert len(list(d.iterdir())) == 2 * len(SAMPLES) + 2  # + dog-2.jpg + the record
+
+
+def test_detect_a_48mp_phone_photo_reports_the_photos_own_pixels(tmp_path, capsys):
+    """An 8064 x 6048 JPEG (upright, and turned by EXIF orientation 6) decodes at 1/2 scale;
+    ``detect`` still reports its width, height and boxes in the photo's pixels, as a
+    full-size decode (limit raised) does, and draws the boxes on the annotated copy."""
+    from test_stages_pipeline import assert_close_to_full_decode, phone_photos
+
+    from yolo_sfn.cli import main
+    from yolo_sfn.core.annotate import class_color_rgb
+    from yolo_sfn.core.detector import Detector
+    from yolo_sfn.core.image import decode_image
+    from yolo_sfn.demo import ensure_demo_model
+
+    photos = phone_photos(8064, 6048)
+    for name, (data, _) in photos.items():
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "annotated"
+    paths = [str(tmp_path / name) for name in photos]
+    assert main(["detect", "--json", "--annotate", str(out), *paths]) == 0
+    doc = {Path(r["image"]).name: r for r in json.loads(capsys.readouterr().out)}
+    detector = Detector(ensure_demo_model())
+    for name, (data, (w, h)) in photos.items():
+        r = doc[name]
+        assert (r["width"], r["height"]) == (w, h)
+        full = detector.detect(decode_image(data, name=name, max_pixels=10 ** 8))
+        assert_close_to_full_decode(r["detections"], [d.to_dict() for d in full], (w, h))
+        # the copy is the 1/2 scale decode, each box drawn at half its pixel coordinates
+        copy = cv2.imread(r["annotated"])[..., ::-1]
+        assert copy.shape == (h // 2, w // 2, 3)
+        best = r["detections"][0]
+        x1, y1, _, y2 = (v / 2 for v in best["box"])
+        edge = copy[round((y1 + y2) / 2), round(x1) + 1].astype(int)
+        assert np.abs(edge - class_color_rgb(best["class_id"])).max() < 40, edge

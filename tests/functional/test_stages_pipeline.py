@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from pathlib import Path
 
 import boto3
@@ -144,6 +145,65 @@ def test_a_batch_matches_the_local_detector_and_bad_images_fail_alone(stack, mod
     assert bad["status"] == "failed" and bad["detections"] == []
     assert bad["error"]["stage"] == "preprocess" and bad["error"]["type"] == "ImageDecodeError"
     assert "not-an-image.jpg" in bad["error"]["message"]
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """An APP1 Exif segment with one IFD0 entry, Orientation (0x0112, SHORT), after SOI."""
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, 1)
+            + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0))
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def phone_photos(w: int, h: int) -> dict[str, tuple[bytes, tuple[int, int]]]:
+    """dog.jpg enlarged to ``w`` x ``h``, stored upright and as a phone stores a portrait-held
+    shot (pixels turned 90 degrees, EXIF orientation 6) -> {name: (JPEG, displayed (W, H))}."""
+    import cv2
+
+    big = cv2.resize(cv2.imread(str(IMAGES / "dog.jpg")), (w, h))
+    jpeg = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+    turned = cv2.imencode(".jpg", cv2.rotate(big, cv2.ROTATE_90_COUNTERCLOCKWISE),
+                          [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+    return {"photo.jpg": (jpeg, (w, h)),
+            "photo-exif6.jpg": (with_exif_orientation(turned, 6), (w, h))}
+
+
+def assert_close_to_full_decode(dets: list[dict], full: list[dict], wh: tuple[int, int]) -> None:
+    """Every confident full-size detection has one of the same label within 1% of the image's
+    long side (box) and 1% (box_norm); box_norm is box / (W, H, W, H)."""
+    w, h = wh
+    for d in dets:
+        np.testing.assert_allclose(np.array(d["box"]) / [w, h, w, h], d["box_norm"], atol=1e-4)
+    confident = [f for f in full if f["score"] >= 0.5]
+    assert confident
+    for f in confident:
+        near = [d for d in dets if d["label"] == f["label"]
+                and np.abs(np.subtract(d["box"], f["box"])).max() <= 0.01 * max(w, h)]
+        assert near, (f, dets)
+        assert np.abs(np.subtract(near[0]["box_norm"], f["box_norm"])).max() <= 0.01
+
+
+def test_a_jpeg_over_the_pixel_limit_reports_the_photos_size_and_pixels(stack, model_path,
+                                                                         monkeypatch) -> None:
+    """Decoded at 1/2 scale (MAX_IMAGE_PIXELS under 1536 x 1152), an image's width, height and
+    boxes are still the photo's own, EXIF-turned or not: what a full-size decode gives."""
+    from yolo_sfn.core.detector import Detector
+    from yolo_sfn.core.image import decode_image
+
+    ref = upload_model(stack, model_path)
+    photos = phone_photos(1536, 1152)
+    for name, (data, _) in photos.items():
+        stack.put_object(Bucket=IN, Key=f"samples/{name}", Body=data)
+    monkeypatch.setenv(env.MAX_IMAGE_PIXELS, str(1536 * 1152 - 1))
+    pre, *_ = chain(envelope(*photos, model_ref=ref))
+    with np.load(io.BytesIO(get(stack, pre["keys"]["inputs"]))) as z:
+        assert z["inputs"].shape[0] == 2
+    detector = Detector(model_path, score=0.25, iou=0.45)
+    for name, (data, (w, h)) in photos.items():
+        result = result_of(stack, name)
+        assert result["status"] == "succeeded" and (result["width"], result["height"]) == (w, h)
+        full = detector.detect(decode_image(data, name=name, max_pixels=10 ** 8))
+        assert_close_to_full_decode(result["detections"], [d.to_dict() for d in full], (w, h))
 
 
 def count_requests(s3) -> dict:

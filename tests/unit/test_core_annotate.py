@@ -24,6 +24,17 @@ def test_draw_does_not_mutate_and_draws_class_colours():
     assert class_color_rgb(16) != class_color_rgb(2)
 
 
+def test_boxes_in_full_size_pixels_draw_on_a_reduced_decode():
+    # DETS are in the pixels of an 80 x 100 picture decoded here at 1/2 scale (40 x 50)
+    half = draw_detections(np.zeros((40, 50, 3), np.uint8), DETS, src_hw=(80, 100))
+    full = draw_detections(np.zeros((80, 100, 3), np.uint8), DETS)
+    assert tuple(half[32, 35]) == class_color_rgb(2)  # the car box's left edge, x = 70 / 2
+    assert tuple(full[65, 70]) == class_color_rgb(2)
+    assert tuple(draw_detections(np.zeros((40, 50, 3), np.uint8), DETS)[32, 35]) == (0, 0, 0)
+    assert np.array_equal(draw_detections(np.zeros((80, 100, 3), np.uint8), DETS,
+                                          src_hw=(80, 100)), full)
+
+
 def test_empty_detections_copy():
     rgb = np.full((10, 10, 3), 7, np.uint8)
     out = draw_detections(rgb, [])

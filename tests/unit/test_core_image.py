@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from yolo_sfn.core.image import decode_image, load_image_file
+from yolo_sfn.core.image import decode_image, full_size_hw, load_image_file, read_image_bytes
 from yolo_sfn.errors import ImageDecodeError, ImageTooLargeError, InputFileError
 
 CMYK_JPEG = base64.b64decode(
@@ -342,6 +342,35 @@ def test_reduced_jpeg_keeps_exif_orientation():
     want = cv2.resize(cv2.rotate(rgb, cv2.ROTATE_90_CLOCKWISE), (16, 32),
                       interpolation=cv2.INTER_AREA)
     assert out.shape == (32, 16, 3) and _mean_abs(out, want) < 20
+
+
+@pytest.mark.parametrize("orientation,full_hw", [(1, (97, 161)), (6, (161, 97)), (8, (161, 97)),
+                                                 (3, (97, 161))])
+@pytest.mark.parametrize("max_pixels", [40_000_000, 97 * 161 - 1, 49 * 81 - 1])
+def test_full_size_hw_is_the_declared_size_oriented_like_the_decode(orientation, full_hw,
+                                                                     max_pixels):
+    # odd sides: libjpeg's 1/k decode is ceil(W/k) x ceil(H/k) (81 x 49, then 41 x 25)
+    rgb = np.random.default_rng(2).integers(0, 256, (97, 161, 3), np.uint8)
+    jpeg = _with_exif_orientation(_enc(".jpg", _bgr(rgb), cv2.IMWRITE_JPEG_QUALITY, 90),
+                                  orientation)
+    out = decode_image(jpeg, name="p.jpg", max_pixels=max_pixels)
+    assert out.shape[0] * out.shape[1] <= max_pixels
+    assert (out.shape[0] > out.shape[1]) == (full_hw[0] > full_hw[1])
+    assert full_size_hw(jpeg, out) == full_hw
+
+
+def test_full_size_hw_of_other_formats_is_the_decoded_shape():
+    rgb = _rgb(24, 40)
+    for data in (_enc(".png", _bgr(rgb)), _enc(".bmp", _bgr(rgb)), b"not an image"):
+        assert full_size_hw(data, rgb) == (24, 40)
+
+
+def test_read_image_bytes(tmp_path):
+    data = _enc(".png", _bgr(_rgb()))
+    (tmp_path / "a.png").write_bytes(data)
+    assert read_image_bytes(tmp_path / "a.png") == data
+    with pytest.raises(InputFileError, match="no such file"):
+        read_image_bytes(tmp_path / "missing.png")
 
 
 def test_a_50k_jpeg_header_is_still_refused_before_decoding():

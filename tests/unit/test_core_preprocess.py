@@ -69,6 +69,25 @@ def test_letterbox_maps_net_pixels_to_source_pixels():
     assert abs(edge_src - 100) < 1.0
 
 
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+def test_src_hw_maps_boxes_of_a_reduced_decode_to_the_original(mode):
+    # a 1/4 scale decode of a 6048 x 8064 photo: the same network input, boxes in full pixels
+    full_hw, reduced = (6048, 8064), _img(1512, 2016)
+    batch, t = preprocess(reduced, (416, 416), mode, src_hw=full_hw)
+    same, t_reduced = preprocess(reduced, (416, 416), mode)
+    np.testing.assert_array_equal(batch, same)
+    assert t.src_hw == full_hw and t.pad_xy == t_reduced.pad_xy
+    norm = np.array([[0.1, 0.2, 0.6, 0.9]], np.float32)
+    np.testing.assert_allclose(t.norm_to_src_xyxy(norm), t_reduced.norm_to_src_xyxy(norm) * 4,
+                               rtol=1e-5)
+    whole = np.array([[0, 0, 8064, 6048]], np.float32)  # the original maps onto the image area
+    px, py = t.pad_xy
+    np.testing.assert_allclose(t.src_to_norm_xyxy(whole)[0],
+                               [px / 416, py / 416, 1 - px / 416, 1 - py / 416], atol=1e-6)
+    with pytest.raises(ValueError, match="src_hw"):
+        preprocess(reduced, (416, 416), mode, src_hw=(0, 8064))
+
+
 def test_transform_json_round_trip():
     _, t = preprocess(_img(123, 456), (416, 416), "letterbox")
     d = json.loads(json.dumps(t.to_dict()))

@@ -207,7 +207,7 @@ def test_an_annotated_copy_that_cannot_be_written_leaves_nothing_half_written(
 def test_ctrl_c_prints_the_images_done_so_far(model, images, capsys, tmp_path, monkeypatch):
     import yolo_sfn.core.image as image
 
-    real = image.load_image_file
+    real = image.read_image_bytes
     seen = []
 
     def interrupt_at_second(path, **kw):
@@ -216,7 +216,7 @@ def test_ctrl_c_prints_the_images_done_so_far(model, images, capsys, tmp_path, m
             raise KeyboardInterrupt
         return real(path, **kw)
 
-    monkeypatch.setattr(image, "load_image_file", interrupt_at_second)
+    monkeypatch.setattr(image, "read_image_bytes", interrupt_at_second)
     rc, out, err = _run(capsys, "--model", model, "--json", images["good"], images["dog"])
     assert rc == 130 and "interrupted after 1 of 2 images" in err
     assert [r["image"] for r in json.loads(out)] == [str(images["good"])]

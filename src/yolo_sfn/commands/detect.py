@@ -112,7 +112,7 @@ def _format_table(results: list[dict]) -> str:
 def main(args: argparse.Namespace) -> int:
     from yolo_sfn.core.annotate import annotate_file
     from yolo_sfn.core.detector import Detector
-    from yolo_sfn.core.image import load_image_file
+    from yolo_sfn.core.image import decode_image, full_size_hw, read_image_bytes
     from yolo_sfn.errors import YoloSfnError
 
     detector = Detector(
@@ -134,12 +134,14 @@ def main(args: argparse.Namespace) -> int:
         for image in args.images:
             entry: dict = {"image": image, "width": None, "height": None}
             try:
-                rgb = load_image_file(image)
-                entry["width"], entry["height"] = int(rgb.shape[1]), int(rgb.shape[0])
-                dets = detector.detect(rgb)
+                data = read_image_bytes(image)
+                rgb = decode_image(data, name=str(Path(image)))  # reduced if over the limit
+                src_hw = full_size_hw(data, rgb)  # boxes, width, height: the photo's pixels
+                entry["height"], entry["width"] = src_hw
+                dets = detector.detect(rgb, src_hw=src_hw)
                 entry["detections"] = [d.to_dict() for d in dets]
                 if args.annotate is not None:
-                    written.append(annotate_file(annotated[image], rgb, dets))
+                    written.append(annotate_file(annotated[image], rgb, dets, src_hw=src_hw))
                     entry["annotated"] = str(annotated[image])
             except YoloSfnError as e:
                 failed += 1

@@ -12,6 +12,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -71,10 +72,20 @@ def _draw_tag(out: np.ndarray, d: Detection, font_scale: float, font_thick: int,
     )
 
 
-def draw_detections(rgb: np.ndarray, detections: Iterable[Detection]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> a new (H, W, 3) uint8 RGB with boxes and ``label score`` tags."""
+def draw_detections(
+    rgb: np.ndarray, detections: Iterable[Detection], *, src_hw: tuple[int, int] | None = None
+) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> a new (H, W, 3) uint8 RGB with boxes and ``label score`` tags.
+
+    src_hw: the (H0, W0) the boxes are in, when ``rgb`` is that picture decoded at reduced
+    scale; None = ``rgb``'s own size.
+    """
     out = np.ascontiguousarray(rgb).copy()
     h, w = out.shape[:2]
+    if src_hw is not None and tuple(src_hw) != (h, w):
+        fx, fy = w / src_hw[1], h / src_hw[0]
+        detections = [replace(d, box=(d.box[0] * fx, d.box[1] * fy, d.box[2] * fx,
+                                      d.box[3] * fy)) for d in detections]
     thick = max(1, round(min(h, w) / 300))
     font_scale = max(0.4, min(h, w) / 1000)
     font_thick = max(1, thick // 2)
@@ -119,6 +130,8 @@ def write_file(path: Path, data: bytes) -> None:
         raise
 
 
-def annotate_file(path: str | Path, rgb: np.ndarray, detections: Iterable[Detection]) -> Path:
-    """Draw ``detections`` on ``rgb`` and write the result to ``path``."""
-    return write_image(path, draw_detections(rgb, detections))
+def annotate_file(path: str | Path, rgb: np.ndarray, detections: Iterable[Detection], *,
+                  src_hw: tuple[int, int] | None = None) -> Path:
+    """Draw ``detections`` (in ``src_hw`` pixels, see :func:`draw_detections`) on ``rgb`` and
+    write the result to ``path``."""
+    return write_image(path, draw_detections(rgb, detections, src_hw=src_hw))

@@ -48,10 +48,16 @@ class Detector:
         self.nms_kind = nms_kind
         self.last_timings_ms: dict[str, float] = {}
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """(H, W, 3) uint8 RGB -> detections in original pixels, best first."""
+    def detect(
+        self, rgb: np.ndarray, *, src_hw: tuple[int, int] | None = None
+    ) -> list[Detection]:
+        """(H', W', 3) uint8 RGB -> detections in original pixels, best first.
+
+        src_hw: the original (H, W) when ``rgb`` was decoded at reduced scale
+        (``yolo_sfn.core.image.full_size_hw``); None = ``rgb`` is the original.
+        """
         t0 = time.perf_counter()
-        batch, transform = preprocess(rgb, self.meta.input_size, self.resize)
+        batch, transform = preprocess(rgb, self.meta.input_size, self.resize, src_hw=src_hw)
         t1 = time.perf_counter()
         heads = self.model.run(batch)
         t2 = time.perf_counter()

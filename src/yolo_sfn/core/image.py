@@ -14,6 +14,7 @@ refused. A JPEG over the limit (a 48 MP phone photo: 8064 x 6048) is decoded at 
 1/8 scale by libjpeg itself (``IMREAD_REDUCED_*``: the smallest reduction that fits the limit,
 never below a YOLO input), up to ``JPEG_MAX_REDUCTION ** 2`` times the limit; a header past
 that (50,000 x 50,000) is refused before decoding. Images within the limit decode at full size.
+:func:`full_size_hw` gives the (H, W) of the picture itself, which boxes are reported in.
 JPEG without an EOI marker after the scan data and PNG without IEND are reported as truncated
 (libjpeg would otherwise return a partially grey image with only a warning). HEIC/HEIF and
 AVIF (iPhone photos) and camera raw files (by extension, or a TIFF whose first image is a preview:
@@ -308,11 +309,30 @@ def decode_image(data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS
     return rgb
 
 
-def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read and decode a local image -> (H, W, 3) uint8 RGB.
+def full_size_hw(data: bytes, rgb: np.ndarray) -> tuple[int, int]:
+    """The full-resolution (H, W) of the image ``data`` declares, oriented like ``rgb``, its
+    decode by :func:`decode_image`: ``rgb.shape[:2]`` unless that is a JPEG decoded at 1/k
+    scale, whose shape is (ceil(H/k), ceil(W/k)), or (ceil(W/k), ceil(H/k)) when the EXIF
+    orientation turned it by 90 degrees."""
+    shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+    try:
+        fmt, w, h = sniff_dimensions(data)
+    except _Bad:
+        return shape
+    if fmt != "JPEG" or shape in ((h, w), (w, h)):
+        return shape
+    for k in _JPEG_REDUCED:
+        if shape == (-(-h // k), -(-w // k)):
+            return h, w
+        if shape == (-(-w // k), -(-h // k)):
+            return w, h
+    return shape
 
-    Raises InputFileError (missing, a directory, unreadable, empty) or ImageDecodeError /
-    ImageTooLargeError (see :func:`decode_image`).
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """A local image file's bytes, not yet decoded.
+
+    Raises InputFileError (missing, a directory, unreadable, empty).
     """
     p = Path(path)
     if not p.exists():
@@ -325,4 +345,13 @@ def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise InputFileError(f"{p}: cannot read ({e.strerror or e})") from None
     if not data:
         raise InputFileError(f"{p}: empty file (0 bytes)")
-    return decode_image(data, name=str(p), max_pixels=max_pixels)
+    return data
+
+
+def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode a local image -> (H, W, 3) uint8 RGB.
+
+    Raises InputFileError (see :func:`read_image_bytes`) or ImageDecodeError /
+    ImageTooLargeError (see :func:`decode_image`).
+    """
+    return decode_image(read_image_bytes(path), name=str(Path(path)), max_pixels=max_pixels)

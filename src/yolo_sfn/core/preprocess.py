@@ -28,9 +28,10 @@ LETTERBOX_FILL = 128
 class Transform:
     """How an original image became the network input.
 
-    mode: "stretch" | "letterbox"; src_hw: original (H, W); dst_hw: network input (h, w);
-    scale_xy: (sx, sy) resized / original size per axis; pad_xy: (px, py) left/top padding
-    in network pixels.
+    mode: "stretch" | "letterbox"; src_hw: original (H, W), the size boxes are reported in
+    (the picture's full size, also when it was decoded at reduced scale); dst_hw: network
+    input (h, w); scale_xy: (sx, sy) resized / original size per axis; pad_xy: (px, py)
+    left/top padding in network pixels.
     """
 
     mode: str
@@ -98,9 +99,20 @@ def letterbox_geometry(
 
 
 def preprocess(
-    rgb: np.ndarray, size_hw: tuple[int, int], mode: str = "stretch"
+    rgb: np.ndarray,
+    size_hw: tuple[int, int],
+    mode: str = "stretch",
+    *,
+    src_hw: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, Transform]:
-    """(H, W, 3) uint8 RGB -> ((1, h, w, 3) uint8 RGB, Transform). No normalization here."""
+    """(H', W', 3) uint8 RGB -> ((1, h, w, 3) uint8 RGB, Transform). No normalization here.
+
+    size_hw: the network input (h, w).
+    src_hw: the original (H, W) that ``rgb`` shows, when it was decoded at reduced scale
+        (``yolo_sfn.core.image.full_size_hw``); None = ``rgb``'s own (H', W'). The Transform's
+        ``src_hw`` and ``scale_xy`` refer to it, so boxes map back to (and are clipped to) the
+        original's pixels.
+    """
     import cv2  # here, not at module level: Transform must import without OpenCV
 
     if mode not in RESIZE_MODES:
@@ -108,6 +120,9 @@ def preprocess(
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
     sh, sw = int(rgb.shape[0]), int(rgb.shape[1])
+    oh, ow = (sh, sw) if src_hw is None else (int(src_hw[0]), int(src_hw[1]))
+    if oh < 1 or ow < 1:
+        raise ValueError(f"src_hw must be positive, got {src_hw}")
     dh, dw = int(size_hw[0]), int(size_hw[1])
     batch = np.empty((1, dh, dw, 3), dtype=np.uint8)
     if mode == "stretch":
@@ -115,7 +130,7 @@ def preprocess(
             batch[0] = rgb
         else:
             cv2.resize(rgb, (dw, dh), dst=batch[0], interpolation=cv2.INTER_LINEAR)
-        return batch, Transform(mode, (sh, sw), (dh, dw), (dw / sw, dh / sh), (0, 0))
+        return batch, Transform(mode, (oh, ow), (dh, dw), (dw / ow, dh / oh), (0, 0))
     new_w, new_h, px, py = letterbox_geometry((sh, sw), (dh, dw))
     batch.fill(LETTERBOX_FILL)
     inner = batch[0, py : py + new_h, px : px + new_w]
@@ -123,4 +138,4 @@ def preprocess(
         inner[...] = rgb
     else:
         inner[...] = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return batch, Transform(mode, (sh, sw), (dh, dw), (new_w / sw, new_h / sh), (px, py))
+    return batch, Transform(mode, (oh, ow), (dh, dw), (new_w / ow, new_h / oh), (px, py))

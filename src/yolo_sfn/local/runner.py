@@ -570,7 +570,7 @@ def _write_results(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
 def _write_annotated(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
                      written: dict) -> None:
     from yolo_sfn.core.annotate import annotate_file
-    from yolo_sfn.core.image import decode_image
+    from yolo_sfn.core.image import decode_image, full_size_hw
     from yolo_sfn.core.postprocess import Detection
     from yolo_sfn.errors import YoloSfnError
 
@@ -591,7 +591,7 @@ def _write_annotated(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs
             rgb = decode_image(data, name=shown(local or uri))
             dets = [_detection(Detection, d) for d in result.get("detections", [])]
             path.parent.mkdir(parents=True, exist_ok=True)
-            annotate_file(path, rgb, dets)
+            annotate_file(path, rgb, dets, src_hw=full_size_hw(data, rgb))  # rgb may be reduced
         except (OSError, YoloSfnError) as e:
             msg = str(e) if isinstance(e, YoloSfnError) else f"{shown(path)}: {e.strerror or e}"
             written["errors"].append(f"annotated copy of {shown(local or uri)}: {msg}")

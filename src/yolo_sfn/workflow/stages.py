@@ -312,7 +312,7 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
     ``timings_ms.preprocess`` (its GET + decode + resize) is its own work."""
     import numpy as np
 
-    from yolo_sfn.core.image import decode_image
+    from yolo_sfn.core.image import decode_image, full_size_hw
     from yolo_sfn.core.preprocess import preprocess as make_input
 
     t0, start = perf_counter(), _now_ms()
@@ -331,7 +331,9 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
                     if err is not None:
                         raise err
                     rgb = decode_image(data, name=item.uri, max_pixels=cfg.max_image_pixels)
-                    x, transform = make_input(rgb, size, mode=batch.params.resize)
+                    src_hw = full_size_hw(data, rgb)  # a JPEG over the limit decodes reduced
+                    x, transform = make_input(rgb, size, mode=batch.params.resize,
+                                              src_hw=src_hw)
                 except Exception as e:  # whatever one image's bytes cause is its own
                     if isinstance(e, STAGE_ERRORS):
                         raise
@@ -339,9 +341,8 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
                     continue
                 ids.append(item.image_id)
                 tensors.append(x[0])  # (h, w, 3) uint8
-                updated[item.image_id] = _timed(item, "preprocess", t, width=int(rgb.shape[1]),
-                                                height=int(rgb.shape[0]),
-                                                transform=transform.to_dict())
+                updated[item.image_id] = _timed(item, "preprocess", t, width=src_hw[1],
+                                                height=src_hw[0], transform=transform.to_dict())
     keys = dict(batch.keys)
     if ids:
         keys["inputs"] = tmp_key(cfg, batch.batch_id, batch.child_id, "inputs.npz")
