@@ -177,8 +177,8 @@ def browser():
 # --- a real local run with failures ------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """``yolo-sfn run`` (toy project) on the test images + a missing file, with Postprocess
-    crashing on kite.jpg; then ``yolo-sfn report DIR``."""
+    """``yolo-sfn run`` (toy project) on the test images + a file that is no image, with
+    Preprocess crashing on it and Postprocess on kite.jpg; then ``yolo-sfn report DIR``."""
     pytest.importorskip("moto")
     pytest.importorskip("samtranslator")
     from yolo_sfn.cli import main
@@ -186,12 +186,11 @@ def local_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("report-run")
     toy = write_toy_project(tmp / "toy")
-    model = tmp / "m.tflite"
-    model.write_bytes(b"toy")
-    (tmp / "m.tflite.json").write_text("{}")
     out = tmp / "out"
-    rc = main(["run", "--project", str(toy), "--model", str(model), "--out", str(out),
-               "--fault", "postprocess:crash:*kite.jpg:all", "--json",
+    (tmp / "gone.jpg").write_bytes(b"not an image")  # no thumbnail; its Preprocess crashes
+    rc = main(["run", "--project", str(toy), "--out", str(out),  # the demo model, unused
+               "--fault", "postprocess:crash:*kite.jpg:all",
+               "--fault", "preprocess:crash:*gone.jpg:all", "--json",
                str(REPO / "testdata" / "images"), str(tmp / "gone.jpg")])
     assert rc == 1
     assert main(["report", str(out)]) == 0
@@ -235,7 +234,7 @@ def test_report_in_a_browser(local_run, browser, tmp_path):
     assert summary["batch_id"] in page["title"]
     # failures first: their own table, above the grid, and the first cards of the grid
     assert [r[0] for r in page["failureRows"]] == ["gone.jpg", "kite.jpg"]
-    assert page["failureRows"][0][1:3] == ["preprocess", "ObjectNotFoundError"]
+    assert page["failureRows"][0][1:3] == ["preprocess", "RuntimeError"]
     assert page["failureRows"][1][1:3] == ["postprocess", "RuntimeError"]
     assert page["failuresTop"] < page["gridTop"]
     cards = page["cards"]
