@@ -234,18 +234,6 @@ def test_rerun_overwrites_one_result_per_image(engine):
     assert len(items) == len(IMAGES) == run.summary["succeeded"], _not_ok(run)
 
 
-def test_boto_clients_cached_in_moto_interpreter_only_while_running(toy):
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
-    from moto.stepfunctions.parser.asl.utils import boto_client
-
-    original = boto_client.boto_client_for
-    with compat.cached_boto_clients():
-        cached = lambda_eval_utils.boto_client_for
-        assert cached is not original
-        assert cached("us-east-1", "s3") is cached("us-east-1", "s3")
-    assert lambda_eval_utils.boto_client_for is original
-
-
 def test_real_template_reads_and_scans():
     """The project's own template + ASL (bare ${Number} substitutions included)."""
     if not (REPO / "template.yaml").is_file():

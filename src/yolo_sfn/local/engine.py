@@ -32,7 +32,6 @@ MODEL_BUCKET = "yolo-sfn-local-models"
 STACK_NAME = "yolo-sfn-local"
 REGION = "us-east-1"
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-TRIM_EVERY_POLLS = 20  # ~5 s at the default poll interval
 
 
 @dataclass
@@ -125,7 +124,6 @@ class LocalEngine:
             stack.enter_context(compat.quiet_interpreter_logs())
             stack.enter_context(aslext.installed())
             stack.enter_context(self.meter.installed())
-            stack.enter_context(compat.cached_boto_clients())
             stack.enter_context(compat.cached_jsonpath_parsing())
             self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))
             stack.enter_context(self.router.installed())
@@ -271,13 +269,8 @@ class LocalEngine:
     ) -> dict:
         sfn = self.client("stepfunctions")
         started = time.monotonic()
-        polls = 0
         while True:
             desc = sfn.describe_execution(executionArn=arn)
-            compat.prune_finished_threads()  # moto never forgets a thread: keep memory flat
-            polls += 1
-            if polls % TRIM_EVERY_POLLS == 0:
-                _malloc_trim()
             if on_progress is not None:
                 on_progress(self.progress(arn, started))
             if desc["status"] in TERMINAL:
@@ -377,26 +370,6 @@ def _reset_handler_clients() -> None:
     except ImportError:
         return
     reset_clients()
-
-
-def _malloc_trim() -> None:
-    """Give freed heap back to the OS (glibc): the stages allocate ~1 MiB buffers on dozens
-    of Map threads, and without a trim the per-thread arenas keep RSS ratcheting up."""
-    global _libc
-    if _libc is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
-
-
-_libc: Any = None
 
 
 def _find_summary_uri(output: Any) -> str | None:
