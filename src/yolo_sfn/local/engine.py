@@ -116,6 +116,11 @@ class LocalEngine:
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing", "AWS_ENDPOINT_URL": None,
                 "AWS_PROFILE": None, "AWS_DEFAULT_PROFILE": None,
+                # botocore's default CRC32 trailer makes moto de-chunk every PUT body in
+                # Python (~1.5 s of CPU per 50 MB batch tensor); checksums are not what a
+                # local run checks, and the Lambda code is the same either way
+                "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+                "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
             }))
             # object bodies over 64 KiB in files opened per access: fds bounded (spool.py)
             stack.enter_context(path_spooled_s3())
@@ -319,15 +324,19 @@ class LocalEngine:
         "sfn_standard_transitions", "sfn_express_requests", "sfn_express_gb_s", "s3_get",
         "s3_put", "s3_list", "s3_head", "dynamodb_write_units", "requests"}``.
         """
-        from yolo_sfn.bench.cost import express_gb_s, scaled_lambda_gb_s
+        from yolo_sfn.bench.cost import express_gb_s, scaled_lambda_ms
 
         by_arch: dict[str, float] = {}
         invoked = [a for a in attempts if a.outcome != "throttled"]  # a 429 runs nothing
+        billed_s = {}  # id(attempt) -> billed seconds at its memory
         for a in invoked:
-            gb_s = scaled_lambda_gb_s(a.duration_ms, a.memory_mb or 128)
-            by_arch[a.arch or "x86_64"] = by_arch.get(a.arch or "x86_64", 0.0) + gb_s
+            ms = a.cpu_ms if a.cpu_ms is not None else a.duration_ms
+            billed_s[id(a)] = scaled_lambda_ms(ms, a.memory_mb or 128) / 1000.0
+            arch = a.arch or "x86_64"
+            by_arch[arch] = by_arch.get(arch, 0.0) + billed_s[id(a)] * (a.memory_mb or 128) / 1024
         children = aslext.LEDGER.pop(arn)
         express = [c for c in children if c.execution_type == "EXPRESS"]
+        express_s = _child_seconds(express, invoked, billed_s)
         events = self.client("stepfunctions").get_execution_history(executionArn=arn)["events"]
         types: dict[str, int] = {}
         for e in events:
@@ -340,7 +349,7 @@ class LocalEngine:
             "sfn_standard_transitions": aslext.transitions_of(types) + len(children) + sum(
                 c.transitions for c in children if c.execution_type != "EXPRESS"),
             "sfn_express_requests": len(express),
-            "sfn_express_gb_s": sum(express_gb_s(c.duration_s) for c in express),
+            "sfn_express_gb_s": sum(express_gb_s(sec) for sec in express_s),
             **{k: requests.get(k, 0) for k in ("s3_get", "s3_put", "s3_list", "s3_head",
                                                 "dynamodb_write_units")},
             "requests": requests.get("requests", {}),
@@ -356,6 +365,20 @@ class LocalEngine:
         bucket, key = split_s3_uri(uri)
         body = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         return json.loads(body)
+
+
+def _child_seconds(children: list, attempts: list[Attempt], billed_s: dict) -> list[float]:
+    """Each child's estimated duration: the billed seconds of the Lambda invokes carrying its
+    images (its local wall time when none can be told apart)."""
+    owner = {img: i for i, c in enumerate(children) for img in c.images}
+    seconds = [0.0] * len(children)
+    found = [False] * len(children)
+    for a in attempts:
+        i = owner.get(a.images[0]) if a.images else None
+        if i is not None:
+            seconds[i] += billed_s[id(a)]
+            found[i] = True
+    return [s if ok else c.duration_s for s, ok, c in zip(seconds, found, children, strict=True)]
 
 
 _RETRIED = {

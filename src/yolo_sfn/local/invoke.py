@@ -85,6 +85,8 @@ class Attempt:
     arch: str | None = None  # the function's architecture
     images: tuple[str, ...] = ()  # every image the event carries (a batch: all of them)
     failed_images: int | None = None  # Store's result: images it recorded as failed
+    cpu_ms: float | None = None  # CPU time of the invoking thread: the invoke on its own
+    # cores, without its waits for other Map children (locks, the GIL, the shared cores)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -292,12 +294,16 @@ class Router:
 
     def _record(self, stage, images, attempt, outcome, error_type, start, injected,
                 fn: Any = None, result: Any = None) -> None:
+        """``start``: ``(perf_counter, thread_time)`` when the invoke began."""
         failed = result.get("failed") if isinstance(result, dict) and "size" in result else None
+        cpu_ms = None if injected == "timeout" else round(
+            (time.thread_time() - start[1]) * 1000, 3)
         rec = Attempt(stage, images[0] if len(images) == 1 else None, attempt, outcome,
-                      error_type, round((time.perf_counter() - start) * 1000, 3), injected,
+                      error_type, round((time.perf_counter() - start[0]) * 1000, 3), injected,
                       _int_or_none(getattr(fn, "memory_size", None)),
                       (getattr(fn, "architectures", None) or ["x86_64"])[0], tuple(images),
-                      failed if isinstance(failed, int) and stage == "store" else None)
+                      failed if isinstance(failed, int) and stage == "store" else None,
+                      cpu_ms)
         with self._lock:
             self.attempts.append(rec)
 
@@ -310,7 +316,7 @@ class Router:
         image = tuple(images_of(event)) if spec.stage in IMAGE_STAGES else ()
         attempt = self._next_attempt(spec.stage, image, batch_of(event))
         fault = self._fault_for(spec.stage, list(image))
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.thread_time())
         injected = fault.kind if fault else None
         if injected == "throttle":
             self._record(spec.stage, image, attempt, "throttled",
