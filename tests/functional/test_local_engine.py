@@ -137,6 +137,22 @@ def test_pin_check_fails_loudly_when_a_patched_internal_moved(monkeypatch):
         compat.check_moto()
 
 
+@pytest.mark.parametrize(("module", "cls", "attr", "needle"), [
+    ("moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration."
+     "distributed_iteration_component", "DistributedIterationComponent", "_map_run", "_map_run"),
+    ("moto.stepfunctions.parser.asl.parse.asl_parser", "AmazonStateLanguageParser", "parse",
+     "staticmethod"),
+    ("moto.core.botocore_stubber", "BotocoreStubber", "__call__", "BotocoreStubber"),
+])
+def test_pin_check_covers_the_map_and_meter_hooks(monkeypatch, module, cls, attr, needle):
+    import importlib
+
+    target = getattr(importlib.import_module(module), cls)
+    monkeypatch.setattr(target, attr, lambda self: None)  # a changed signature
+    with pytest.raises(compat.LocalEngineError, match=needle):
+        compat.check_moto()
+
+
 # --- deploy ----------------------------------------------------------------------------------
 def test_deploy_creates_everything_from_the_template(engine):
     stack = engine.stack
