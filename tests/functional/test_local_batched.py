@@ -88,3 +88,33 @@ def test_progress_counts_failed_images_of_a_failed_batch(engine):
     assert run.succeeded
     assert seen[-1].total == len(engine.test_uris) == seen[-1].done
     assert seen[-1].failed == run.summary["failed"] >= 1
+
+
+SLOW_INFER = '''
+import time
+
+
+def handler(event, context):
+    time.sleep(1.5)  # one "inference" per batch: the fifth batch queues for 6 s
+    for item in event["items"]:
+        if not item.get("error"):
+            item["timings_ms"] = {**item["timings_ms"], "infer": 1500.0}
+    return event
+'''
+
+
+def test_waiting_for_the_shared_model_is_not_task_time(tmp_path):
+    """Locally the Infer invokes of concurrent batches take turns on one loaded model (on AWS
+    each has its own container): a batch's wait for its turn must not run into the Infer
+    Task's TimeoutSeconds (4 s here; the fifth batch waits 6 s)."""
+    toy = write_toy_project(tmp_path / "toy", batch_size=1, infer_timeout_s=4)
+    (toy / "functions" / "infer" / "app.py").write_text(SLOW_INFER)
+    with LocalEngine(toy, retry_scale=0.0, stack_name="yolo-sfn-queued") as eng:
+        eng.deploy()
+        uris, _ = eng.upload_inputs([REPO / "testdata" / "images"])
+        run = eng.execute({"images": uris, "batch_id": "queued"}, timeout_s=120)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    assert len(uris) == 5 and run.summary["succeeded"] == 5, \
+        [i["error"] for i in run.summary["images"]]
+    infers = [a for a in run.attempts if a.stage == "infer"]
+    assert len(infers) == 5 and all(a.outcome == "ok" for a in infers)

@@ -100,6 +100,17 @@ def _check_map_internals() -> None:
         if not hasattr(worker, name):
             raise LocalEngineError(f"moto internals moved: DistributedItemProcessorWorker.{name}")
     _require(f"{state_map}.iteration.job", "JobPool")
+    execute_state = "moto.stepfunctions.parser.asl.component.state.exec.execute_state"
+    from yolo_sfn.local import taskclock  # an engine already inside has put these in
+
+    if getattr(_require(execute_state, "threading"), "Event", None) not in (
+            threading.Event, taskclock.QueueAwareEvent) or _require(
+            execute_state, "Thread") not in (threading.Thread, taskclock.StateThread):
+        raise LocalEngineError(f"moto internals moved: {execute_state} no longer waits on "
+                               "threading.Event / threading.Thread")
+    source = inspect.getsource(_require(execute_state, "ExecutionState")._evaluate_with_timeout)
+    if "threading.Event()" not in source or "Thread(" not in source:
+        raise LocalEngineError("moto internals moved: ExecutionState._evaluate_with_timeout")
     _require("moto.stepfunctions.parser.asl.eval.event.event_manager", "EventManager")
     _require("moto.stepfunctions.parser.asl.utils.json_path", "extract_json")
 
@@ -107,10 +118,8 @@ def _check_map_internals() -> None:
 def _check_s3_backend() -> None:
     """What ``yolo_sfn.local.spool`` relies on: FakeKey's body buffer from this module's
     ``tempfile.SpooledTemporaryFile``."""
-    import tempfile
-
     _require(S3_MODELS, "s3_backends")
-    if _require(S3_MODELS, "tempfile") is not tempfile:
+    if not callable(getattr(_require(S3_MODELS, "tempfile"), "SpooledTemporaryFile", None)):
         raise LocalEngineError(f"moto internals moved: {S3_MODELS}.tempfile is not the module")
     key_cls = _require(S3_MODELS, "FakeKey")
     for attr in ("value", "etag", "dispose"):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolo_sfn.local import aslext, compat, features
+from yolo_sfn.local import aslext, compat, features, taskclock
 from yolo_sfn.local.deploy import Stack, create_stack, package, translate
 from yolo_sfn.local.invoke import Attempt, Fault, Router, set_environ
 from yolo_sfn.local.meter import Meter, difference, tag_client
@@ -128,6 +128,7 @@ class LocalEngine:
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
             stack.enter_context(compat.quiet_interpreter_logs())
             stack.enter_context(aslext.installed())
+            stack.enter_context(taskclock.installed())
             stack.enter_context(self.meter.installed())
             stack.enter_context(compat.cached_jsonpath_parsing())
             self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))

@@ -28,11 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from yolo_sfn.errors import TransientS3Error, error_payload
+from yolo_sfn.local import taskclock
 from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
 from yolo_sfn.local.template import FunctionSpec
 
 FAULT_KINDS = ("s3_transient", "throttle", "crash", "timeout")
 IMAGE_STAGES = ("preprocess", "infer", "postprocess", "store")  # per image or batch of images
+# Locally one process is one container of each function: the stage holding the loaded model
+# runs one invoke at a time (its stage code serialises on the model anyway). Each invoke's wait
+# for its turn counts neither as Task time (taskclock) nor as its duration: on AWS every
+# concurrent invoke has its own container.
+ONE_CONTAINER_STAGES = ("infer",)
 
 
 @dataclass
@@ -211,6 +217,7 @@ class Router:
         self._handlers: dict[str, Any] = {}
         self._log_restore: list[tuple[Any, Any]] = []
         self._counts: dict[tuple, int] = {}
+        self._containers = {stage: threading.Lock() for stage in ONE_CONTAINER_STAGES}
 
     # --- setup -------------------------------------------------------------------------
     def bind(self, function_name: str, spec: FunctionSpec) -> None:
@@ -243,8 +250,8 @@ class Router:
     def installed(self) -> Iterator[Router]:
         router = self
 
-        def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
-            return router.invoke(fn, event)
+        def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
+            return router.invoke(self, event)
 
         fn_cls = importlib.import_module(LAMBDA_MODELS).LambdaFunction
         original = fn_cls._invoke_lambda
@@ -309,6 +316,20 @@ class Router:
 
     def invoke(self, fn: Any, event: Any) -> tuple[str, bool, str]:
         spec = self.functions.get(fn.function_name)
+        container = self._containers.get(spec.stage) if spec is not None else None
+        if container is None:
+            return self._invoke(spec, fn, event)
+        # a holder past its function Timeout is hung (or abandoned by a Task timeout and still
+        # running): Lambda would have stopped it, so stop waiting for it
+        with taskclock.queued():
+            held = container.acquire(timeout=float(fn.timeout) + 1.0)
+        try:
+            return self._invoke(spec, fn, event)
+        finally:
+            if held:
+                container.release()
+
+    def _invoke(self, spec: FunctionSpec | None, fn: Any, event: Any) -> tuple[str, bool, str]:
         if spec is None:
             raise LocalEngineError(f"no local code bound to Lambda function {fn.function_name}")
         if isinstance(event, str):
