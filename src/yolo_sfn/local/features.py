@@ -17,7 +17,11 @@ ALWAYS = (
     "IAM roles and policies are created but not enforced by moto: a missing permission in "
     "template.yaml does not fail a local run.",
     "All functions share this machine's cores (on Lambda each invoke has its own), so local "
-    "stage times include waiting for the other Map children running at the same time.",
+    "stage times include waiting for the other Map children running at the same time; Task "
+    "TimeoutSeconds are AWS-sized and a loaded machine can exceed them.",
+    "The Infer function's invokes take turns on the one model loaded in this process (on AWS "
+    "each concurrent invoke has its own container); the wait for a turn counts neither towards "
+    "the Task's TimeoutSeconds nor as billed time.",
     "The bucket's lifecycle rule (expire tmp/ intermediates) does not run locally.",
 )
 
