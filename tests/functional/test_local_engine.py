@@ -312,3 +312,27 @@ def test_progress_total_is_known_once_the_map_starts_and_counts_items(engine):
     assert seen[-1].done == n and seen[-1].failed == 0
     started = [i for i, p in enumerate(seen) if p.total is not None]
     assert started == list(range(started[0], len(seen)))  # never None again once known
+
+
+def test_a_failed_execution_still_finds_the_summary_it_wrote(engine):
+    """An execution that fails after writing its summary (e.g. a tolerance check after
+    Summarize) has no output: the summary is found through the state outputs in its history."""
+    s3 = engine.client("s3")
+    s3.put_object(Bucket=engine.stack.bucket, Key="results/late/summary.json",
+                  Body=json.dumps({"batch_id": "late", "images": []}))
+    uri = f"s3://{engine.stack.bucket}/results/late/summary.json"
+    asl = {"StartAt": "Summarize", "States": {
+        "Summarize": {"Type": "Pass", "Result": {"summary_uri": uri}, "Next": "TooManyFailed"},
+        "TooManyFailed": {"Type": "Fail", "Error": "DetectImagesFailed", "Cause": "too many"}}}
+    sfn = engine.client("stepfunctions")
+    sm = sfn.create_state_machine(name="fails-late", definition=json.dumps(asl),
+                                  roleArn="arn:aws:iam::123456789012:role/toy")
+    real = engine.stack.state_machine_arn
+    engine.stack.state_machine_arn = sm["stateMachineArn"]
+    try:
+        run = engine.execute({}, timeout_s=60)
+    finally:
+        engine.stack.state_machine_arn = real
+    assert run.status == "FAILED" and run.error == "DetectImagesFailed"
+    assert run.output is None
+    assert run.summary == {"batch_id": "late", "images": []} and run.batch_id == "late"

@@ -308,7 +308,7 @@ class LocalEngine:
             retry_waits=self.clock.waits[first_wait:], notes=list(self.notes),
             elapsed_s=time.monotonic() - started,
         )
-        run.summary = self._fetch_summary(output)
+        run.summary = self._fetch_summary(output) or self._summary_from_history(arn)
         if run.summary:
             run.batch_id = run.summary.get("batch_id")
         run.counts = self.count(arn, run.attempts, requests)
@@ -361,6 +361,19 @@ class LocalEngine:
         if not uri:
             return None
         return self.get_json(uri)
+
+    def _summary_from_history(self, arn: str) -> dict | None:
+        """A FAILED execution has no output, but it may have written its summary before
+        failing: the last state output in its history naming a ``summary_uri``."""
+        events = self.client("stepfunctions").get_execution_history(executionArn=arn)["events"]
+        for e in reversed(events):
+            text = (e.get("stateExitedEventDetails") or {}).get("output")
+            if text and "summary_uri" in text:
+                try:
+                    return self._fetch_summary(json.loads(text))
+                except (ValueError, LookupError, OSError):
+                    return None
+        return None
 
     def get_json(self, uri: str) -> Any:
         bucket, key = split_s3_uri(uri)
