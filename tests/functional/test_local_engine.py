@@ -137,6 +137,22 @@ def test_pin_check_fails_loudly_when_a_patched_internal_moved(monkeypatch):
         compat.check_moto()
 
 
+@pytest.mark.parametrize(("module", "cls", "attr", "needle"), [
+    ("moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration."
+     "distributed_iteration_component", "DistributedIterationComponent", "_map_run", "_map_run"),
+    ("moto.stepfunctions.parser.asl.parse.asl_parser", "AmazonStateLanguageParser", "parse",
+     "staticmethod"),
+    ("moto.core.botocore_stubber", "BotocoreStubber", "__call__", "BotocoreStubber"),
+])
+def test_pin_check_covers_the_map_and_meter_hooks(monkeypatch, module, cls, attr, needle):
+    import importlib
+
+    target = getattr(importlib.import_module(module), cls)
+    monkeypatch.setattr(target, attr, lambda self: None)  # a changed signature
+    with pytest.raises(compat.LocalEngineError, match=needle):
+        compat.check_moto()
+
+
 # --- deploy ----------------------------------------------------------------------------------
 def test_deploy_creates_everything_from_the_template(engine):
     stack = engine.stack
@@ -234,18 +250,6 @@ def test_rerun_overwrites_one_result_per_image(engine):
     assert len(items) == len(IMAGES) == run.summary["succeeded"], _not_ok(run)
 
 
-def test_boto_clients_cached_in_moto_interpreter_only_while_running(toy):
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
-    from moto.stepfunctions.parser.asl.utils import boto_client
-
-    original = boto_client.boto_client_for
-    with compat.cached_boto_clients():
-        cached = lambda_eval_utils.boto_client_for
-        assert cached is not original
-        assert cached("us-east-1", "s3") is cached("us-east-1", "s3")
-    assert lambda_eval_utils.boto_client_for is original
-
-
 def test_real_template_reads_and_scans():
     """The project's own template + ASL (bare ${Number} substitutions included)."""
     if not (REPO / "template.yaml").is_file():
@@ -308,3 +312,27 @@ def test_progress_total_is_known_once_the_map_starts_and_counts_items(engine):
     assert seen[-1].done == n and seen[-1].failed == 0
     started = [i for i, p in enumerate(seen) if p.total is not None]
     assert started == list(range(started[0], len(seen)))  # never None again once known
+
+
+def test_a_failed_execution_still_finds_the_summary_it_wrote(engine):
+    """An execution that fails after writing its summary (e.g. a tolerance check after
+    Summarize) has no output: the summary is found through the state outputs in its history."""
+    s3 = engine.client("s3")
+    s3.put_object(Bucket=engine.stack.bucket, Key="results/late/summary.json",
+                  Body=json.dumps({"batch_id": "late", "images": []}))
+    uri = f"s3://{engine.stack.bucket}/results/late/summary.json"
+    asl = {"StartAt": "Summarize", "States": {
+        "Summarize": {"Type": "Pass", "Result": {"summary_uri": uri}, "Next": "TooManyFailed"},
+        "TooManyFailed": {"Type": "Fail", "Error": "DetectImagesFailed", "Cause": "too many"}}}
+    sfn = engine.client("stepfunctions")
+    sm = sfn.create_state_machine(name="fails-late", definition=json.dumps(asl),
+                                  roleArn="arn:aws:iam::123456789012:role/toy")
+    real = engine.stack.state_machine_arn
+    engine.stack.state_machine_arn = sm["stateMachineArn"]
+    try:
+        run = engine.execute({}, timeout_s=60)
+    finally:
+        engine.stack.state_machine_arn = real
+    assert run.status == "FAILED" and run.error == "DetectImagesFailed"
+    assert run.output is None
+    assert run.summary == {"batch_id": "late", "images": []} and run.batch_id == "late"

@@ -167,16 +167,20 @@ EXPRESS_MB_UNIT = 64
 EXPRESS_S_UNIT = 0.1
 
 
-def scaled_lambda_gb_s(duration_ms: float, memory_mb: int) -> float:
-    """Billed GB-s of one invoke measured here at ``duration_ms``, at ``memory_mb``.
+def scaled_lambda_ms(duration_ms: float, memory_mb: int) -> int:
+    """Billed ms of one invoke measured here at ``duration_ms``, at ``memory_mb``.
 
     Scaled as ``yolo-sfn bench`` scales a single-threaded stage: below one vCPU (1769 MB) the
     time grows by 1 / vCPU share; at or above it the measured time is kept (one Lambda vCPU =
     one core here; the handler picks its threads from its memory). Billed per started ms.
     """
     vcpus = vcpus_for_memory(int(memory_mb))
-    billed_ms = math.ceil(duration_ms / speedup(vcpus, 1.0, parallel=False))
-    return billed_ms / 1000.0 * (int(memory_mb) / 1024.0)
+    return math.ceil(duration_ms / speedup(vcpus, 1.0, parallel=False))
+
+
+def scaled_lambda_gb_s(duration_ms: float, memory_mb: int) -> float:
+    """Billed GB-s of one invoke measured here at ``duration_ms``, at ``memory_mb``."""
+    return scaled_lambda_ms(duration_ms, memory_mb) / 1000.0 * (int(memory_mb) / 1024.0)
 
 
 def express_gb_s(duration_s: float, memory_mb: int = EXPRESS_MB_UNIT) -> float:
@@ -219,10 +223,15 @@ def aws_cost(counts: dict, images: int, arch: str = "x86_64",
             "free tiers ignored); Lambda at the functions' architecture",
             "counts were counted on the local engine, not assumed; the local runner's own "
             "uploads, polling and downloads are excluded",
-            "lambda_gb_s: handler durations measured locally (under local concurrency), "
-            "SCALED to each function's MemorySize (below 1769 MB time / vCPU share), billed "
-            "per started ms: an estimate, not measured on Lambda",
-            "sfn_express_gb_s: each EXPRESS child's local duration in started 100 ms at the "
+            "lambda_gb_s: each invoke's handler time measured locally as the CPU time of the "
+            "thread that ran it (its time on cores of its own, without waiting for the other "
+            "Map children sharing this machine; an injected timeout counts its wall time), "
+            "SCALED to each function's MemorySize as yolo-sfn bench scales a stage (below "
+            "1769 MB time / vCPU share), billed per started ms: an estimate, not measured on "
+            "Lambda",
+            "sfn_express_gb_s: each EXPRESS child's duration estimated as the sum of its Lambda "
+            "invokes' scaled billed durations (its own states' overhead and retry waits not "
+            "included; locally the children wait for each other), in started 100 ms at the "
             "64 MB minimum (AWS bills the memory the execution uses, in 64 MB units)",
             "dynamodb_write_units: 1 per started KB per item written, from item sizes",
         ],

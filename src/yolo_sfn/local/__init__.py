@@ -7,12 +7,16 @@ with LocalEngine(retry_scale=0.0, faults=[Fault("infer", "s3_transient", match="
     e.deploy("model.tflite")
     uris, missing = e.upload_inputs(["testdata/images"])
     run = e.execute({"images": uris})   # run.summary, run.attempts, run.retry_waits, run.notes
+    run.counts, run.cost                 # billable operations, counted; the cost.json shape
 ```
 
 Modules: ``compat`` (moto pin + patched internals), ``template`` (CFN YAML + ASL reader),
-``deploy`` (five-step SAM -> moto CloudFormation), ``invoke`` (in-process Lambda routing,
-faults, attempt log), ``features`` (what moto runs differently), ``engine``, ``runner``
-(``yolo-sfn run``), ``testing`` (a toy project with the contract's shape).
+``deploy`` (five-step SAM -> moto CloudFormation), ``aslext`` (ItemBatcher, EXPRESS children,
+ToleratedFailure* around moto's interpreter), ``invoke`` (in-process Lambda routing, faults,
+attempt log), ``meter`` (AWS requests counted at moto's botocore hook), ``spool`` (S3 bodies
+without an open file each), ``taskclock`` (Task timeouts without local queuing), ``features``
+(what moto runs differently), ``engine``, ``runner`` (``yolo-sfn run``), ``testing`` (a toy
+project with the contract's shape, per image or batched).
 """
 
 from yolo_sfn.local.compat import LocalEngineError

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yolo_sfn.local.compat import LocalEngineError
+from yolo_sfn.local.invoke import images_of
 
 PARSER = "moto.stepfunctions.parser.asl.parse.asl_parser"
 STATE_MAP = "moto.stepfunctions.parser.asl.component.state.exec.state_map"
@@ -244,9 +245,10 @@ class ChildRun:
     execution_arn: str  # the parent execution
     execution_type: str
     items: int
-    duration_s: float
+    duration_s: float  # local wall time (children running at once wait for each other)
     transitions: int
     status: str
+    images: tuple[str, ...] = ()  # the images its input carries (invoke.images_of)
 
 
 class _Ledger:
@@ -387,7 +389,7 @@ def _worker_class() -> type:
                     counter.results_written.count(n if counter is items else 1)
             LEDGER.add(ChildRun(run.record.execution_arn, run.feats.execution_type, n,
                                 time.perf_counter() - started, transitions_of(events.counts),
-                                outcome))
+                                outcome, tuple(images_of(job.job_input))))
             if verdict == "exceeded":
                 output = _fail(env, EXCEEDED,
                                f"The specified tolerated failure threshold was exceeded: "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -21,15 +21,10 @@ MOTO_VERSION = "5.2.5"
 
 LAMBDA_MODELS = "moto.awslambda.models"
 S3_MODELS = "moto.s3.models"
-LAMBDA_EVAL_UTILS = (
-    "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils"
-)
-BOTO_CLIENT = "moto.stepfunctions.parser.asl.utils.boto_client"
 RETRIER = "moto.stepfunctions.parser.asl.component.common.retry.retrier_decl"
 SFN_MODELS = "moto.stepfunctions.models"
 SFN_PARSER_MODELS = "moto.stepfunctions.parser.models"
 PARSER_PACKAGE = "moto.stepfunctions.parser"
-PARSER_UTILS = "moto.stepfunctions.parser.utils"  # TMP_THREADS: every interpreter thread
 JSONPATH_USERS = (  # modules that call jsonpath_ng's parse() on every evaluation
     "moto.stepfunctions.parser.asl.utils.json_path",
     "moto.stepfunctions.parser.asl.component.common.path.result_path",
@@ -68,15 +63,6 @@ def check_moto() -> None:
     if invoke is None or list(inspect.signature(invoke).parameters) != ["self", "event"]:
         raise LocalEngineError("moto internals moved: LambdaFunction._invoke_lambda(self, event)")
     _require(LAMBDA_MODELS, "lambda_backends")
-    task_invoke = _require(LAMBDA_EVAL_UTILS, "_invoke_lambda_function")
-    if list(inspect.signature(task_invoke).parameters) != ["parameters", "region",
-                                                           "state_credentials"]:
-        raise LocalEngineError("moto internals moved: lambda_eval_utils._invoke_lambda_function"
-                               "(parameters, region, state_credentials)")
-    _require(LAMBDA_EVAL_UTILS, "execute_lambda_function_integration")
-    client_for = _require(BOTO_CLIENT, "boto_client_for")
-    if list(inspect.signature(client_for).parameters)[:2] != ["region", "service"]:
-        raise LocalEngineError("moto internals moved: boto_client_for(region, service, ...)")
     retrier_time = _require(RETRIER, "time")
     if not hasattr(retrier_time, "sleep"):
         raise LocalEngineError(f"moto internals moved: {RETRIER}.time is not the time module")
@@ -85,8 +71,11 @@ def check_moto() -> None:
     _require(SFN_MODELS, "stepfunctions_backends")
     _require(SFN_PARSER_MODELS, "stepfunctions_parser_backends")
     _require("moto.core.exceptions", "JsonRESTError")
-    if not isinstance(_require(PARSER_UTILS, "TMP_THREADS"), list):
-        raise LocalEngineError(f"moto internals moved: {PARSER_UTILS}.TMP_THREADS is not a list")
+    stubber = _require("moto.core.botocore_stubber", "BotocoreStubber")
+    if list(inspect.signature(stubber.__call__).parameters)[:3] != ["self", "event_name",
+                                                                     "request"]:
+        raise LocalEngineError("moto internals moved: BotocoreStubber.__call__(self, event_name, "
+                               "request, ...)")
     _check_s3_backend()
     _check_map_internals()
 
@@ -111,6 +100,17 @@ def _check_map_internals() -> None:
         if not hasattr(worker, name):
             raise LocalEngineError(f"moto internals moved: DistributedItemProcessorWorker.{name}")
     _require(f"{state_map}.iteration.job", "JobPool")
+    execute_state = "moto.stepfunctions.parser.asl.component.state.exec.execute_state"
+    from yolo_sfn.local import taskclock  # an engine already inside has put these in
+
+    if getattr(_require(execute_state, "threading"), "Event", None) not in (
+            threading.Event, taskclock.QueueAwareEvent) or _require(
+            execute_state, "Thread") not in (threading.Thread, taskclock.StateThread):
+        raise LocalEngineError(f"moto internals moved: {execute_state} no longer waits on "
+                               "threading.Event / threading.Thread")
+    source = inspect.getsource(_require(execute_state, "ExecutionState")._evaluate_with_timeout)
+    if "threading.Event()" not in source or "Thread(" not in source:
+        raise LocalEngineError("moto internals moved: ExecutionState._evaluate_with_timeout")
     _require("moto.stepfunctions.parser.asl.eval.event.event_manager", "EventManager")
     _require("moto.stepfunctions.parser.asl.utils.json_path", "extract_json")
 
@@ -118,10 +118,8 @@ def _check_map_internals() -> None:
 def _check_s3_backend() -> None:
     """What ``yolo_sfn.local.spool`` relies on: FakeKey's body buffer from this module's
     ``tempfile.SpooledTemporaryFile``."""
-    import tempfile
-
     _require(S3_MODELS, "s3_backends")
-    if _require(S3_MODELS, "tempfile") is not tempfile:
+    if not callable(getattr(_require(S3_MODELS, "tempfile"), "SpooledTemporaryFile", None)):
         raise LocalEngineError(f"moto internals moved: {S3_MODELS}.tempfile is not the module")
     key_cls = _require(S3_MODELS, "FakeKey")
     for attr in ("value", "etag", "dispose"):
@@ -145,61 +143,6 @@ def patched(module: str, attr: str, value: Any) -> Iterator[Any]:
         setattr(mod, attr, original)
 
 
-# --- boto client cache ------------------------------------------------------------------
-def _parser_modules_using(original: Callable) -> list[Any]:
-    """Every loaded moto Step Functions parser module holding ``boto_client_for``."""
-    # Import the modules that bind the name at import time, so the patch reaches them.
-    for name in (
-        "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils",
-        "moto.stepfunctions.parser.asl.component.state.exec.state_task.service."
-        "state_task_service_aws_sdk",
-        "moto.stepfunctions.parser.asl.component.state.exec.state_task.service."
-        "state_task_service_dynamodb",
-        "moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval."
-        "resource_eval_s3",
-    ):
-        importlib.import_module(name)
-    import sys
-
-    return [
-        mod
-        for name, mod in list(sys.modules.items())
-        if name.startswith(PARSER_PACKAGE) and getattr(mod, "boto_client_for", None) is original
-    ]
-
-
-@contextmanager
-def cached_boto_clients() -> Iterator[None]:
-    """One boto3 client per (region, service, endpoint mode) for moto's ASL interpreter.
-
-    moto builds a fresh client for every Task; caching them is the main per-item speedup.
-    """
-    original = _require(BOTO_CLIENT, "boto_client_for")
-    from moto.core.models import botocore_stubber
-
-    cache: dict[tuple, Any] = {}
-    lock = threading.Lock()
-
-    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        key = (region, service, botocore_stubber.enabled)
-        client = cache.get(key)
-        if client is None:
-            with lock:
-                client = cache.get(key)
-                if client is None:
-                    client = cache[key] = original(region, service, state_credentials)
-        return client
-
-    modules = _parser_modules_using(original)
-    for mod in modules:
-        mod.boto_client_for = boto_client_for
-    try:
-        yield
-    finally:
-        for mod in modules:
-            mod.boto_client_for = original
-
-
 @contextmanager
 def cached_jsonpath_parsing() -> Iterator[None]:
     """Memoise JSONPath parsing in moto's interpreter.
@@ -215,19 +158,6 @@ def cached_jsonpath_parsing() -> Iterator[None]:
             stack.enter_context(patched(module, "parse", functools.lru_cache(maxsize=4096)(
                 original)))
         yield
-
-
-def prune_finished_threads() -> int:
-    """Drop finished threads from moto's ``TMP_THREADS``; returns how many were dropped.
-
-    moto's interpreter appends every thread it starts (~5 per Map item) to that module list
-    and never removes one, so a long batch grows by the dead ``Thread`` objects. Nothing in
-    moto reads the list; a live thread missed by a concurrent append race is only unlisted.
-    """
-    threads = importlib.import_module(PARSER_UTILS).TMP_THREADS
-    before = len(threads)
-    threads[:] = [t for t in threads if t.is_alive()]
-    return before - len(threads)
 
 
 # --- retry sleeps ------------------------------------------------------------------------

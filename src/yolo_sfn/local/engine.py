@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolo_sfn.local import aslext, compat, features
+from yolo_sfn.local import aslext, compat, features, taskclock
 from yolo_sfn.local.deploy import Stack, create_stack, package, translate
 from yolo_sfn.local.invoke import Attempt, Fault, Router, set_environ
 from yolo_sfn.local.meter import Meter, difference, tag_client
@@ -32,7 +32,6 @@ MODEL_BUCKET = "yolo-sfn-local-models"
 STACK_NAME = "yolo-sfn-local"
 REGION = "us-east-1"
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-TRIM_EVERY_POLLS = 20  # ~5 s at the default poll interval
 
 
 @dataclass
@@ -117,6 +116,11 @@ class LocalEngine:
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing", "AWS_ENDPOINT_URL": None,
                 "AWS_PROFILE": None, "AWS_DEFAULT_PROFILE": None,
+                # botocore's default CRC32 trailer makes moto de-chunk every PUT body in
+                # Python (~1.5 s of CPU per 50 MB batch tensor); checksums are not what a
+                # local run checks, and the Lambda code is the same either way
+                "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+                "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
             }))
             # object bodies over 64 KiB in files opened per access: fds bounded (spool.py)
             stack.enter_context(path_spooled_s3())
@@ -124,8 +128,8 @@ class LocalEngine:
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
             stack.enter_context(compat.quiet_interpreter_logs())
             stack.enter_context(aslext.installed())
+            stack.enter_context(taskclock.installed())
             stack.enter_context(self.meter.installed())
-            stack.enter_context(compat.cached_boto_clients())
             stack.enter_context(compat.cached_jsonpath_parsing())
             self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))
             stack.enter_context(self.router.installed())
@@ -271,13 +275,8 @@ class LocalEngine:
     ) -> dict:
         sfn = self.client("stepfunctions")
         started = time.monotonic()
-        polls = 0
         while True:
             desc = sfn.describe_execution(executionArn=arn)
-            compat.prune_finished_threads()  # moto never forgets a thread: keep memory flat
-            polls += 1
-            if polls % TRIM_EVERY_POLLS == 0:
-                _malloc_trim()
             if on_progress is not None:
                 on_progress(self.progress(arn, started))
             if desc["status"] in TERMINAL:
@@ -309,7 +308,7 @@ class LocalEngine:
             retry_waits=self.clock.waits[first_wait:], notes=list(self.notes),
             elapsed_s=time.monotonic() - started,
         )
-        run.summary = self._fetch_summary(output)
+        run.summary = self._fetch_summary(output) or self._summary_from_history(arn)
         if run.summary:
             run.batch_id = run.summary.get("batch_id")
         run.counts = self.count(arn, run.attempts, requests)
@@ -326,15 +325,19 @@ class LocalEngine:
         "sfn_standard_transitions", "sfn_express_requests", "sfn_express_gb_s", "s3_get",
         "s3_put", "s3_list", "s3_head", "dynamodb_write_units", "requests"}``.
         """
-        from yolo_sfn.bench.cost import express_gb_s, scaled_lambda_gb_s
+        from yolo_sfn.bench.cost import express_gb_s, scaled_lambda_ms
 
         by_arch: dict[str, float] = {}
         invoked = [a for a in attempts if a.outcome != "throttled"]  # a 429 runs nothing
+        billed_s = {}  # id(attempt) -> billed seconds at its memory
         for a in invoked:
-            gb_s = scaled_lambda_gb_s(a.duration_ms, a.memory_mb or 128)
-            by_arch[a.arch or "x86_64"] = by_arch.get(a.arch or "x86_64", 0.0) + gb_s
+            ms = a.cpu_ms if a.cpu_ms is not None else a.duration_ms
+            billed_s[id(a)] = scaled_lambda_ms(ms, a.memory_mb or 128) / 1000.0
+            arch = a.arch or "x86_64"
+            by_arch[arch] = by_arch.get(arch, 0.0) + billed_s[id(a)] * (a.memory_mb or 128) / 1024
         children = aslext.LEDGER.pop(arn)
         express = [c for c in children if c.execution_type == "EXPRESS"]
+        express_s = _child_seconds(express, invoked, billed_s)
         events = self.client("stepfunctions").get_execution_history(executionArn=arn)["events"]
         types: dict[str, int] = {}
         for e in events:
@@ -347,7 +350,7 @@ class LocalEngine:
             "sfn_standard_transitions": aslext.transitions_of(types) + len(children) + sum(
                 c.transitions for c in children if c.execution_type != "EXPRESS"),
             "sfn_express_requests": len(express),
-            "sfn_express_gb_s": sum(express_gb_s(c.duration_s) for c in express),
+            "sfn_express_gb_s": sum(express_gb_s(sec) for sec in express_s),
             **{k: requests.get(k, 0) for k in ("s3_get", "s3_put", "s3_list", "s3_head",
                                                 "dynamodb_write_units")},
             "requests": requests.get("requests", {}),
@@ -359,10 +362,37 @@ class LocalEngine:
             return None
         return self.get_json(uri)
 
+    def _summary_from_history(self, arn: str) -> dict | None:
+        """A FAILED execution has no output, but it may have written its summary before
+        failing: the last state output in its history naming a ``summary_uri``."""
+        events = self.client("stepfunctions").get_execution_history(executionArn=arn)["events"]
+        for e in reversed(events):
+            text = (e.get("stateExitedEventDetails") or {}).get("output")
+            if text and "summary_uri" in text:
+                try:
+                    return self._fetch_summary(json.loads(text))
+                except (ValueError, LookupError, OSError):
+                    return None
+        return None
+
     def get_json(self, uri: str) -> Any:
         bucket, key = split_s3_uri(uri)
         body = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         return json.loads(body)
+
+
+def _child_seconds(children: list, attempts: list[Attempt], billed_s: dict) -> list[float]:
+    """Each child's estimated duration: the billed seconds of the Lambda invokes carrying its
+    images (its local wall time when none can be told apart)."""
+    owner = {img: i for i, c in enumerate(children) for img in c.images}
+    seconds = [0.0] * len(children)
+    found = [False] * len(children)
+    for a in attempts:
+        i = owner.get(a.images[0]) if a.images else None
+        if i is not None:
+            seconds[i] += billed_s[id(a)]
+            found[i] = True
+    return [s if ok else c.duration_s for s, ok, c in zip(seconds, found, children, strict=True)]
 
 
 _RETRIED = {
@@ -377,26 +407,6 @@ def _reset_handler_clients() -> None:
     except ImportError:
         return
     reset_clients()
-
-
-def _malloc_trim() -> None:
-    """Give freed heap back to the OS (glibc): the stages allocate ~1 MiB buffers on dozens
-    of Map threads, and without a trim the per-thread arenas keep RSS ratcheting up."""
-    global _libc
-    if _libc is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
-
-
-_libc: Any = None
 
 
 def _find_summary_uri(output: Any) -> str | None:

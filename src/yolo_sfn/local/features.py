@@ -16,10 +16,12 @@ ALWAYS = (
     "only used by injected 'timeout' faults).",
     "IAM roles and policies are created but not enforced by moto: a missing permission in "
     "template.yaml does not fail a local run.",
-    "For speed, the stages' S3 get/put/head calls go straight to moto's S3 backend (same "
-    "objects, same error codes; other calls use boto3), and lambda:invoke Tasks call the "
-    "handlers without a botocore Lambda client. Object bodies over 64 KiB spill to temporary "
-    "files (about 3 open files per image: raise `ulimit -n` for local batches of thousands).",
+    "All functions share this machine's cores (on Lambda each invoke has its own), so local "
+    "stage times include waiting for the other Map children running at the same time; Task "
+    "TimeoutSeconds are AWS-sized and a loaded machine can exceed them.",
+    "The Infer function's invokes take turns on the one model loaded in this process (on AWS "
+    "each concurrent invoke has its own container); the wait for a turn counts neither towards "
+    "the Task's TimeoutSeconds nor as billed time.",
     "The bucket's lifecycle rule (expire tmp/ intermediates) does not run locally.",
 )
 

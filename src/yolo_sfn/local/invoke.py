@@ -28,101 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from yolo_sfn.errors import TransientS3Error, error_payload
-from yolo_sfn.local.compat import LAMBDA_EVAL_UTILS, LAMBDA_MODELS, LocalEngineError
+from yolo_sfn.local import taskclock
+from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
 from yolo_sfn.local.template import FunctionSpec
 
 FAULT_KINDS = ("s3_transient", "throttle", "crash", "timeout")
 IMAGE_STAGES = ("preprocess", "infer", "postprocess", "store")  # per image or batch of images
-
-
-HEAVY_INFER_MS = 100.0  # median Infer call above this: Infer runs alone (see CpuGate)
-GATE_MAX_WAIT_S = 10.0  # a call waits at most this long for the gate, then runs anyway
-
-
-class CpuGate:
-    """Infer runs alone when inference is heavy; the other stages share the cores otherwise.
-
-    Locally every stage shares this machine's cores (on Lambda each invoke has its own). A
-    multi-threaded XNNPACK inference is fork-join: when a Python stage of another image takes
-    one of its cores, every layer waits for the straggler. Measured on 2 cores, 100 images:
-    YOLOv4-416 (~300 ms per inference) local/bare 1.29x ungated, 1.08x with Infer exclusive;
-    yolov3-tiny (~20 ms) 1.33x ungated, 2.24x gated (the pipeline no longer overlaps). So
-    the gate closes only while the median of the last Infer stage times (the stage's own
-    ``timings_ms["infer"]``, not its wait for the shared model) is over ``HEAVY_INFER_MS``.
-    It orders work only: results are the same either way. One call inside the gate for more
-    than ``max_wait_s`` is hung (or was abandoned by a Task timeout and still runs): the gate
-    then opens for good, so nothing waits on it. A long queue of short calls is not a hang.
-    """
-
-    def __init__(self, heavy_ms: float = HEAVY_INFER_MS,
-                 max_wait_s: float = GATE_MAX_WAIT_S) -> None:
-        self.heavy_ms = heavy_ms
-        self.max_wait_s = max_wait_s
-        self._cond = threading.Condition()
-        self._sharing = 0  # calls inside shared()
-        self._exclusive = 0  # calls inside exclusive() (more than 1 only once broken)
-        self._waiting = 0  # exclusive() calls waiting: new shared() calls queue behind them
-        self._entered: dict[int, float] = {}  # call token -> monotonic time it got in
-        self._recent: list[float] = []  # last Infer stage times, ms
-        self.broken = False
-
-    @property
-    def closed(self) -> bool:
-        if self.broken:
-            return False
-        recent = sorted(self._recent)
-        return len(recent) >= 3 and recent[len(recent) // 2] > self.heavy_ms
-
-    def record(self, ms: float) -> None:
-        with self._cond:
-            self._recent = [*self._recent[-7:], float(ms)]
-
-    def _wait(self, blocked) -> None:
-        """Wait (holding ``_cond``) until ``blocked()`` is false or a call inside is hung."""
-        while not self.broken and blocked():
-            oldest = min(self._entered.values(), default=time.monotonic())
-            if time.monotonic() - oldest > self.max_wait_s:
-                self.broken = True
-                self._cond.notify_all()
-                return
-            self._cond.wait(min(0.5, self.max_wait_s))
-
-    @contextmanager
-    def _inside(self, exclusive: bool) -> Iterator[None]:
-        token = object()
-        with self._cond:  # wait and enter under one hold: no second caller slips in between
-            if self.closed:
-                if exclusive:
-                    self._waiting += 1
-                    try:
-                        self._wait(lambda: self._exclusive or self._sharing)
-                    finally:
-                        self._waiting -= 1
-                else:
-                    self._wait(lambda: self._exclusive or self._waiting)
-            self._entered[id(token)] = time.monotonic()
-            if exclusive:
-                self._exclusive += 1
-            else:
-                self._sharing += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                del self._entered[id(token)]
-                if exclusive:
-                    self._exclusive -= 1
-                else:
-                    self._sharing -= 1
-                self._cond.notify_all()
-
-    def shared(self):
-        """Context manager for a stage other than Infer."""
-        return self._inside(exclusive=False)
-
-    def exclusive(self):
-        """Context manager for Infer."""
-        return self._inside(exclusive=True)
+# Locally one process is one container of each function: the stage holding the loaded model
+# runs one invoke at a time (its stage code serialises on the model anyway). Each invoke's wait
+# for its turn counts neither as Task time (taskclock) nor as its duration: on AWS every
+# concurrent invoke has its own container.
+ONE_CONTAINER_STAGES = ("infer",)
 
 
 @dataclass
@@ -175,6 +91,8 @@ class Attempt:
     arch: str | None = None  # the function's architecture
     images: tuple[str, ...] = ()  # every image the event carries (a batch: all of them)
     failed_images: int | None = None  # Store's result: images it recorded as failed
+    cpu_ms: float | None = None  # CPU time of the invoking thread: the invoke on its own
+    # cores, without its waits for other Map children (locks, the GIL, the shared cores)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -299,7 +217,7 @@ class Router:
         self._handlers: dict[str, Any] = {}
         self._log_restore: list[tuple[Any, Any]] = []
         self._counts: dict[tuple, int] = {}
-        self.gate = CpuGate()
+        self._containers = {stage: threading.Lock() for stage in ONE_CONTAINER_STAGES}
 
     # --- setup -------------------------------------------------------------------------
     def bind(self, function_name: str, spec: FunctionSpec) -> None:
@@ -308,13 +226,18 @@ class Router:
     @contextmanager
     def environment(self, envs: dict[str, dict[str, str]]) -> Iterator[list[str]]:
         """Set the functions' shared environment in ``os.environ``; yields notes."""
-        common, self._per_fn_env = split_environment(envs)
-        saved = {k: os.environ.get(k) for k in common}
+        common, per_fn = split_environment(envs)
+        differing = sorted({k for env in per_fn.values() for k in env})
+        # a name is never removed while threads run (a thread copying os.environ meanwhile
+        # would fail on it): a function without one of the differing names sees it empty
+        self._per_fn_env = {name: {k: str(env.get(k, "")) for k in differing}
+                            for name, env in per_fn.items() if differing}
+        saved = {k: os.environ.get(k) for k in (*common, *differing)}
         os.environ.update({k: str(v) for k, v in common.items()})
-        differing = sorted({k for env in self._per_fn_env.values() for k in env})
+        os.environ.update({k: os.environ.get(k, "") for k in differing})
         notes = (
             [f"environment differs between functions for {differing}: those invokes run one at a "
-             "time locally"]
+             "time locally, and a function that does not set one of these sees it empty"]
             if differing
             else []
         )
@@ -327,25 +250,17 @@ class Router:
     def installed(self) -> Iterator[Router]:
         router = self
 
-        def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
-            return router.invoke(fn, event)
+        def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
+            return router.invoke(self, event)
 
         fn_cls = importlib.import_module(LAMBDA_MODELS).LambdaFunction
         original = fn_cls._invoke_lambda
-        eval_utils = importlib.import_module(LAMBDA_EVAL_UTILS)
-        original_task_invoke = eval_utils._invoke_lambda_function
-
-        def _invoke_lambda_function(parameters: dict, region: str, state_credentials: Any):
-            return router.task_invoke(parameters, region, state_credentials,
-                                      original_task_invoke)
-
+        # private hook: moto would run the function in Docker; the handler runs in-process
         fn_cls._invoke_lambda = _invoke_lambda
-        eval_utils._invoke_lambda_function = _invoke_lambda_function
         try:
             yield self
         finally:
             fn_cls._invoke_lambda = original
-            eval_utils._invoke_lambda_function = original_task_invoke
             for handler, stream in reversed(self._log_restore):
                 handler.setStream(stream)
             self._log_restore.clear()
@@ -386,17 +301,35 @@ class Router:
 
     def _record(self, stage, images, attempt, outcome, error_type, start, injected,
                 fn: Any = None, result: Any = None) -> None:
+        """``start``: ``(perf_counter, thread_time)`` when the invoke began."""
         failed = result.get("failed") if isinstance(result, dict) and "size" in result else None
+        cpu_ms = None if injected == "timeout" else round(
+            (time.thread_time() - start[1]) * 1000, 3)
         rec = Attempt(stage, images[0] if len(images) == 1 else None, attempt, outcome,
-                      error_type, round((time.perf_counter() - start) * 1000, 3), injected,
+                      error_type, round((time.perf_counter() - start[0]) * 1000, 3), injected,
                       _int_or_none(getattr(fn, "memory_size", None)),
                       (getattr(fn, "architectures", None) or ["x86_64"])[0], tuple(images),
-                      failed if isinstance(failed, int) and stage == "store" else None)
+                      failed if isinstance(failed, int) and stage == "store" else None,
+                      cpu_ms)
         with self._lock:
             self.attempts.append(rec)
 
     def invoke(self, fn: Any, event: Any) -> tuple[str, bool, str]:
         spec = self.functions.get(fn.function_name)
+        container = self._containers.get(spec.stage) if spec is not None else None
+        if container is None:
+            return self._invoke(spec, fn, event)
+        # a holder past its function Timeout is hung (or abandoned by a Task timeout and still
+        # running): Lambda would have stopped it, so stop waiting for it
+        with taskclock.queued():
+            held = container.acquire(timeout=float(fn.timeout) + 1.0)
+        try:
+            return self._invoke(spec, fn, event)
+        finally:
+            if held:
+                container.release()
+
+    def _invoke(self, spec: FunctionSpec | None, fn: Any, event: Any) -> tuple[str, bool, str]:
         if spec is None:
             raise LocalEngineError(f"no local code bound to Lambda function {fn.function_name}")
         if isinstance(event, str):
@@ -404,7 +337,7 @@ class Router:
         image = tuple(images_of(event)) if spec.stage in IMAGE_STAGES else ()
         attempt = self._next_attempt(spec.stage, image, batch_of(event))
         fault = self._fault_for(spec.stage, list(image))
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.thread_time())
         injected = fault.kind if fault else None
         if injected == "throttle":
             self._record(spec.stage, image, attempt, "throttled",
@@ -430,63 +363,6 @@ class Router:
         self._record(spec.stage, image, attempt, "ok", None, start, injected, fn, result)
         return body, False, ""
 
-    def task_invoke(self, parameters: dict, region: str, state_credentials: Any,
-                    fallback: Any) -> dict:
-        """A ``lambda:invoke`` Task's call, without the botocore client and moto's Lambda API.
-
-        Stands in for moto's ``lambda_eval_utils._invoke_lambda_function``: finds the moto
-        function, runs :meth:`invoke` and returns what that function returns through
-        botocore and moto (``StatusCode`` 200, ``FunctionError: Handled`` on an error
-        payload, ``Payload`` parsed). A 429 from :meth:`invoke` is raised as the botocore
-        ``TooManyRequestsException`` the client would raise, so the state's error is still
-        ``Lambda.TooManyRequestsException``. Anything else (other invocation types, functions
-        not bound here) takes moto's own path.
-        """
-        fn = self._direct_function(parameters, region)
-        if fn is None:
-            return fallback(parameters=parameters, region=region,
-                            state_credentials=state_credentials)
-        body = parameters.get("Payload")
-        if isinstance(body, bytes | bytearray):
-            body = body.decode("utf-8")
-        event = json.loads(body) if body else "{}"  # as LambdaFunction.invoke
-        try:
-            payload, errored, _logs = self.invoke(fn, event)
-        except Exception as err:
-            raise _as_client_error(err, region) from None
-        response: dict[str, Any] = {
-            "ResponseMetadata": {"RequestId": str(uuid.uuid4()), "HTTPStatusCode": 200,
-                                 "HTTPHeaders": {}, "RetryAttempts": 0},
-            "StatusCode": 200,
-        }
-        if errored:
-            response["FunctionError"] = "Handled"
-        try:
-            response["Payload"] = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            response["Payload"] = payload
-        return response
-
-    _DIRECT_PARAMETERS = frozenset({"FunctionName", "Payload"})
-
-    def _direct_function(self, parameters: dict, region: str) -> Any:
-        if not set(parameters) <= self._DIRECT_PARAMETERS:
-            return None
-        name = parameters.get("FunctionName")
-        if not isinstance(name, str):
-            return None
-        account = name.split(":")[4] if name.startswith("arn:") and name.count(":") >= 6 else None
-        backends = importlib.import_module(LAMBDA_MODELS).lambda_backends
-        try:
-            from moto.core import DEFAULT_ACCOUNT_ID
-
-            fn = backends[account or DEFAULT_ACCOUNT_ID][region].get_function(name, None)
-        except Exception:  # let moto's own path raise what it raises
-            return None
-        if getattr(fn, "function_name", None) not in self.functions:
-            return None
-        return fn
-
     def _call(self, spec: FunctionSpec, fn: Any, event: Any, injected: str | None) -> Any:
         if injected == "s3_transient":
             raise TransientS3Error(f"injected transient S3 error in {spec.stage}")
@@ -495,15 +371,7 @@ class Router:
         handler = self._handler(spec)
         context = LambdaContext(fn.function_name, fn.memory_size, float(fn.timeout),
                                 fn.function_arn)
-        if spec.stage != "infer":
-            with self.gate.shared():
-                return self._run(handler, fn, event, context)
-        with self.gate.exclusive():
-            result = self._run(handler, fn, event, context)
-        ms = (result.get("timings_ms") or {}).get("infer") if isinstance(result, dict) else None
-        if isinstance(ms, int | float):
-            self.gate.record(ms)
-        return result
+        return self._run(handler, fn, event, context)
 
     def _run(self, handler: Any, fn: Any, event: Any, context: Any) -> Any:
         per_fn = self._per_fn_env.get(fn.function_name)
@@ -534,33 +402,6 @@ class Router:
                     if (stage is None or a.stage == stage)
                     and (image is None or any(i == image or i.rsplit("/", 1)[-1] == image
                                               for i in a.images))]
-
-
-def _as_client_error(err: Exception, region: str) -> Exception:
-    """A moto ``JsonRESTError`` as the botocore exception the Lambda client would raise."""
-    from moto.core.exceptions import JsonRESTError
-
-    if not isinstance(err, JsonRESTError):
-        return err
-    import boto3
-
-    code, status = err.error_type, int(err.code)
-    response = {"Error": {"Code": code, "Message": err.message},
-                "ResponseMetadata": {"RequestId": str(uuid.uuid4()), "HTTPStatusCode": status,
-                                     "HTTPHeaders": {}, "RetryAttempts": 0}}
-    cls = _lambda_exceptions(boto3, region).from_code(code)
-    return cls(response, "Invoke")
-
-
-_exception_factories: dict[str, Any] = {}
-
-
-def _lambda_exceptions(boto3: Any, region: str) -> Any:
-    factory = _exception_factories.get(region)
-    if factory is None:
-        factory = _exception_factories[region] = boto3.client(
-            "lambda", region_name=region).exceptions
-    return factory
 
 
 def redirect_stdout_loggers(module: Any, stream: Any) -> list[tuple[Any, Any]]:

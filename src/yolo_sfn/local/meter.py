@@ -145,10 +145,10 @@ class Meter:
         original = cls.__call__
         meter = self
 
-        def __call__(stub: Any, event_name: str, request: Any, **kwargs: Any) -> Any:
-            if stub.enabled:
+        def __call__(self: Any, event_name: str, request: Any, **kwargs: Any) -> Any:
+            if self.enabled:
                 meter.observe(event_name, request)
-            return original(stub, event_name, request, **kwargs)
+            return original(self, event_name, request, **kwargs)
 
         # private hook: moto's before-send handler sees every mocked request of every client
         cls.__call__ = __call__

@@ -122,14 +122,14 @@ RECORD_FAILURE = {
 }
 
 
-def asl(infer_timeout_s: int = 30) -> dict:
+def asl(infer_timeout_s: int = 30, batch_size: int | None = None) -> dict:
     states = {}
     for i, stage in enumerate(STAGES):
         nxt = STAGES[i + 1].capitalize() if i + 1 < len(STAGES) else None
         states[stage.capitalize()] = _task(stage, nxt, infer_timeout_s)
         states[f"Record{stage.capitalize()}Failure"] = _record(stage)
     states["RecordFailure"] = RECORD_FAILURE
-    return {
+    doc = {
         "Comment": "toy detect workflow",
         "StartAt": "Plan",
         "States": {
@@ -163,6 +163,14 @@ def asl(infer_timeout_s: int = 30) -> dict:
                           "OutputPath": "$.Payload", "End": True},
         },
     }
+    if batch_size:
+        detect = doc["States"]["DetectImages"]
+        detect["ItemBatcher"] = {"MaxItemsPerBatch": batch_size,
+                                 "BatchInput": {"batch_id.$": "$.batch_id"}}
+        detect["ItemSelector"] = {"bucket.$": "$$.Map.Item.Value.bucket",
+                                  "key.$": "$$.Map.Item.Value.key"}
+        detect["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] = "EXPRESS"
+    return doc
 
 
 COMMON = '''
@@ -178,6 +186,23 @@ TABLE = os.environ[env.TABLE]
 
 def image_id(bucket, key):
     return hashlib.sha256(f"s3://{bucket}/{key}".encode()).hexdigest()[:16]
+
+
+def unpack(event):
+    """(batch_id, items, batched): an ItemBatcher envelope, a carried batch or one image."""
+    if "Items" in event:
+        return event["BatchInput"]["batch_id"], [dict(i) for i in event["Items"]], True
+    if "items" in event:
+        return event["batch_id"], event["items"], True
+    return event["batch_id"], [event], False
+
+
+def pack(batch_id, items, batched, **extra):
+    return {"batch_id": batch_id, "items": items, **extra} if batched else items[0]
+
+
+def item_error(stage, kind, message):
+    return {"stage": stage, "type": kind, "message": message}
 '''
 
 HANDLERS = {
@@ -210,25 +235,40 @@ def handler(event, context):
 ''',
     "preprocess": '''
 def handler(event, context):
-    t = time.perf_counter()
-    try:
-        size = s3.head_object(Bucket=event["bucket"], Key=event["key"])["ContentLength"]
-    except s3.exceptions.ClientError as e:
-        raise ObjectNotFoundError(f"s3://{event['bucket']}/{event['key']}: {e}") from e
-    return {**event, "size": size,
-            "timings_ms": {"preprocess": (time.perf_counter() - t) * 1000}}
+    batch_id, items, batched = unpack(event)
+    for item in items:
+        t = time.perf_counter()
+        item["batch_id"] = batch_id
+        try:
+            size = s3.head_object(Bucket=item["bucket"], Key=item["key"])["ContentLength"]
+        except s3.exceptions.ClientError as e:
+            err = ObjectNotFoundError(f"s3://{item['bucket']}/{item['key']}: {e}")
+            if not batched:
+                raise err from e
+            item["error"] = item_error("preprocess", type(err).__name__, str(err))
+            continue
+        item.update(size=size, timings_ms={"preprocess": (time.perf_counter() - t) * 1000})
+    return pack(batch_id, items, batched)
 ''',
     "infer": '''
 def handler(event, context):
-    return {**event, "timings_ms": {**event["timings_ms"], "infer": 1.0}}
+    batch_id, items, batched = unpack(event)
+    for item in items:
+        if not item.get("error"):
+            item["timings_ms"] = {**item["timings_ms"], "infer": 1.0}
+    return pack(batch_id, items, batched)
 ''',
     "postprocess": '''
 def handler(event, context):
-    label = event["key"].rsplit(".", 1)[-1].lower()
-    det = {"label": label, "class_id": 0, "score": 0.9, "box": [0, 0, 1, 1],
-           "box_norm": [0, 0, 1, 1]}
-    return {**event, "detections": [det],
-            "timings_ms": {**event["timings_ms"], "postprocess": 1.0}}
+    batch_id, items, batched = unpack(event)
+    for item in items:
+        if item.get("error"):
+            continue
+        label = item["key"].rsplit(".", 1)[-1].lower()
+        det = {"label": label, "class_id": 0, "score": 0.9, "box": [0, 0, 1, 1],
+               "box_norm": [0, 0, 1, 1]}
+        item.update(detections=[det], timings_ms={**item["timings_ms"], "postprocess": 1.0})
+    return pack(batch_id, items, batched)
 ''',
     "store": '''
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -242,35 +282,53 @@ def to_item(record):
     return {k: TypeSerializer().serialize(v) for k, v in plain.items()}
 
 
-def handler(event, context):
-    iid = image_id(event["bucket"], event["key"])
-    uri = f"s3://{event['bucket']}/{event['key']}"
-    error = None
-    if event.get("error"):
-        cause = event["error"].get("Cause") or "{}"
-        try:
-            msg = json.loads(cause).get("errorMessage", cause)
-        except ValueError:
-            msg = cause
-        error = {"stage": event["failed_stage"], "type": event["error"].get("Error"),
-                 "message": msg}
-    dets = [] if error else event.get("detections", [])
-    timings = {**event.get("timings_ms", {}), "store": 1.0}
+def caught(event):
+    """The stage-wide error a Catch put on the event, as an item error (None: no error)."""
+    if not event.get("error"):
+        return None
+    cause = event["error"].get("Cause") or "{}"
+    try:
+        msg = json.loads(cause).get("errorMessage", cause)
+    except ValueError:
+        msg = cause
+    return item_error(event["failed_stage"], event["error"].get("Error"), msg)
+
+
+def record(batch_id, item, error):
+    iid = image_id(item["bucket"], item["key"])
+    uri = f"s3://{item['bucket']}/{item['key']}"
+    dets = [] if error else item.get("detections", [])
+    timings = {**item.get("timings_ms", {}), "store": 1.0}
     result = {"image_id": iid, "uri": uri, "status": "failed" if error else "succeeded",
               "width": 1, "height": 1, "detections": dets, "timings_ms": timings,
               "model": {"name": "toy", "precision": "none", "weights_sha256": ""},
               "error": error}
-    key = f"results/{event['batch_id']}/{iid}.json"
+    key = f"results/{batch_id}/{iid}.json"
     s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(result))
     counts = {}
     for d in dets:
         counts[d["label"]] = counts.get(d["label"], 0) + 1
-    ddb.put_item(TableName=TABLE, Item=to_item({
-        "batch_id": event["batch_id"], "image_id": iid, "uri": uri,
+    return to_item({
+        "batch_id": batch_id, "image_id": iid, "uri": uri,
         "status": result["status"], "result_uri": f"s3://{BUCKET}/{key}",
         "num_detections": len(dets), "class_counts": counts, "timings_ms": timings,
-        "error": error}))
-    return {"image_id": iid, "status": result["status"]}
+        "error": error})
+
+
+def handler(event, context):
+    batch_id, items, batched = unpack(event)
+    stage_error = caught(event)
+    rows = [record(batch_id, item, (item.get("error") if batched else None) or stage_error)
+            for item in items]
+    if not batched:
+        ddb.put_item(TableName=TABLE, Item=rows[0])
+        return {"image_id": rows[0]["image_id"]["S"], "status": rows[0]["status"]["S"]}
+    for start in range(0, len(rows), 25):
+        ddb.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": r}}
+                                                   for r in rows[start:start + 25]]})
+    failed = sum(1 for r in rows if r["status"]["S"] == "failed")
+    return {"batch_id": batch_id, "size": len(rows), "succeeded": len(rows) - failed,
+            "failed": failed}
 ''',
     "summarize": '''
 from boto3.dynamodb.types import TypeDeserializer
@@ -320,12 +378,14 @@ def handler(event, context):
 
 
 def write_toy_project(root: Path | str, *, per_function_env: bool = True,
-                      infer_timeout_s: int = 30) -> Path:
+                      infer_timeout_s: int = 30, batch_size: int | None = None) -> Path:
     """Write the toy project under ``root``; returns ``root``. ``per_function_env`` gives each
     function its own ``STAGE_NAME`` (exercises the engine's per-call environment path).
     ``infer_timeout_s`` is the Infer Task's ``TimeoutSeconds``: a short one makes an injected
     timeout fault quick to test, but it also bounds every other Infer call of the stack (a
-    loaded machine can stall a Map thread for seconds), so only the timeout test shortens it."""
+    loaded machine can stall a Map thread for seconds), so only the timeout test shortens it.
+    ``batch_size``: the Map batches images (ItemBatcher, EXPRESS children) and every stage
+    handles a batch, a per-image error travelling with its item, as the real workflow does."""
     root = Path(root)
     all_stages = ("plan", *STAGES, "summarize")
     block = FUNCTION + (FUNCTION_ENV if per_function_env else "")
@@ -336,7 +396,7 @@ def write_toy_project(root: Path | str, *, per_function_env: bool = True,
         TEMPLATE.replace("{functions}\n", functions).replace("{substitutions}\n", subs)
     )
     (root / "statemachine" / "detect.asl.json").write_text(
-        json.dumps(asl(infer_timeout_s), indent=2))
+        json.dumps(asl(infer_timeout_s, batch_size), indent=2))
     for stage in all_stages:
         folder = root / "functions" / stage
         folder.mkdir(parents=True, exist_ok=True)
