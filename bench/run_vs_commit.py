@@ -1,9 +1,10 @@
 """``yolo-sfn run`` of N images: this checkout against another source tree, side by side.
 
-    python bench/run_vs_commit.py --baseline /tmp/base [--images 200] [--repeats 3]
+    python bench/run_vs_commit.py [--baseline 8f1a569|TREE] [--images 200] [--repeats 3]
 
-``--baseline`` is a source tree of the commit to compare with (e.g. ``git archive 8f1a569 |
-tar -x -C /tmp/base``). The N images are cycled from testdata/images under distinct names.
+``--baseline`` is the commit to compare with (default 8f1a569, the last one-image-per-child
+design; checked out as a temporary ``git worktree``) or a folder holding its source tree.
+The N images are cycled from testdata/images under distinct names.
 Runs alternate (baseline, this, baseline, this...) so both see the same machine load; each is
 a fresh ``yolo-sfn run --out`` process with its tree first on ``PYTHONPATH`` and ``--project``
 pointing at it. Reported per tree: median wall seconds of the whole command, median execution
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
@@ -36,6 +39,23 @@ def make_images(folder: Path, n: int) -> None:
     for i in range(n):
         src = sources[i % len(sources)]
         shutil.copy(src, folder / f"img{i:04d}{src.suffix}")
+
+
+@contextmanager
+def baseline_tree(baseline: str, tmp: Path) -> Iterator[Path]:
+    """A folder holding the baseline's source: ``baseline`` itself, or a temporary git
+    worktree of that commit (removed afterwards)."""
+    if Path(baseline).is_dir():
+        yield Path(baseline).resolve()
+        return
+    tree = tmp / "baseline"
+    subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(tree),
+                    baseline], check=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(tree)],
+                       check=False)
 
 
 def one_run(tree: Path, images: Path, out: Path) -> dict:
@@ -58,14 +78,14 @@ def one_run(tree: Path, images: Path, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baseline", type=Path, required=True)
+    ap.add_argument("--baseline", default="8f1a569", help="commit or source tree")
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args(argv)
-    trees = {"baseline": args.baseline.resolve(), "this": HERE}
-    runs: dict[str, list[dict]] = {name: [] for name in trees}
-    with tempfile.TemporaryDirectory() as tmp:
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    with tempfile.TemporaryDirectory() as tmp, baseline_tree(args.baseline, Path(tmp)) as base:
+        trees = {"baseline": base, "this": HERE}
         images = Path(tmp) / "images"
         images.mkdir()
         make_images(images, args.images)
