@@ -7,12 +7,17 @@ File layout (little endian)::
     seen: int64 if major * 10 + minor >= 2 and major < 1000 else int32   (darknet parser.c)
     float32 ... every weighted layer in cfg order
 
-Darknet's weight order for one ``[convolutional]`` layer (the only weighted section we support),
-documented here once and used by both the reader and the writer (:func:`conv_layout`)::
+Darknet's weight order for one ``[convolutional]`` layer, documented here once and used by both
+the reader and the writer (:func:`conv_layout`)::
 
     bias (out,)                        -- BN beta when batch_normalize=1
     [gamma (out,), mean (out,), variance (out,)]   -- only when batch_normalize=1
     kernel (out, in / groups, h, w)    -- OIHW
+
+A conv with ``share_index`` reads nothing (it uses that layer's arrays). A ``[shortcut]`` with
+``weights_type`` reads ``weights ((n + 1) * k,)``: one weight per input (the previous layer
+first, then each ``from``), ``k = 1`` (per_feature) or ``C`` (per_channel, channel-major per
+input). No other section we convert has weights.
 
 Darknet's batch norm is ``(x - mean) / (sqrt(variance) + 1e-6) * gamma + beta``
 (:data:`BN_EPSILON`; note: added to the *standard deviation*).
@@ -29,7 +34,7 @@ from yolo_sfn.darknet.cfg import ConvParams, Layer, Network
 from yolo_sfn.errors import InputFileError, WeightsError
 
 BN_EPSILON = 1e-6
-WEIGHTED_KINDS = ("convolutional",)
+WEIGHTED_KINDS = ("convolutional", "shortcut")
 
 
 @dataclass(frozen=True)
@@ -65,9 +70,27 @@ def conv_layout(layer: Layer) -> list[tuple[str, tuple[int, ...]]]:
     return parts
 
 
+def shortcut_layout(layer: Layer) -> list[tuple[str, tuple[int, ...]]]:
+    """``[("weights", (n_inputs * k,))]`` for a weighted shortcut, else ``[]``."""
+    p = layer.params
+    if p.weights_type == "none":
+        return []
+    k = layer.out_shape[2] if p.weights_type == "per_channel" else 1
+    return [("weights", (len(layer.inputs) * k,))]
+
+
+def layer_layout(layer: Layer) -> list[tuple[str, tuple[int, ...]]]:
+    """``[(name, shape), ...]`` this layer reads from the weights file, in file order."""
+    if layer.kind == "convolutional":
+        return [] if layer.params.share_index is not None else conv_layout(layer)
+    if layer.kind == "shortcut":
+        return shortcut_layout(layer)
+    return []
+
+
 def layout(network: Network) -> list[tuple[Layer, list[tuple[str, tuple[int, ...]]]]]:
-    """Every weighted layer with its :func:`conv_layout`, in file order."""
-    return [(layer, conv_layout(layer)) for layer in network.layers if layer.kind in WEIGHTED_KINDS]
+    """Every layer that reads weights, with its :func:`layer_layout`, in file order."""
+    return [(la, parts) for la in network.layers if (parts := layer_layout(la))]
 
 
 def expected_floats(network: Network) -> int:
@@ -148,6 +171,11 @@ def read_conv_weights(reader: WeightsReader, layer: Layer) -> dict[str, np.ndarr
     return {name: reader.take(shape) for name, shape in conv_layout(layer)}
 
 
+def read_layer_weights(reader: WeightsReader, layer: Layer) -> dict[str, np.ndarray]:
+    """Next arrays of any layer by name (:func:`layer_layout`); ``{}`` when it reads none."""
+    return {name: reader.take(shape) for name, shape in layer_layout(layer)}
+
+
 def write_weights_file(
     path: str | Path,
     arrays: list[np.ndarray],
@@ -181,6 +209,10 @@ def random_weights(network: Network, seed: int = 0) -> list[np.ndarray]:
     branch_ends = {layer.index - 1 for layer in network.layers if layer.kind == "shortcut"}
     out: list[np.ndarray] = []
     for layer, parts in layout(network):
+        if layer.kind == "shortcut":  # around 1 / n_inputs, so the sum stays O(1)
+            n = int(parts[0][1][0])
+            out.append(rng.uniform(0.5, 1.5, n) / len(layer.inputs))
+            continue
         p: ConvParams = layer.params
         shapes = dict(parts)
         o, i, kh, kw = shapes["kernel_oihw"]
