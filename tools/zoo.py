@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                     "160/192/256 the cfg parses at)")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--winograd", action="store_true",
+                    help="fp32: emit Winograd convs as `model convert` does (slower to convert)")
     ap.add_argument("-k", dest="match", default="", help="only cfgs whose name contains this")
     args = ap.parse_args(argv)
 
@@ -55,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in cfgs:
         with tempfile.TemporaryDirectory() as tmp:
             r = zoo_check.check(cfg, Path(tmp), size=args.size, seed=args.seed,
-                                precision=args.precision)
+                                precision=args.precision, winograd=args.winograd)
         results.append(r)
-        size = f"{r.size[0]}x{r.size[1]}" if r.size else "-"
+        size = f"{r.size[1]}x{r.size[0]}" if r.size else "-"  # darknet order: W x H
         print(f"| {r.cfg} | {size} | {'yes' if r.converts else 'no'} | {r.oracle or '-'} "
               f"| {'PASS' if r.passed else 'fail'} | {r.max_box:.1e} | {r.max_score:.1e} "
               f"| {r.gflop:.2f} | {r.seconds:.1f} | {r.error} |", flush=True)

@@ -9,6 +9,7 @@ float64, and decodes heads with darknet's formulas into OpenCV-style rows
 concatenated), so its output compares 1:1 with both OpenCV and ``yolo_sfn.core.decode``.
 
 Semantics, layer by layer (darknet function in brackets):
+  crnn           [forward_crnn_layer] one step from the zero state (calloc'd l.state)
   convolutional  [forward_convolutional_layer] pad = (size // 2 if pad else padding) * dilation,
                  groups split channels in blocks; xnor: input -> x > 0 ? 1 : -1 and weights
                  -> sign(w) * mean|w| per filter; binary: weights only
@@ -168,8 +169,45 @@ def _upsample(layer: Layer, x: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(x, s, axis=1), s, axis=2) * layer.params.scale
 
 
+def _read_conv(reader: _Floats, c: int, n: int, size: int, groups: int, bn: bool) -> dict:
+    w = {"bias": reader.take(n)}
+    if bn:
+        w.update(gamma=reader.take(n), mean=reader.take(n), variance=reader.take(n))
+    w["kernel"] = reader.take(n * (c // groups) * size * size).reshape(n, c // groups, size, size)
+    return w
+
+
+def _conv_chw(x, w, size, stride, pad, groups, bn, act, oh, ow) -> np.ndarray:
+    n, c = w["kernel"].shape[0], x.shape[0]
+    out = np.empty((n, oh * ow))
+    for j in range(groups):
+        cols = _im2col(x[j * c // groups : (j + 1) * c // groups], size, stride, stride, pad, 1,
+                       oh, ow)
+        out[j * n // groups : (j + 1) * n // groups] = w["kernel"][
+            j * n // groups : (j + 1) * n // groups].reshape(n // groups, -1) @ cols
+    if bn:
+        out = (out - w["mean"][:, None]) / (np.sqrt(w["variance"][:, None]) + 1e-6)
+        out = out * w["gamma"][:, None]
+    return _act((out + w["bias"][:, None]).reshape(n, oh, ow), act)
+
+
+def _crnn(layer: Layer, x: np.ndarray, w: dict) -> np.ndarray:
+    """forward_crnn_layer, one step, state starting at zero (calloc): state = 0 + input(x) +
+    self(state); out = output(state)."""
+    p = layer.params
+    oh, ow, _ = layer.out_shape
+    pad = p.size // 2 if p.pad else p.padding
+    args = (p.size, p.stride, pad, p.groups, p.batch_normalize, p.activation, oh, ow)
+    state0 = np.zeros((p.hidden, oh, ow))
+    state = _conv_chw(x, w["input"], *args) + _conv_chw(state0, w["self"], *args)
+    return _conv_chw(state, w["output"], *args)
+
+
 def _load(reader: _Floats, layer: Layer) -> dict | None:
     p = layer.params
+    if layer.kind == "crnn":
+        return {name: _read_conv(reader, ci, f, p.size, p.groups, p.batch_normalize)
+                for name, ci, f in p.convs(layer.in_shapes[0][2])}
     if layer.kind == "convolutional" and p.share_index is None:
         n, c = p.filters, layer.in_shapes[0][2]
         w = {"bias": reader.take(n)}
@@ -203,10 +241,12 @@ def forward(network: Network, weights_path, image_chw: np.ndarray) -> list[np.nd
     return [outs[i] for i in network.yolo_indices]
 
 
-def _run(layer: Layer, ins: list[np.ndarray], w: dict | None) -> np.ndarray:  # noqa: C901
+def _run(layer: Layer, ins: list[np.ndarray], w: dict | None) -> np.ndarray:
     kind, p, x = layer.kind, layer.params, ins[0]
     if kind == "convolutional":
         return _conv(layer, x, w)
+    if kind == "crnn":
+        return _crnn(layer, x, w)
     if kind == "maxpool":
         return _pool(layer, x, avg=False)
     if kind == "local_avgpool":

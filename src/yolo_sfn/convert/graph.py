@@ -129,6 +129,16 @@ def binarize_kernel(kernel_oihw: np.ndarray) -> np.ndarray:
     return np.where(kernel_oihw > 0, 1.0, -1.0) * mean[:, None, None, None]
 
 
+def problems(network: Network) -> list[str]:
+    """One line per layer the converter refuses although the cfg parses ([] = converts)."""
+    out = []
+    for layer in network.layers:
+        p = layer.params
+        if layer.kind == "convolutional" and p.dilation > 1 and max(p.stride_x, p.stride_y) > 1:
+            out.append(f"{_where(layer)}: dilation with stride > 1 is not supported")
+    return out
+
+
 def _load_conv(reader: WeightsReader, layer: Layer) -> Weights | None:
     """Darknet arrays -> ``{"kernel": HWIO (HWC1 depthwise; grouped: HW(I/g)O), "bias": (out,)}``
     with BN folded; ``None`` for a conv that shares another layer's weights."""
@@ -141,21 +151,28 @@ def _load_conv(reader: WeightsReader, layer: Layer) -> Weights | None:
     kernel = w["kernel_oihw"].astype(np.float32)
     if p.xnor or p.binary:
         kernel = binarize_kernel(kernel).astype(np.float32)
-    bias = w["bias"].astype(np.float32)
-    if p.batch_normalize:
-        if not (w["variance"] >= 0).all():  # also catches NaN
-            raise WeightsError(
-                f"{reader.path}: {_where(layer)}: negative or NaN "
-                "batch-norm variance (corrupt weights, or weights for another cfg?)"
-            )
-        scale = w["gamma"] / (np.sqrt(w["variance"]) + BN_EPSILON)  # (out,)
-        kernel = kernel * scale[:, None, None, None]
-        bias = bias - w["mean"] * scale
+    kernel, bias = fold_batch_norm(w, kernel, p.batch_normalize, f"{reader.path}: {_where(layer)}")
     perm = OIHW_TO_HWOI if _is_depthwise(layer) else OIHW_TO_HWIO
     return {
         "kernel": np.ascontiguousarray(kernel.transpose(perm), dtype=np.float32),
-        "bias": bias.astype(np.float32),
+        "bias": bias,
     }
+
+
+def fold_batch_norm(w: dict, kernel_oihw: np.ndarray, bn: bool, where: str):
+    """(kernel OIHW, bias) with darknet's batch norm folded in (module docstring of
+    :mod:`yolo_sfn.darknet.weights`); ``w``: the layer's arrays by name."""
+    bias = w["bias"].astype(np.float32)
+    if bn:
+        if not (w["variance"] >= 0).all():  # also catches NaN
+            raise WeightsError(
+                f"{where}: negative or NaN batch-norm variance "
+                "(corrupt weights, or weights for another cfg?)"
+            )
+        scale = w["gamma"] / (np.sqrt(w["variance"]) + BN_EPSILON)  # (out,)
+        kernel_oihw = kernel_oihw * scale[:, None, None, None]
+        bias = bias - w["mean"] * scale
+    return kernel_oihw.astype(np.float32), bias.astype(np.float32)
 
 
 def uses_winograd(layer: Layer, w: Weights | None, opts: BuildOptions) -> bool:
@@ -208,6 +225,41 @@ def _build_conv(tf, layer: Layer, inputs: list, w: Weights | None, opts: BuildOp
     else:
         x = tf.nn.conv2d(x, w["kernel"], tf_strides, mode, dilations=p.dilation)
     return ACTIVATIONS[p.activation](tf, tf.nn.bias_add(x, w["bias"]))
+
+
+# --- crnn ---------------------------------------------------------------------------------
+def _load_crnn(reader: WeightsReader, layer: Layer) -> Weights:
+    """The three convolutions folded: ``{"input.kernel", "input.bias", "self.bias",
+    "output.kernel", "output.bias"}`` (the self conv only ever sees the zero state, so only
+    its bias survives)."""
+    p = layer.params
+    arrays = read_layer_weights(reader, layer)
+    out: Weights = {}
+    for name, _, _ in p.convs(layer.in_shapes[0][2]):
+        part = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(name + ".")}
+        kernel, bias = fold_batch_norm(part, part["kernel_oihw"].astype(np.float32),
+                                       p.batch_normalize, f"{reader.path}: {_where(layer)}")
+        out[name + ".kernel"] = np.ascontiguousarray(kernel.transpose(OIHW_TO_HWIO))
+        out[name + ".bias"] = bias
+    return out
+
+
+def _build_crnn(tf, layer: Layer, inputs: list, w: Weights, opts: BuildOptions = PLAIN):
+    """One time step from the zero state (see ``CrnnParams``)."""
+    p = layer.params
+    act = ACTIVATIONS[p.activation]
+    pad = [[0, 0], [p.pad_px, p.pad_px], [p.pad_px, p.pad_px], [0, 0]]
+
+    def conv(x, name):
+        x = tf.pad(x, pad) if p.pad_px else x
+        if p.groups > 1:
+            y = _grouped_conv(tf, x, w[name + ".kernel"], p.groups, p.stride, 1, "VALID")
+        else:
+            y = tf.nn.conv2d(x, w[name + ".kernel"], p.stride, "VALID")
+        return act(tf, tf.nn.bias_add(y, w[name + ".bias"]))
+
+    state = conv(inputs[0], "input") + act(tf, tf.constant(w["self.bias"]))
+    return conv(state, "output")
 
 
 # --- shortcut -----------------------------------------------------------------------------
@@ -354,6 +406,7 @@ def _build_reorg_old(tf, layer: Layer, inputs: list, w: None, opts: BuildOptions
 
 REGISTRY: dict[str, Handler] = {
     "convolutional": Handler(_load_conv, _build_conv),
+    "crnn": Handler(_load_crnn, _build_crnn),
     "route": Handler(_no_weights, _build_route),
     "shortcut": Handler(_load_shortcut, _build_shortcut),
     "maxpool": Handler(_no_weights, _build_maxpool),

@@ -126,6 +126,35 @@ class ConvParams:
 
 
 @dataclass(frozen=True)
+class CrnnParams:
+    """``[crnn]``: a convolutional RNN cell of three convolutions (input: C -> hidden,
+    self: hidden -> hidden, output: hidden -> output; each with the same size, pad, batch
+    norm and activation). One image is one time step from darknet's zero initial state
+    (a freshly loaded network's first frame): ``state = input(x) + self(0)``,
+    ``out = output(state)``."""
+
+    size: int
+    stride: int
+    pad: bool
+    padding: int
+    output: int
+    hidden: int
+    groups: int
+    activation: str
+    batch_normalize: bool
+    shortcut: bool = False
+
+    @property
+    def pad_px(self) -> int:
+        return self.size // 2 if self.pad else self.padding
+
+    def convs(self, c_in: int) -> tuple[tuple[str, int, int], ...]:
+        """``((name, in channels, filters), ...)`` of the three convolutions, file order."""
+        return (("input", c_in, self.hidden), ("self", self.hidden, self.hidden),
+                ("output", self.hidden, self.output))
+
+
+@dataclass(frozen=True)
 class RouteParams:
     layers: tuple[int, ...]  # absolute after parsing
     groups: int
@@ -402,6 +431,23 @@ SCHEMAS: dict[str, SectionSchema] = {
     "reorg3d": SectionSchema(ReorgParams, {"stride": (_int, 1), "reverse": (_bool, False)}),
     "reorg": SectionSchema(ReorgParams, {"stride": (_int, 1), "reverse": (_bool, False)}),
     "activation": SectionSchema(ActivationParams, {"activation": (_activation, "linear")}),
+    "crnn": SectionSchema(
+        CrnnParams,
+        {
+            "size": (_int, 3),
+            "stride": (_int, 1),
+            "pad": (_bool, False),
+            "padding": (_int, 0),
+            "output": (_int, 1),
+            "hidden": (_int, 1),
+            "groups": (_int, 1),
+            "activation": (_activation, "logistic"),
+            "batch_normalize": (_bool, False),
+            "shortcut": (_bool, False),
+            "dilation": (_int, 1),
+            "xnor": (_int, 0),
+        },
+    ),
     "yolo": SectionSchema(YoloParams, dict(_YOLO_OPTIONS)),
     "Gaussian_yolo": SectionSchema(
         YoloParams, {**_YOLO_OPTIONS, "yolo_point": (_text, "center")}
@@ -443,6 +489,8 @@ ONLY_DEFAULT: dict[tuple[str, str], str] = {
     ("maxpool", "out_channels"): "max-pooling across channels",
     ("maxpool", "antialiasing"): "anti-aliased max-pooling",
     ("region", "tree"): "hierarchical softmax (YOLO9000 word trees)",
+    ("crnn", "dilation"): "dilated recurrent convolutions",
+    ("crnn", "xnor"): "XNOR recurrent convolutions",
     ("region", "background"): "background class",
     ("region", "coords"): "more than 4 box coordinates",
     ("Gaussian_yolo", "yolo_point"): "box points other than the centre",
@@ -452,7 +500,6 @@ UNSUPPORTED_SECTIONS = {
     "detection": "YOLOv1 [detection] heads are not supported (use YOLOv2 or later)",
     "local": "YOLOv1 [local] (locally connected) layers are not supported",
     "connected": "[connected] (fully connected) layers are not supported",
-    "crnn": "recurrent [crnn] layers are not supported",
     "rnn": "recurrent layers are not supported",
     "gru": "recurrent layers are not supported",
     "lstm": "recurrent layers are not supported",
@@ -524,7 +571,11 @@ class Network:
 
 
 def layer_bflops(layer: Layer) -> float:
-    """Darknet's BFLOPs of one layer (convolutions only; 0 for the others)."""
+    """Darknet's BFLOPs of one layer (convolutions, and a [crnn]'s three; 0 for the others)."""
+    if layer.kind == "crnn":
+        p, (h, w, _) = layer.params, layer.out_shape
+        return sum(2 * p.size * p.size * (ci // p.groups) * f * h * w
+                   for _, ci, f in p.convs(layer.in_shapes[0][2])) / 1e9
     if layer.kind != "convolutional":
         return 0.0
     p = layer.params
@@ -648,6 +699,17 @@ def _conv_shape(p: ConvParams, ins: tuple[Shape, ...]) -> Shape:
     return (out_h, out_w, p.filters)
 
 
+def _crnn_shape(p: CrnnParams, ins: tuple[Shape, ...]) -> Shape:
+    h, w, c = ins[0]
+    if c % p.groups or p.hidden % p.groups or p.output % p.groups:
+        raise ValueError("channels, hidden and output must divide by groups")
+    k, pad = p.size, p.pad_px
+    out = ((h + 2 * pad - k) // p.stride + 1, (w + 2 * pad - k) // p.stride + 1)
+    if out != (h, w):  # darknet asserts input.outputs == self.outputs
+        raise ValueError(f"the state must keep the input size {h}x{w} (got {out})")
+    return (h, w, p.output)
+
+
 def _route_shape(p: RouteParams, ins: tuple[Shape, ...]) -> Shape:
     h, w, _ = ins[0]
     if any(s[:2] != (h, w) for s in ins):
@@ -731,6 +793,7 @@ def _head_shape(kind: str) -> Callable[[Any, tuple[Shape, ...]], Shape]:
 
 SHAPES: dict[str, Callable[[Any, tuple[Shape, ...]], Shape]] = {
     "convolutional": _conv_shape,
+    "crnn": _crnn_shape,
     "route": _route_shape,
     "shortcut": _shortcut_shape,
     "maxpool": _pool_shape,
@@ -814,6 +877,8 @@ def _finish_params(
 
 def _check_params(kind: str, p: Any) -> None:
     """Value checks darknet would hit at run time; raise ValueError."""
+    if kind == "crnn" and min(p.size, p.stride, p.output, p.hidden, p.groups) < 1:
+        raise ValueError("size, stride, output, hidden and groups must be >= 1")
     if kind == "convolutional" and min(p.size, p.stride_x, p.stride_y, p.filters, p.groups,
                                        p.dilation) < 1:
         raise ValueError("size, stride, filters, groups and dilation must be >= 1")
