@@ -39,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = msub.add_parser(
         "convert",
         help="darknet cfg + weights -> .tflite + .tflite.json",
-        description="Convert a darknet YOLO (v3/v4, tiny or full) to TFLite and write the "
-        "metadata sidecar next to it. Needs TensorFlow: pip install 'yolo-sfn[convert]'.",
+        description="Convert a darknet detector (YOLOv2 region, YOLOv3/v4/v7 yolo or Gaussian "
+        "YOLOv3 heads; tiny, csp, p5/p6, custom class counts and anchors) to TFLite and write "
+        "the metadata sidecar next to it. Needs TensorFlow: pip install 'yolo-sfn[convert]'.",
     )
     c.add_argument("--cfg", type=path_arg, required=True, help="darknet .cfg")
     c.add_argument("--weights", type=path_arg, required=True, help="darknet .weights")

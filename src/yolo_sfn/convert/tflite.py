@@ -178,13 +178,14 @@ def convert(
     out: str | Path,
     *,
     names: str | Path | None = None,
-    size: int | None = None,
+    size: int | tuple[int, int] | None = None,
     precision: str = "fp32",
     calibration: str | Path | None = None,
     name: str | None = None,
     winograd: bool | None = None,
 ) -> ConversionResult:
-    """Convert; write ``out`` and its ``out.json`` sidecar. ``size`` overrides [net] width/height.
+    """Convert; write ``out`` and its ``out.json`` sidecar. ``size`` overrides [net] width/height
+    (an int, or (height, width) for a non-square input).
     ``winograd``: None = on for fp32 (module docstring), True (fp32 only) / False force it.
 
     Raises InputFileError, CfgError, WeightsError, ConversionError (one line, naming the file).

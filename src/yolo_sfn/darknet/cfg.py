@@ -901,7 +901,8 @@ def _check_params(kind: str, p: Any) -> None:
     if kind in ("yolo", "Gaussian_yolo") and (
         not p.mask or any(not 0 <= m < p.num for m in p.mask)
     ):
-        raise ValueError(f"mask {list(p.mask)} must be non-empty indices < num={p.num}")
+        raise ValueError(f"mask {list(p.mask)} must be non-empty indices < num={p.num} "
+                         "(darknet would read past its anchor list)")
 
 
 def _section_kind(block: _Block, path: str) -> str:
