@@ -42,7 +42,6 @@ CASES = [
     pytest.param("yolov4-csp-s-mish", 128, "opencv", id="yolov4-csp-s-mish-128"),
     pytest.param("yolov4-tiny-3l-custom", None, "opencv", id="yolov4-tiny-3l-custom-160x96"),
     pytest.param("yolov7-tiny", 128, "opencv", id="yolov7-tiny-128"),
-    pytest.param("yolo-voc.2.0", 128, "opencv", id="yolo-voc.2.0-reorg-region-128"),
     pytest.param("yolov4-tiny_contrastive", 128, "numpy", id="yolov4-tiny_contrastive-128"),
     pytest.param("yolov3-tiny_occlusion_track", 128, "numpy", id="occlusion_track-crnn-128"),
     pytest.param("yolov3-tiny_xnor", 128, "numpy", id="yolov3-tiny_xnor-128"),
