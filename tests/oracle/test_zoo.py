@@ -76,3 +76,52 @@ def test_zoo_reduced_precision_matches_the_oracle(precision, oracle, atol, tmp_p
     print(f"mini-v2-reorg {precision}: max box {r.max_box:.1e} score {r.max_score:.1e}")
     assert r.converts, r.error
     assert r.passed, r.error
+
+
+@pytest.mark.zoo
+def test_custom_cfg_through_the_cli_pairs_with_opencv_detections(tmp_path, capsys):
+    """The way users meet it: ``yolo-sfn model convert`` + ``yolo-sfn detect --nms greedy
+    --json`` on a custom cfg (5 classes, other anchors, non-square 160x96), against OpenCV's
+    importer + cv2.dnn.NMSBoxesBatched on the same random weights: every detection pairs
+    (same class, IoU >= 0.95, score within 0.01)."""
+    import json
+
+    import numpy as np
+    from test_opencv_oracle import opencv_detections, pair_up
+
+    from yolo_sfn.cli import main
+    from yolo_sfn.core.image import load_image_file
+    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.darknet.cfg import parse_cfg
+    from yolo_sfn.darknet.weights import write_random_weights
+
+    cfg = ZOO / "yolov4-tiny-3l-custom.cfg"
+    network = parse_cfg(cfg)
+    weights = write_random_weights(network, tmp_path / "w.weights", seed=3)
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"k{i}\n" for i in range(5)))
+    model = tmp_path / "m.tflite"
+    assert main(["model", "convert", "--cfg", str(cfg), "--weights", str(weights), "--names",
+                 str(names), "-o", str(model)]) == 0
+    capsys.readouterr()
+    image = zoo_check.IMAGE
+    score = 0.5
+    assert main(["detect", "--model", str(model), "--nms", "greedy", "--score", str(score),
+                 "--json", str(image)]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    dets = result["detections"]
+    ours = (np.array([d["box"] for d in dets]).reshape(-1, 4),
+            np.array([d["score"] for d in dets]), np.array([d["class_id"] for d in dets]))
+    net = cv2.dnn.readNetFromDarknet(
+        str(_write(tmp_path / "cv.cfg", zoo_check.opencv_cfg_text(cfg.read_text(), (96, 160),
+                                                                    network))), str(weights))
+    batch, transform = preprocess(load_image_file(image), (96, 160), "stretch")
+    ref = opencv_detections(net, batch, transform.src_hw, score, 0.45)
+    pairs, lost, extra = pair_up(*ours, *ref)
+    print(f"custom tiny-3l: ours {len(dets)}, opencv {len(ref[0])}, paired {len(pairs)}")
+    assert len(dets) > 0 and not lost and not extra
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
