@@ -311,7 +311,7 @@ def test_only_default_values_are_refused_with_the_reason():
 @pytest.mark.parametrize(
     ("section", "needle"),
     [("[detection]\nclasses=20\n", "YOLOv1"), ("[local]\nfilters=4\n", "YOLOv1"),
-     ("[connected]\noutput=4\n", "[connected]")],
+     ("[connected]\noutput=4\n", "[connected] (fully connected")],
 )
 def test_unsupported_darknet_sections_say_so(section, needle):
     msg = _err(net_text("[convolutional]\nfilters=6\n" + section))

@@ -497,24 +497,24 @@ ONLY_DEFAULT: dict[tuple[str, str], str] = {
 }
 # sections darknet knows that we do not convert, with what to say
 UNSUPPORTED_SECTIONS = {
-    "detection": "YOLOv1 [detection] heads are not supported (use YOLOv2 or later)",
-    "local": "YOLOv1 [local] (locally connected) layers are not supported",
-    "connected": "[connected] (fully connected) layers are not supported",
-    "rnn": "recurrent layers are not supported",
-    "gru": "recurrent layers are not supported",
-    "lstm": "recurrent layers are not supported",
-    "conv_lstm": "recurrent layers are not supported",
-    "history": "[history] layers are not supported",
-    "crop": "[crop] layers are not supported",
-    "cost": "[cost] layers are not supported",
-    "softmax": "[softmax] (classifier) layers are not supported",
-    "soft": "[softmax] (classifier) layers are not supported",
-    "normalization": "[normalization] (LRN) layers are not supported",
-    "lrn": "[normalization] (LRN) layers are not supported",
-    "batchnorm": "stand-alone [batchnorm] layers are not supported",
-    "implicit": "[implicit] layers are not supported",
-    "empty": "[empty] layers are not supported",
-    "silence": "[empty] layers are not supported",
+    "detection": "is a YOLOv1 head: not supported (YOLOv2 [region] and later are)",
+    "local": "(locally connected, YOLOv1) is not supported",
+    "connected": "(fully connected, YOLOv1 and classifiers) is not supported",
+    "rnn": "(recurrent) is not supported",
+    "gru": "(recurrent) is not supported",
+    "lstm": "(recurrent) is not supported",
+    "conv_lstm": "(recurrent) is not supported",
+    "history": "is not supported",
+    "crop": "(training-time crop of YOLOv1 cfgs) is not supported",
+    "cost": "(classifier loss) is not supported",
+    "softmax": "(classifier) is not supported",
+    "soft": "(classifier) is not supported",
+    "normalization": "(LRN) is not supported",
+    "lrn": "(LRN) is not supported",
+    "batchnorm": "(stand-alone batch norm) is not supported",
+    "implicit": "(YOLOR implicit knowledge) is not supported",
+    "empty": "is not supported",
+    "silence": "is not supported",
 }
 
 
@@ -664,7 +664,7 @@ def _apply_schema(block: _Block, kind: str, path: str) -> dict[str, Any]:
         what = ONLY_DEFAULT.get((kind, key))
         if what is not None and values[key] != default:
             raise CfgError(
-                f"{path}:{lineno}: [{block.name}] {key}={raw} is not supported ({what})"
+                f"{path}:{lineno}: [{block.name}] {key}={raw} is not supported: {what}"
             )
     return values
 
