@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo_sfn.darknet.cfg import HEAD_SECTIONS
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = sorted((ROOT / "testdata" / "images").iterdir())[0]
 ATOL = 1e-3
-HEAD_SECTIONS = ("yolo", "region", "Gaussian_yolo")
 
 
 @dataclass

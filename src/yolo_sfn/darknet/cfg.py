@@ -32,7 +32,7 @@ from yolo_sfn.errors import CfgError, InputFileError
 NETWORK_INPUT = -1
 ACTIVATIONS = ("leaky", "mish", "linear", "logistic", "relu", "swish")
 NMS_KINDS = {"default": "greedy", "greedynms": "greedy", "diounms": "diou"}
-HEAD_KINDS = ("yolo", "Gaussian_yolo", "region")
+HEAD_SECTIONS = ("yolo", "Gaussian_yolo", "region")  # detection heads (cfg section names)
 
 
 # --- value parsers (raise ValueError with a short reason) ------------------------------------
@@ -960,7 +960,7 @@ def parse_cfg_text(
             raise CfgError(f"{where}: output shape {out} is empty (input too small?)")
         shapes[index] = out
         layers.append(Layer(index, kind, block.line, params, inputs, in_shapes, out))
-    heads = tuple(layer.index for layer in layers if layer.kind in HEAD_KINDS)
+    heads = tuple(layer.index for layer in layers if layer.kind in HEAD_SECTIONS)
     if not heads:
         raise CfgError(f"{path}: no detection head ([yolo], [Gaussian_yolo] or [region])")
     sha = hashlib.sha256(text.encode()).hexdigest()
