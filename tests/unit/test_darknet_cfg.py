@@ -351,3 +351,23 @@ def test_region_gaussian_and_new_layer_shapes():
     assert shapes[5] == (16, 16, 32) and shapes[7] == (16, 16, 16) and shapes[8] == (16, 16, 16)
     assert [la.kind for la in net.yolo_layers] == ["region", "Gaussian_yolo"]
     assert net.layers[8].inputs == (7, 5) and net.layers[2].inputs == (1, 0)
+
+
+def test_sidecar_heads_and_nms_as_darknet_detects():
+    """Region anchors become pixels; nms_kind/beta_nms come from the LAST head (darknet's
+    test_detector uses its last detection layer); letter_box from [net]."""
+    from yolo_sfn.convert.tflite import build_meta
+
+    zoo = CFG_DIR / "zoo"
+    net = parse_cfg(zoo / "mini-features.cfg")
+    meta = build_meta(net, name="m", names=["a", "b", "c"], precision="fp32",
+                      weights_sha256="", source={})
+    assert [h.kind for h in meta.heads] == ["gaussian_yolo", "yolo"]
+    assert (meta.nms_kind, meta.beta_nms, meta.letter_box) == ("diou", 0.6, True)
+    assert meta.input_size == (64, 96) and meta.head_shape(0) == (1, 8, 12, 2 * 12)
+    v2 = parse_cfg(zoo / "mini-v2-reorg.cfg")
+    meta = build_meta(v2, name="v2", names=["a", "b"], precision="fp32", weights_sha256="",
+                      source={})
+    (head,) = meta.heads
+    assert head.kind == "region" and head.softmax and meta.nms_kind == "greedy"
+    assert head.anchors[0] == [1.08 * 64 / 16, 1.19 * 64 / 16]

@@ -92,8 +92,9 @@ def build_meta(
             f"for {num_classes} classes in {network.path}"
         )
     heads = [head_meta(network, y) for y in yolos]
-    nms = [y.params for y in yolos if y.kind != "region"]
-    first = nms[0] if nms else None
+    # darknet's detector takes nms_kind / beta_nms from its LAST detection layer (detector.c
+    # test_detector); a [region] head has none (greedy)
+    last = yolos[-1].params if yolos[-1].kind != "region" else None
     return ModelMeta(
         name=name,
         input_size=(network.net.height, network.net.width),
@@ -103,8 +104,8 @@ def build_meta(
         precision=precision,
         weights_sha256=weights_sha256,
         cfg_sha256=network.sha256,
-        nms_kind=first.nms_kind if first else "greedy",
-        beta_nms=first.beta_nms if first else 0.6,
+        nms_kind=last.nms_kind if last else "greedy",
+        beta_nms=last.beta_nms if last else 0.6,
         letter_box=network.net.letter_box,
         source=source,
     )
