@@ -12,7 +12,8 @@ rows (``cx, cy, w, h, obj, obj * class prob``) from the cfg and the weights file
 * ``numpy``: :mod:`darknet_ref`, an independent numpy forward pass written from darknet's layer
   definitions, where OpenCV cannot load the cfg or ignores an option darknet honours (xnor /
   binary, dilation, share_index, stride_x != stride_y, shortcut weights, Gaussian_yolo heads,
-  sam, reorg3d, local_avgpool).
+  sam, reorg3d, local_avgpool), and for [region] cfgs at fp16/int8 (OpenCV's region layer
+  ends in an NMS that turns small quantization differences into zeroed scores).
 
 Pass: every row matches within ``ATOL`` (boxes in normalized coordinates, scores), and the
 scores are not degenerate (random weights must give spread-out objectness).
@@ -219,6 +220,10 @@ def check(
         batch = image_batch(res.size)
         ours = our_rows(out, batch)
         why = needs_numpy_oracle(network)
+        if precision != "fp32" and oracle == "auto" and all(
+            la.kind == "region" for la in network.yolo_layers
+        ):  # OpenCV's region NMS turns small quantization differences into zeroed scores
+            why = "region head at reduced precision"
         ref = None
         if oracle in ("auto", "opencv") and not why:
             try:
