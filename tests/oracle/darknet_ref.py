@@ -33,21 +33,33 @@ import numpy as np
 
 from yolo_sfn.darknet.cfg import NETWORK_INPUT, Layer, Network
 
+_ACT = {  # darknet activations.h / activations.c, one by one
+    "linear": lambda x: x,
+    "leaky": lambda x: np.where(x > 0, x, 0.1 * x),
+    "revleaky": lambda x: np.where(x > 0, x, 0.1 * x),
+    "relu": lambda x: x * (x > 0),
+    "logistic": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "swish": lambda x: x / (1.0 + np.exp(-x)),
+    "mish": lambda x: x * np.tanh(np.logaddexp(0.0, x)),
+    "hard_mish": lambda x: np.where(x > 0, x, np.where(x > -2, x * x / 2 + x, 0.0)),
+    "loggy": lambda x: 2.0 / (1.0 + np.exp(-x)) - 1,
+    "relu6": lambda x: np.minimum(np.maximum(x, 0), 6),
+    "elu": lambda x: (x >= 0) * x + (x < 0) * (np.exp(np.minimum(x, 0)) - 1),
+    "selu": lambda x: (x >= 0) * 1.0507 * x
+    + (x < 0) * 1.0507 * 1.6732 * (np.exp(np.minimum(x, 0)) - 1),
+    "gelu": lambda x: 0.5 * x * (1 + np.tanh(0.797885 * x + 0.035677 * x**3)),
+    "relie": lambda x: np.where(x > 0, x, 0.01 * x),
+    "ramp": lambda x: x * (x > 0) + 0.1 * x,
+    "tanh": lambda x: 2 / (1 + np.exp(-2 * x)) - 1,
+    "hardtan": lambda x: np.clip(x, -1, 1),
+    "lhtan": lambda x: np.where(x < 0, 0.001 * x, np.where(x > 1, 0.001 * (x - 1) + 1, x)),
+    "plse": lambda x: np.where(x < -4, 0.01 * (x + 4),
+                               np.where(x > 4, 0.01 * (x - 4) + 1, 0.125 * x + 0.5)),
+}
+
 
 def _act(x: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "linear":
-        return x
-    if kind == "leaky":
-        return np.where(x > 0, x, 0.1 * x)
-    if kind == "relu":
-        return np.maximum(x, 0)
-    if kind == "logistic":
-        return 1.0 / (1.0 + np.exp(-x))
-    if kind == "swish":
-        return x / (1.0 + np.exp(-x))
-    if kind == "mish":
-        return x * np.tanh(np.logaddexp(0.0, x))
-    raise ValueError(kind)
+    return _ACT[kind](x)
 
 
 class _Floats:

@@ -37,6 +37,7 @@ ZOO = Path(__file__).resolve().parents[2] / "testdata" / "cfg" / "zoo"
 CASES = [
     pytest.param("mini-features", None, "numpy", id="mini-features-96x64-numpy"),
     pytest.param("mini-v2-reorg", None, "opencv", id="mini-v2-reorg-region-opencv"),
+    pytest.param("mini-activations", None, "numpy", id="mini-activations-numpy"),
     pytest.param("yolov3-tiny-prn", 128, "opencv", id="yolov3-tiny-prn-128"),
     pytest.param("enet-coco", 128, "opencv", id="enet-coco-128"),
     pytest.param("yolov4-csp-s-mish", 128, "opencv", id="yolov4-csp-s-mish-128"),

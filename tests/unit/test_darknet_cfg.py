@@ -371,3 +371,11 @@ def test_sidecar_heads_and_nms_as_darknet_detects():
     (head,) = meta.heads
     assert head.kind == "region" and head.softmax and meta.nms_kind == "greedy"
     assert head.anchors[0] == [1.08 * 64 / 16, 1.19 * 64 / 16]
+
+
+def test_every_activation_the_parser_accepts_has_a_converter():
+    from yolo_sfn.convert.graph import ACTIVATIONS as BUILT
+    from yolo_sfn.darknet.cfg import ACTIVATIONS
+
+    assert set(ACTIVATIONS) == set(BUILT)
+    assert "stair" in _err(net_text("[convolutional]\nfilters=6\nactivation=stair\n" + YOLO))

@@ -110,6 +110,24 @@ ACTIVATIONS: dict[str, Callable[[Any, Any], Any]] = {
     "swish": lambda tf, x: x * tf.math.sigmoid(x),
     # mish = x * tanh(softplus(x)); TFLite lowers softplus to EXP, ADD, LOG
     "mish": lambda tf, x: x * tf.math.tanh(tf.math.softplus(x)),
+    # the rest of darknet's activations.h, formula for formula
+    "hard_mish": lambda tf, x: tf.where(x > 0, x, tf.where(x > -2, x * x / 2 + x, 0 * x)),
+    "loggy": lambda tf, x: 2 * tf.math.sigmoid(x) - 1,
+    "relu6": lambda tf, x: tf.nn.relu6(x),
+    "elu": lambda tf, x: tf.where(x >= 0, x, tf.math.exp(tf.minimum(x, 0.0)) - 1),
+    "selu": lambda tf, x: tf.where(
+        x >= 0, 1.0507 * x, 1.0507 * 1.6732 * (tf.math.exp(tf.minimum(x, 0.0)) - 1)
+    ),
+    "gelu": lambda tf, x: 0.5 * x * (1 + tf.math.tanh(0.797885 * x + 0.035677 * x * x * x)),
+    "relie": lambda tf, x: tf.where(x > 0, x, 0.01 * x),
+    "ramp": lambda tf, x: tf.nn.relu(x) + 0.1 * x,
+    "revleaky": lambda tf, x: tf.nn.leaky_relu(x, alpha=0.1),  # darknet's forward == leaky
+    "tanh": lambda tf, x: tf.math.tanh(x),
+    "hardtan": lambda tf, x: tf.clip_by_value(x, -1.0, 1.0),
+    "lhtan": lambda tf, x: tf.where(x < 0, 0.001 * x, tf.where(x > 1, 0.001 * (x - 1) + 1, x)),
+    "plse": lambda tf, x: tf.where(
+        x < -4, 0.01 * (x + 4), tf.where(x > 4, 0.01 * (x - 4) + 1, 0.125 * x + 0.5)
+    ),
 }
 
 

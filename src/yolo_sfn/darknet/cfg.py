@@ -30,7 +30,11 @@ from typing import Any
 from yolo_sfn.errors import CfgError, InputFileError
 
 NETWORK_INPUT = -1
-ACTIVATIONS = ("leaky", "mish", "linear", "logistic", "relu", "swish")
+ACTIVATIONS = (
+    "leaky", "mish", "linear", "logistic", "relu", "swish",  # what darknet's cfgs use
+    "hard_mish", "loggy", "relu6", "elu", "selu", "gelu", "relie", "ramp", "revleaky", "tanh",
+    "hardtan", "lhtan", "plse",
+)  # darknet's others: stair and normalize_channels* are not supported
 NMS_KINDS = {"default": "greedy", "greedynms": "greedy", "diounms": "diou"}
 HEAD_SECTIONS = ("yolo", "Gaussian_yolo", "region")  # detection heads (cfg section names)
 
