@@ -198,7 +198,7 @@ def test_unknown_option_names_file_line_option():
     ("body", "needle"),
     [
         ("[convolutional]\nfilters=abc\n", "filters='abc'"),
-        ("[convolutional]\nfilters=6\nactivation=gelu\n", "unsupported activation"),
+        ("[convolutional]\nfilters=6\nactivation=stair\n", "unsupported activation"),
         ("[convolutional]\nfilters=6\nbatch_normalize=3\n", "batch_normalize"),
         ("[route]\nlayers=-9\n", "out of range"),
         ("[route]\n", "missing required option 'layers'"),
