@@ -379,3 +379,12 @@ def test_every_activation_the_parser_accepts_has_a_converter():
 
     assert set(ACTIVATIONS) == set(BUILT)
     assert "stair" in _err(net_text("[convolutional]\nfilters=6\nactivation=stair\n" + YOLO))
+
+
+def test_option_tables_do_not_overlap():
+    """An option is either converted (SCHEMAS), refused off its default (ONLY_DEFAULT, a
+    subset of SCHEMAS) or training-only (TRAINING_ONLY), never two of them."""
+    from yolo_sfn.darknet.cfg import ONLY_DEFAULT
+
+    assert not [(s, k) for (s, k) in TRAINING_ONLY if s in SCHEMAS and k in SCHEMAS[s].options]
+    assert all(k in SCHEMAS[s].options for (s, k) in ONLY_DEFAULT)
