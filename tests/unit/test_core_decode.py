@@ -247,3 +247,74 @@ def test_expand_refuses_compact_heads_of_another_model():
     packed["rows_1"] = packed["rows_1"].astype(np.float32)
     with pytest.raises(ModelError, match="compact head 1 does not fit"):
         expand_heads(packed, meta)
+
+
+# --- region (YOLOv2) and Gaussian_yolo heads ---------------------------------------------------
+def test_region_formula_by_hand():
+    """darknet get_region_box: anchors in grid cells (stored in the sidecar as pixels),
+    softmax class probabilities times the logistic objectness."""
+    grid_anchors = ((1.5, 2.0), (3.0, 1.0))
+    net, grid = (64, 96), (2, 3)
+    px = [[aw * net[1] / grid[1], ah * net[0] / grid[0]] for aw, ah in grid_anchors]
+    meta = _meta(grid=grid, anchors=px, net=net, c=3, kind="region", softmax=True)
+    head = np.random.default_rng(5).normal(0, 1.5, meta.head_shape(0)).astype(np.float32)
+    boxes, obj, cls = decode_heads([head], meta)
+    y, x, a = 1, 2, 1
+    r = (y * grid[1] + x) * 2 + a
+    t = head[0, y, x, a * 8 : (a + 1) * 8].astype(np.float64)
+    exp_box = [(x + _sig(t[0])) / grid[1], (y + _sig(t[1])) / grid[0],
+               np.exp(t[2]) * grid_anchors[a][0] / grid[1],
+               np.exp(t[3]) * grid_anchors[a][1] / grid[0]]
+    np.testing.assert_allclose(boxes[r], exp_box, rtol=1e-5, atol=1e-6)
+    soft = np.exp(t[5:] - t[5:].max())
+    soft /= soft.sum()
+    np.testing.assert_allclose(cls[r], _sig(t[4]) * soft, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(cls.sum(axis=1), obj, rtol=1e-5)  # softmax sums to 1
+
+
+def test_gaussian_yolo_formula_and_uncertainty_by_hand():
+    """darknet get_gaussian_yolo_box / get_gaussian_yolo_detections: row = mu_x, sigma_x,
+    mu_y, sigma_y, mu_w, sigma_w, mu_h, sigma_h, obj, classes; score = obj * cls *
+    (1 - mean sigmoid(sigma))."""
+    from yolo_sfn.core.decode import decode_uncertainty
+
+    meta = _meta(scale_x_y=1.1, kind="gaussian_yolo")
+    assert meta.head_shape(0) == (1, 2, 3, 2 * 11)
+    head = np.random.default_rng(6).normal(0, 1.5, meta.head_shape(0)).astype(np.float32)
+    boxes, obj, cls = decode_heads([head], meta)
+    y, x, a, s = 1, 0, 1, 1.1
+    r = (y * 3 + x) * 2 + a
+    t = head[0, y, x, a * 11 : (a + 1) * 11].astype(np.float64)
+    aw, ah = meta.heads[0].anchors[a]
+    exp_box = [(x + _sig(t[0]) * s - (s - 1) / 2) / 3, (y + _sig(t[2]) * s - (s - 1) / 2) / 2,
+               np.exp(t[4]) * aw / 48, np.exp(t[6]) * ah / 32]
+    np.testing.assert_allclose(boxes[r], exp_box, rtol=1e-5, atol=1e-6)
+    uc = _sig(t[[1, 3, 5, 7]])
+    np.testing.assert_allclose(obj[r], _sig(t[8]), atol=1e-6)
+    np.testing.assert_allclose(cls[r], _sig(t[8]) * _sig(t[9:]) * (1 - uc.mean()), atol=1e-6)
+    np.testing.assert_allclose(decode_uncertainty([head], meta, np.array([r]))[0], uc,
+                               atol=1e-6)
+    assert decode_uncertainty([head], _meta(), np.array([0])) is None
+
+
+def test_gaussian_heads_compact_and_expand_back():
+    from yolo_sfn.core.decode import compact_heads, expand_heads
+
+    meta = _meta(kind="gaussian_yolo")
+    head = np.random.default_rng(7).normal(0, 2, meta.head_shape(0)).astype(np.float32)
+    packed = compact_heads([head], meta, 0.5)
+    assert packed is not None and 0 < packed["rows_0"].size < 12
+    want = decode_candidates([head], meta, 0.5)
+    got = decode_candidates(expand_heads(packed, meta), meta, 0.5)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(w, g)
+
+
+def test_old_sidecars_without_head_kind_still_load():
+    d = _meta().to_dict()
+    for h in d["heads"]:
+        del h["kind"], h["softmax"]
+    m = ModelMeta.from_dict(d)
+    assert m.heads[0].kind == "yolo" and m.head_shape(0) == (1, 2, 3, 14)
+    with pytest.raises(ModelError, match="kind"):
+        _meta(kind="ssd")

@@ -286,3 +286,28 @@ def test_top_k_matches_stable_argsort():
         k = int(rng.integers(1, n))
         s = (rng.integers(0, int(rng.integers(1, 30)), n) / 7).astype(np.float32)
         np.testing.assert_array_equal(_top_k(s, k), np.sort(np.argsort(-s, kind="stable")[:k]))
+
+
+def test_gaussian_yolo_detections_carry_their_uncertainty():
+    head_meta = HeadMeta(grid=(2, 2), stride=16, anchors=[[16.0, 16.0]], kind="gaussian_yolo")
+    meta = ModelMeta(name="g", input_size=(32, 32), num_classes=2, names=["a", "b"],
+                     heads=[head_meta])
+    head = np.full(meta.head_shape(0), -BIG, np.float32)
+    # cell (0, 1): mu_x, sigma_x, mu_y, sigma_y, mu_w, sigma_w, mu_h, sigma_h, obj, a, b
+    head[0, 0, 1] = [0, 0.0, 0, 1.0, 0, -1.0, 0, 2.0, BIG, BIG, -BIG]
+    tr = Transform("stretch", (32, 32), (32, 32), (1.0, 1.0), (0, 0))
+    (det,) = postprocess([head], meta, tr, score=0.25)
+    sig = 1 / (1 + np.exp(-np.array([0.0, 1.0, -1.0, 2.0])))
+    np.testing.assert_allclose(det.uncertainty, sig, rtol=1e-5)
+    np.testing.assert_allclose(det.score, 1 - sig.mean(), rtol=1e-4)
+    d = det.to_dict()
+    assert len(d["uncertainty"]) == 4 and Detection.from_dict(d).uncertainty is not None
+    plain = postprocess([_set_head()], _meta(), tr)
+    assert all(x.uncertainty is None and "uncertainty" not in x.to_dict() for x in plain)
+
+
+def _set_head() -> np.ndarray:
+    meta = _meta()
+    head = _empty_head(meta)
+    _set(head, 0, 0, 0)
+    return head

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from yolo_sfn.cli import main
 from yolo_sfn.darknet.cfg import (
     SCHEMAS,
+    TRAINING_ONLY,
     ConvParams,
     MaxPoolParams,
     parse_cfg,
@@ -67,7 +68,7 @@ def test_yolov3_tiny_maxpool_size2_stride1_keeps_13x13():
     pools = [layer for layer in net.layers if layer.kind == "maxpool"]
     assert [p.params.stride for p in pools] == [2, 2, 2, 2, 2, 1]
     last = pools[-1]
-    assert last.params == MaxPoolParams(size=2, stride=1, padding=1)
+    assert last.params == MaxPoolParams(size=2, stride=1, padding=1, stride_x=1, stride_y=1)
     assert last.params.pad_before == 0
     assert last.in_shapes[0] == last.out_shape == (13, 13, 512)
 
@@ -123,9 +124,13 @@ def test_every_darknet_default_spelled_out():
         groups=1,
         batch_normalize=False,
         activation="logistic",
+        stride_x=1,
+        stride_y=1,
     )
-    assert net.layers[1].params == MaxPoolParams(size=1, stride=1, padding=0)
-    assert net.layers[2].params == MaxPoolParams(size=2, stride=2, padding=1)  # size := stride
+    assert net.layers[1].params == MaxPoolParams(size=1, stride=1, padding=0, stride_x=1,
+                                                 stride_y=1)
+    assert net.layers[2].params == MaxPoolParams(size=2, stride=2, padding=1, stride_x=2,
+                                                 stride_y=2)  # size := stride
     assert net.layers[2].out_shape == (32, 32, 1)
     y = net.yolo_layers[0].params
     assert (y.scale_x_y, y.thresh, y.nms_kind, y.beta_nms) == (1.0, 0.2, "greedy", 0.6)
@@ -164,13 +169,9 @@ def test_description_is_immutable():
 
 def test_schema_table_covers_supported_sections():
     assert set(SCHEMAS) == {
-        "net",
-        "convolutional",
-        "route",
-        "shortcut",
-        "maxpool",
-        "upsample",
-        "yolo",
+        "net", "convolutional", "route", "shortcut", "maxpool", "local_avgpool", "avgpool",
+        "dropout", "contrastive", "upsample", "scale_channels", "sam", "reorg3d", "reorg",
+        "activation", "crnn", "yolo", "Gaussian_yolo", "region",
     }
 
 
@@ -184,8 +185,8 @@ def _err(text: str) -> str:
 
 
 def test_unknown_section_names_file_line_section():
-    msg = _err(net_text("[convolutional]\nfilters=6\n\n[reorg3d]\nstride=2\n" + YOLO))
-    assert msg.startswith("x.cfg:8:") and "[reorg3d]" in msg and "unknown section" in msg
+    msg = _err(net_text("[convolutional]\nfilters=6\n\n[reorg4d]\nstride=2\n" + YOLO))
+    assert msg.startswith("x.cfg:8:") and "[reorg4d]" in msg and "unknown section" in msg
 
 
 def test_unknown_option_names_file_line_option():
@@ -197,21 +198,17 @@ def test_unknown_option_names_file_line_option():
     ("body", "needle"),
     [
         ("[convolutional]\nfilters=abc\n", "filters='abc'"),
-        ("[convolutional]\nfilters=6\nactivation=gelu\n", "unsupported activation"),
-        ("[convolutional]\nfilters=6\nbatch_normalize=2\n", "batch_normalize"),
+        ("[convolutional]\nfilters=6\nactivation=stair\n", "unsupported activation"),
+        ("[convolutional]\nfilters=6\nbatch_normalize=3\n", "batch_normalize"),
         ("[route]\nlayers=-9\n", "out of range"),
         ("[route]\n", "missing required option 'layers'"),
         (
             "[convolutional]\nfilters=7\n[yolo]\nmask=0\nanchors=1,2\nclasses=1\nnum=1\n",
             "expected len(mask)",
         ),
-        (
-            "[convolutional]\nfilters=6\n[yolo]\nmask=0\nanchors=1,2,3\nclasses=1\nnum=1\n",
-            "anchor values",
-        ),
         ("[convolutional]\nfilters=6\n[yolo]\nmask=0,4\nanchors=1,2\nclasses=1\nnum=1\n", "mask"),
         ("[convolutional]\nfilters=6\nsize=99\n", "empty"),
-        ("[convolutional]\nfilters=6\nfilters=6\n", "given twice"),
+        ("[convolutional]\nfilters=6\nfliters=6\nfliters=7\n", "'fliters'"),
         ("[convolutional]\nfilters\n", "expected option=value"),
     ],
 )
@@ -226,7 +223,7 @@ def test_bad_values(body, needle):
 
 def test_first_section_must_be_net_and_a_yolo_is_needed():
     assert "first section" in _err("[convolutional]\nfilters=1\n")
-    assert "no [yolo]" in _err(net_text("[convolutional]\nfilters=6\n"))
+    assert "no detection head" in _err(net_text("[convolutional]\nfilters=6\n"))
 
 
 def test_missing_file():
@@ -286,3 +283,108 @@ def test_maxpool_shape_matches_brute_force_window_count(size, stride, hw):
     n = len(range(0, hw + (size - 1) - size + 1, stride))
     assert out == n
     assert (out - 1) * stride - before < hw  # every window sees at least one real pixel
+
+
+# --- the darknet zoo: options table, repeated options, new sections -------------------------
+def test_repeated_option_keeps_the_first_value_as_darknet():
+    net = parse_cfg_text(net_text("[convolutional]\nfilters=6\nfilters=9\n" + YOLO))
+    assert net.layers[0].params.filters == 6
+
+
+def test_training_only_options_are_type_checked_and_listed_with_a_reason():
+    assert all(why for _, why in TRAINING_ONLY.values())
+    assert ("net", "label_smooth_eps") in TRAINING_ONLY
+    assert ("net", "label_smoothing_eps") not in TRAINING_ONLY  # darknet never read that one
+    assert ("convolutional", "stopbackward") in TRAINING_ONLY or ("*", "stopbackward") in (
+        TRAINING_ONLY)
+    msg = _err(net_text("[convolutional]\nfilters=6\nstopbackward=yes\n" + YOLO))
+    assert msg.startswith("x.cfg:7:") and "stopbackward='yes'" in msg
+    parse_cfg_text(net_text("[convolutional]\nfilters=6\nstopbackward=1\n" + YOLO,
+                            HEAD + "ema_alpha=0.9998\nmax_epochs=300\n"))
+
+
+def test_only_default_values_are_refused_with_the_reason():
+    msg = _err(net_text("[convolutional]\nfilters=6\nantialiasing=1\n" + YOLO))
+    assert msg.startswith("x.cfg:7:") and "antialiasing=1 is not supported" in msg
+
+
+@pytest.mark.parametrize(
+    ("section", "needle"),
+    [("[detection]\nclasses=20\n", "YOLOv1"), ("[local]\nfilters=4\n", "YOLOv1"),
+     ("[connected]\noutput=4\n", "[connected] (fully connected")],
+)
+def test_unsupported_darknet_sections_say_so(section, needle):
+    msg = _err(net_text("[convolutional]\nfilters=6\n" + section))
+    assert msg.startswith("x.cfg:7:") and needle in msg
+
+
+def test_anchor_lists_read_as_darknet_reads_them():
+    longer = YOLO.replace("anchors=10,14", "anchors=10,14,20,30,40,50")
+    y = parse_cfg_text(net_text("[convolutional]\nfilters=6\n" + longer)).yolo_layers[0].params
+    assert y.anchors == (10.0, 14.0)  # only 2 * num values are read
+    no_mask = YOLO.replace("mask=0\n", "").replace("num=1", "num=2").replace(
+        "anchors=10,14", "anchors=10,14,20")
+    y = parse_cfg_text(net_text("[convolutional]\nfilters=12\n" + no_mask)).yolo_layers[0]
+    assert y.params.mask == (0, 1) and y.params.anchors == (10.0, 14.0, 20.0, 0.5)
+
+
+def test_region_gaussian_and_new_layer_shapes():
+    text = net_text(
+        "[convolutional]\nfilters=8\nsize=3\npad=1\n"  # 0: 64x64x8
+        "[avgpool]\n"  # 1: 1x1x8
+        "[scale_channels]\nfrom=-2\n"  # 2: 64x64x8
+        "[sam]\nfrom=-3\n"  # 3
+        "[reorg3d]\nstride=2\n"  # 4: 32x32x32
+        "[local_avgpool]\nsize=2\nstride=2\n"  # 5: 16x16x32
+        "[dropout]\nprobability=.5\n"  # 6
+        "[convolutional]\nfilters=16\ngroups=4\nsize=3\npad=1\n"  # 7: grouped
+        "[shortcut]\nfrom=-3\n"  # 8: partial add 16 + 32 channels
+        "[convolutional]\nfilters=12\n"
+        "[region]\nanchors=1,2,3,4\nclasses=1\nnum=2\nsoftmax=1\n"
+        "[route]\nlayers=-3\n"
+        "[convolutional]\nfilters=10\n"
+        "[Gaussian_yolo]\nmask=0\nanchors=4,5\nclasses=1\nnum=1\n"
+    )
+    net = parse_cfg_text(text)
+    shapes = [layer.out_shape for layer in net.layers]
+    assert shapes[1] == (1, 1, 8) and shapes[2] == (64, 64, 8) and shapes[4] == (32, 32, 32)
+    assert shapes[5] == (16, 16, 32) and shapes[7] == (16, 16, 16) and shapes[8] == (16, 16, 16)
+    assert [la.kind for la in net.yolo_layers] == ["region", "Gaussian_yolo"]
+    assert net.layers[8].inputs == (7, 5) and net.layers[2].inputs == (1, 0)
+
+
+def test_sidecar_heads_and_nms_as_darknet_detects():
+    """Region anchors become pixels; nms_kind/beta_nms come from the LAST head (darknet's
+    test_detector uses its last detection layer); letter_box from [net]."""
+    from yolo_sfn.convert.tflite import build_meta
+
+    zoo = CFG_DIR / "zoo"
+    net = parse_cfg(zoo / "mini-features.cfg")
+    meta = build_meta(net, name="m", names=["a", "b", "c"], precision="fp32",
+                      weights_sha256="", source={})
+    assert [h.kind for h in meta.heads] == ["gaussian_yolo", "yolo"]
+    assert (meta.nms_kind, meta.beta_nms, meta.letter_box) == ("diou", 0.6, True)
+    assert meta.input_size == (64, 96) and meta.head_shape(0) == (1, 8, 12, 2 * 12)
+    v2 = parse_cfg(zoo / "mini-v2-reorg.cfg")
+    meta = build_meta(v2, name="v2", names=["a", "b"], precision="fp32", weights_sha256="",
+                      source={})
+    (head,) = meta.heads
+    assert head.kind == "region" and head.softmax and meta.nms_kind == "greedy"
+    assert head.anchors[0] == [1.08 * 64 / 16, 1.19 * 64 / 16]
+
+
+def test_every_activation_the_parser_accepts_has_a_converter():
+    from yolo_sfn.convert.graph import ACTIVATIONS as BUILT
+    from yolo_sfn.darknet.cfg import ACTIVATIONS
+
+    assert set(ACTIVATIONS) == set(BUILT)
+    assert "stair" in _err(net_text("[convolutional]\nfilters=6\nactivation=stair\n" + YOLO))
+
+
+def test_option_tables_do_not_overlap():
+    """An option is either converted (SCHEMAS), refused off its default (ONLY_DEFAULT, a
+    subset of SCHEMAS) or training-only (TRAINING_ONLY), never two of them."""
+    from yolo_sfn.darknet.cfg import ONLY_DEFAULT
+
+    assert not [(s, k) for (s, k) in TRAINING_ONLY if s in SCHEMAS and k in SCHEMAS[s].options]
+    assert all(k in SCHEMAS[s].options for (s, k) in ONLY_DEFAULT)

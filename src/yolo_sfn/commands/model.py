@@ -4,6 +4,7 @@
     yolo-sfn model convert --cfg c.cfg --weights w.weights --precision int8 \
         --calibration imgs/ -o m.tflite
     yolo-sfn model demo --out DIR      # fetch + convert real yolov3-tiny (cached)
+    yolo-sfn model inspect --cfg yolov4.cfg [--weights yolov4.weights] [--size 320]
 
 Errors (missing files, unknown cfg section/option, weights too short/long) are one line naming
 the file; exit status 2 (see :mod:`yolo_sfn.cli`).
@@ -19,14 +20,16 @@ from yolo_sfn.commands.checks import output_dir, output_file, path_arg
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def _size(text: str) -> int:
+def _size(text: str) -> int | tuple[int, int]:
+    """``416`` (square) or ``WIDTHxHEIGHT`` (``512x320``) -> int or (height, width)."""
+    parts = text.lower().split("x")
     try:
-        v = int(text)
+        vals = [int(v) for v in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 32 or v % 32:
-        raise argparse.ArgumentTypeError(f"{v} must be a positive multiple of 32")
-    return v
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or WIDTHxHEIGHT") from None
+    if len(vals) > 2 or any(v < 32 or v % 32 for v in vals):
+        raise argparse.ArgumentTypeError(f"{text} must be N or WIDTHxHEIGHT, multiples of 32")
+    return vals[0] if len(vals) == 1 else (vals[1], vals[0])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,13 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = msub.add_parser(
         "convert",
         help="darknet cfg + weights -> .tflite + .tflite.json",
-        description="Convert a darknet YOLO (v3/v4, tiny or full) to TFLite and write the "
-        "metadata sidecar next to it. Needs TensorFlow: pip install 'yolo-sfn[convert]'.",
+        description="Convert a darknet detector (YOLOv2 region, YOLOv3/v4/v7 yolo or Gaussian "
+        "YOLOv3 heads; tiny, csp, p5/p6, custom class counts and anchors) to TFLite and write "
+        "the metadata sidecar next to it. Needs TensorFlow: pip install 'yolo-sfn[convert]'.",
     )
     c.add_argument("--cfg", type=path_arg, required=True, help="darknet .cfg")
     c.add_argument("--weights", type=path_arg, required=True, help="darknet .weights")
     c.add_argument("--names", type=path_arg, help="class names, one per line (default: COCO)")
-    c.add_argument("--size", type=_size, help="input size (overrides [net] width/height)")
+    c.add_argument("--size", type=_size,
+                   help="input size N or WIDTHxHEIGHT (overrides [net] width/height)")
     c.add_argument("--precision", choices=PRECISIONS, default="fp32", help="(fp32)")
     c.add_argument(
         "--calibration",
@@ -58,6 +63,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("-o", "--out", type=path_arg, required=True, help="output .tflite")
     c.set_defaults(func=convert_main)
+
+    i = msub.add_parser(
+        "inspect",
+        help="darknet-style layer table of a cfg; checks a weights file's size",
+        description="Print every layer of a darknet cfg as darknet does (type, filters, "
+        "size/stride, input -> output, BFLOPs), the heads, the total GFLOP and whether every "
+        "section converts; with --weights, whether the file has the bytes the cfg needs. "
+        "Exit status 2 when the cfg does not convert or the weights do not match.",
+    )
+    i.add_argument("--cfg", type=path_arg, required=True, help="darknet .cfg")
+    i.add_argument("--weights", type=path_arg, help="darknet .weights to check")
+    i.add_argument("--size", type=_size, help="input size N or WIDTHxHEIGHT")
+    i.set_defaults(func=inspect_main)
 
     d = msub.add_parser(
         "demo",
@@ -99,6 +117,25 @@ def convert_main(args: argparse.Namespace) -> int:
         f"{m.source.get('winograd_layers', 0)} Winograd convs) in {result.seconds:.1f} s"
     )
     return 0
+
+
+def inspect_main(args: argparse.Namespace) -> int:
+    from yolo_sfn.convert.graph import problems
+    from yolo_sfn.darknet.cfg import parse_cfg
+    from yolo_sfn.darknet.inspect import check_weights, report
+    from yolo_sfn.errors import InputFileError
+
+    network = parse_cfg(args.cfg, size=args.size)  # CfgError: one line, file:line
+    bad = problems(network)
+    print("\n".join(report(network, bad)))
+    ok = not bad
+    if args.weights is not None:
+        if not args.weights.is_file():
+            raise InputFileError(f"{args.weights}: weights file not found")
+        check = check_weights(network, args.weights)
+        print(check.line())
+        ok = ok and check.matches
+    return 0 if ok else 2
 
 
 def demo_main(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from yolo_sfn.convert._tf import tensorflow
 from yolo_sfn.convert.graph import BuildOptions, build_forward, load_weights, uses_winograd
-from yolo_sfn.darknet.cfg import Network, parse_cfg
+from yolo_sfn.darknet.cfg import Layer, Network, parse_cfg
 from yolo_sfn.errors import ConversionError, InputFileError
 from yolo_sfn.model.meta import PRECISIONS, HeadMeta, ModelMeta, sha256_file
 
@@ -51,6 +51,25 @@ def read_names(path: str | Path | None) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def head_meta(network: Network, layer: Layer) -> HeadMeta:
+    """One head's sidecar entry. Region anchors (grid cells) become input pixels."""
+    p = layer.params
+    gh, gw, _ = layer.out_shape
+    height, width, _ = network.input_shape
+    if layer.kind == "region":
+        anchors = [[w * width / gw, h * height / gh] for w, h in p.masked_anchors]
+        return HeadMeta(grid=(gh, gw), stride=height // gh, anchors=anchors, kind="region",
+                        softmax=p.softmax)
+    return HeadMeta(
+        grid=(gh, gw),
+        stride=height // gh,
+        anchors=[list(a) for a in p.masked_anchors],
+        scale_x_y=p.scale_x_y,
+        new_coords=p.new_coords,
+        kind="gaussian_yolo" if layer.kind == "Gaussian_yolo" else "yolo",
+    )
+
+
 def build_meta(
     network: Network,
     *,
@@ -64,7 +83,7 @@ def build_meta(
     classes = {y.params.classes for y in yolos}
     if len(classes) != 1:
         raise ConversionError(
-            f"{network.path}: [yolo] sections disagree on classes: {sorted(classes)}"
+            f"{network.path}: detection heads disagree on classes: {sorted(classes)}"
         )
     (num_classes,) = classes
     if len(names) != num_classes:
@@ -72,18 +91,10 @@ def build_meta(
             f"{source.get('names', 'names')}: {len(names)} class names "
             f"for {num_classes} classes in {network.path}"
         )
-    height, _, _ = network.input_shape
-    heads = [
-        HeadMeta(
-            grid=y.out_shape[:2],
-            stride=height // y.out_shape[0],
-            anchors=[list(a) for a in y.params.masked_anchors],
-            scale_x_y=y.params.scale_x_y,
-            new_coords=y.params.new_coords,
-        )
-        for y in yolos
-    ]
-    first = yolos[0].params
+    heads = [head_meta(network, y) for y in yolos]
+    # darknet's detector takes nms_kind / beta_nms from its LAST detection layer (detector.c
+    # test_detector); a [region] head has none (greedy)
+    last = yolos[-1].params if yolos[-1].kind != "region" else None
     return ModelMeta(
         name=name,
         input_size=(network.net.height, network.net.width),
@@ -93,8 +104,8 @@ def build_meta(
         precision=precision,
         weights_sha256=weights_sha256,
         cfg_sha256=network.sha256,
-        nms_kind=first.nms_kind,
-        beta_nms=first.beta_nms,
+        nms_kind=last.nms_kind if last else "greedy",
+        beta_nms=last.beta_nms if last else 0.6,
         letter_box=network.net.letter_box,
         source=source,
     )
@@ -168,13 +179,14 @@ def convert(
     out: str | Path,
     *,
     names: str | Path | None = None,
-    size: int | None = None,
+    size: int | tuple[int, int] | None = None,
     precision: str = "fp32",
     calibration: str | Path | None = None,
     name: str | None = None,
     winograd: bool | None = None,
 ) -> ConversionResult:
-    """Convert; write ``out`` and its ``out.json`` sidecar. ``size`` overrides [net] width/height.
+    """Convert; write ``out`` and its ``out.json`` sidecar. ``size`` overrides [net] width/height
+    (an int, or (height, width) for a non-square input).
     ``winograd``: None = on for fp32 (module docstring), True (fp32 only) / False force it.
 
     Raises InputFileError, CfgError, WeightsError, ConversionError (one line, naming the file).

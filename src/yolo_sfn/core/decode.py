@@ -1,7 +1,8 @@
-"""Darknet ``[yolo]`` heads -> candidate boxes. Numpy only, float32 throughout.
+"""Darknet detection heads -> candidate boxes. Numpy only, float32 throughout.
 
-Input head ``i``: ``(1, H, W, A * (5 + C))`` NHWC, channel ``a * (5 + C) + k`` (see
-:mod:`yolo_sfn.model.meta`). Reshaped without a copy to rows ``(H * W * A, 5 + C)``, so the row
+Input head ``i``: ``(1, H, W, A * R)`` NHWC, channel ``a * R + k``, ``R`` = 5 + C (``yolo``,
+``region``) or 9 + C (``gaussian_yolo``; see :mod:`yolo_sfn.model.meta`). Reshaped without a
+copy to rows ``(H * W * A, R)``, so the row
 order inside a head is ``for y, for x, for anchor`` -- the order of OpenCV's darknet importer
 (``region_layer.cpp``: ``index = (y * cols + x) * anchors + a``); heads are concatenated in meta
 order, so rows line up 1:1 with ``cv2.dnn`` yolo outputs.
@@ -12,6 +13,12 @@ Formulas (darknet ``get_yolo_box``, ``s`` = ``scale_x_y``, W/H = grid, net = inp
     new_coords:  x = (col + tx * s - (s - 1) / 2) / W              w = (2 * tw)^2 * anchor_w / net_w
                  obj = to, cls = tc   (the conv already applied the logistic)
     class_score = obj * cls    (as OpenCV's yolo output columns 5..)
+    region (YOLOv2, darknet ``get_region_box``): the plain formulas with s = 1 (anchors stored
+                 in input pixels), cls = softmax(tc) over the classes (raw tc without softmax)
+    gaussian_yolo (darknet ``get_gaussian_yolo_box``): tx, ty, tw, th are the mean logits
+                 (row columns 0, 2, 4, 6) in the plain formulas, obj = sigmoid(column 8),
+                 cls = sigmoid(columns 9..); uncertainty u = sigmoid(columns 1, 3, 5, 7) of
+                 x, y, w, h; class_score = obj * cls * (1 - mean(u))
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ class _HeadConsts:
     scale: np.float32  # scale_x_y
     offset: np.float32  # (scale_x_y - 1) / 2
     new_coords: bool
+    kind: str = "yolo"
+    softmax: bool = False
 
 
 @lru_cache(maxsize=64)
@@ -47,6 +56,8 @@ def _head_consts_cached(
     net_hw: tuple[int, int],
     scale_x_y: float,
     new_coords: bool,
+    kind: str = "yolo",
+    softmax: bool = False,
 ) -> _HeadConsts:
     gh, gw = grid
     na = len(anchors)
@@ -64,6 +75,8 @@ def _head_consts_cached(
         np.float32(scale_x_y),
         np.float32((scale_x_y - 1.0) / 2.0),
         new_coords,
+        kind,
+        softmax,
     )
 
 
@@ -74,6 +87,8 @@ def _head_consts(head: HeadMeta, net_hw: tuple[int, int]) -> _HeadConsts:
         tuple(net_hw),
         float(head.scale_x_y),
         bool(head.new_coords),
+        head.kind,
+        bool(head.softmax),
     )
 
 
@@ -86,14 +101,35 @@ def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """(n, C) float32 softmax along the classes (darknet's ``softmax``: exp(x - max) / sum)."""
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
 def head_rows(head: np.ndarray, meta: ModelMeta, i: int) -> np.ndarray:
-    """Head ``i`` (1, H, W, A*(5+C)) -> (H*W*A, 5+C) float32 rows (a view when possible)."""
+    """Head ``i`` (1, H, W, A*R) -> (H*W*A, R) float32 rows (a view when possible)."""
     want = meta.head_shape(i)
     if tuple(head.shape) != want:
         raise ModelError(
             f"model {meta.name!r}: head {i} has shape {tuple(head.shape)}, expected {want}"
         )
-    return np.asarray(head, dtype=np.float32).reshape(-1, 5 + meta.num_classes)
+    return np.asarray(head, dtype=np.float32).reshape(-1, want[3] // meta.heads[i].num_anchors)
+
+
+_GAUSS_XY, _GAUSS_WH, _GAUSS_UC, _GAUSS_OBJ = [0, 2], [4, 6], [1, 3, 5, 7], 8
+
+
+def _obj_column(consts: _HeadConsts) -> int:
+    return _GAUSS_OBJ if consts.kind == "gaussian_yolo" else 4
+
+
+def _logits(t: np.ndarray, consts: _HeadConsts):
+    """(xy logits (n, 2), wh logits (n, 2), objectness logit (n,), class logits (n, C))."""
+    if consts.kind == "gaussian_yolo":
+        return t[:, _GAUSS_XY], t[:, _GAUSS_WH], t[:, _GAUSS_OBJ], t[:, _GAUSS_OBJ + 1:]
+    return t[:, 0:2], t[:, 2:4], t[:, 4], t[:, 5:]
 
 
 def decode_rows(
@@ -110,19 +146,25 @@ def decode_rows(
     ah = consts.anchor_h_norm if idx is None else consts.anchor_h_norm[idx]
     n = t.shape[0]
     boxes = np.empty((n, 4), dtype=np.float32)
+    t_xy, t_wh, t_obj, t_cls = _logits(t, consts)
     if consts.new_coords:
-        xy = t[:, 0:2] * consts.scale
-        wh = t[:, 2:4] * np.float32(2.0)
+        xy = t_xy * consts.scale
+        wh = t_wh * np.float32(2.0)
         np.square(wh, out=wh)
-        obj = np.array(t[:, 4], dtype=np.float32)
-        cls = np.array(t[:, 5:], dtype=np.float32)
+        obj = np.array(t_obj, dtype=np.float32)
+        cls = np.array(t_cls, dtype=np.float32)
     else:
-        xy = _sigmoid(t[:, 0:2])
+        xy = _sigmoid(t_xy)
         xy *= consts.scale
         with np.errstate(over="ignore", under="ignore"):  # darknet gives inf too
-            wh = np.exp(t[:, 2:4])
-        obj = _sigmoid(t[:, 4])
-        cls = _sigmoid(t[:, 5:])
+            wh = np.exp(t_wh)
+        obj = _sigmoid(t_obj)
+        if consts.kind != "region":
+            cls = _sigmoid(t_cls)
+        else:
+            cls = _softmax(t_cls) if consts.softmax else np.array(t_cls, dtype=np.float32)
+    if consts.kind == "gaussian_yolo":
+        cls *= np.float32(1.0) - _sigmoid(t[:, _GAUSS_UC]).mean(axis=1, keepdims=True)
     xy -= consts.offset
     np.add(xy[:, 0], col, out=boxes[:, 0])
     np.add(xy[:, 1], row, out=boxes[:, 1])
@@ -144,7 +186,29 @@ def _check_head_count(heads: list[np.ndarray], meta: ModelMeta) -> None:
 def _objectness(raw: np.ndarray, consts: _HeadConsts) -> np.ndarray:
     """(n,) objectness of raw rows: the one definition :func:`decode_candidates` filters on
     and :func:`compact_heads` keeps rows by (their results match only because it is one)."""
-    return raw[:, 4] if consts.new_coords else _sigmoid(raw[:, 4])
+    col = raw[:, _obj_column(consts)]
+    return col if consts.new_coords else _sigmoid(col)
+
+
+def decode_uncertainty(
+    heads: list[np.ndarray], meta: ModelMeta, rows: np.ndarray
+) -> np.ndarray | None:
+    """Gaussian_yolo uncertainty of x, y, w, h (sigmoid, 0..1) for ``rows`` (indices into
+    :func:`decode_heads`' rows) -> (n, 4) float32; NaN for rows of other heads. ``None``
+    when no head is a gaussian_yolo head."""
+    if not any(h.kind == "gaussian_yolo" for h in meta.heads):
+        return None
+    _check_head_count(heads, meta)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full((rows.size, 4), np.nan, dtype=np.float32)
+    base = 0
+    for i, h in enumerate(heads):
+        raw = head_rows(h, meta, i)
+        inside = (rows >= base) & (rows < base + raw.shape[0])
+        if meta.heads[i].kind == "gaussian_yolo" and inside.any():
+            out[inside] = _sigmoid(raw[rows[inside] - base][:, _GAUSS_UC])
+        base += raw.shape[0]
+    return out
 
 
 def decode_heads(
@@ -203,7 +267,7 @@ def compact_heads(
     Postprocess hand-over (a trained YOLOv4-416 at score 0.25: tens of its 10,647 rows, so
     KiB instead of 3.6 MB per image through S3).
 
-    Returns ``{"rows_i": (n_i,) int32 row indices, "head_i": (n_i, 5 + C) float32 raw rows}``
+    Returns ``{"rows_i": (n_i,) int32 row indices, "head_i": (n_i, R) float32 raw rows}``
     per head ``i`` (rows with objectness >= ``min_objectness``, in row order), plus
     ``"compact": ()`` as the format marker; :func:`expand_heads` inverts it. ``None`` (hand
     over the full heads) when more than ``max_fraction`` of all rows pass (random or untrained
@@ -248,7 +312,7 @@ def expand_heads(arrays: dict[str, np.ndarray], meta: ModelMeta) -> list[np.ndar
                          f"{len(meta.heads)}")
     for i, hm in enumerate(meta.heads):
         shape = meta.head_shape(i)
-        stride = 5 + meta.num_classes
+        stride = hm.row_width(meta.num_classes)
         idx, vals = arrays[f"rows_{i}"], arrays[f"head_{i}"]
         total = int(np.prod(shape)) // stride
         if (idx.ndim != 1 or idx.dtype.kind not in "iu" or vals.shape != (idx.size, stride)
@@ -256,7 +320,7 @@ def expand_heads(arrays: dict[str, np.ndarray], meta: ModelMeta) -> list[np.ndar
             raise ModelError(f"model {meta.name!r}: compact head {i} does not fit {shape}")
         raw = np.zeros((total, stride), np.float32)
         if not hm.new_coords:
-            raw[:, 4] = -np.inf
+            raw[:, 8 if hm.kind == "gaussian_yolo" else 4] = -np.inf
         raw[idx] = vals
         heads.append(raw.reshape(shape))
     return heads

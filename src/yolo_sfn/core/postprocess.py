@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from yolo_sfn.core.boxes import clip_boxes_xyxy, xywh_to_xyxy
-from yolo_sfn.core.decode import decode_candidates
+from yolo_sfn.core.decode import decode_candidates, decode_uncertainty
 from yolo_sfn.core.nms import NMS_KINDS, nms
 from yolo_sfn.core.preprocess import Transform
 from yolo_sfn.model.meta import ModelMeta
@@ -45,6 +45,8 @@ class Detection:
 
     box: (x1, y1, x2, y2) original-image pixels, clipped to the image.
     box_norm: the same box divided by (W, H, W, H) of the original image (0..1).
+    uncertainty: Gaussian_yolo models only: the predicted uncertainty (0..1) of the box's
+        x, y, w, h (darknet's ``uc``); ``None`` for every other head kind.
     """
 
     label: str
@@ -52,15 +54,19 @@ class Detection:
     score: float
     box: tuple[float, float, float, float]
     box_norm: tuple[float, float, float, float]
+    uncertainty: tuple[float, float, float, float] | None = None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "label": self.label,
             "class_id": int(self.class_id),
             "score": round(float(self.score), 4),
             "box": [round(float(v), 2) for v in self.box],
             "box_norm": [round(float(v), 5) for v in self.box_norm],
         }
+        if self.uncertainty is not None:
+            d["uncertainty"] = [round(float(v), 4) for v in self.uncertainty]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Detection:
@@ -70,6 +76,11 @@ class Detection:
             score=float(d["score"]),
             box=tuple(float(v) for v in d["box"]),  # type: ignore[arg-type]
             box_norm=tuple(float(v) for v in d["box_norm"]),  # type: ignore[arg-type]
+            uncertainty=(
+                tuple(float(v) for v in d["uncertainty"])  # type: ignore[arg-type]
+                if d.get("uncertainty") is not None
+                else None
+            ),
         )
 
 
@@ -114,7 +125,7 @@ def postprocess(
     for name, cap in (("max_candidates", max_candidates), ("max_detections", max_detections)):
         if cap is not None and (isinstance(cap, bool) or int(cap) != cap or cap < 1):
             raise ValueError(f"{name} must be None or an integer >= 1, got {cap!r}")
-    _, boxes_cxcywh, class_scores = decode_candidates(heads, meta, score)
+    rows, boxes_cxcywh, class_scores = decode_candidates(heads, meta, score)
     # candidates: (K,) row into the decoded subset, (K,) class id
     cand_row, cand_cls = np.nonzero(class_scores >= np.float32(score))
     capped = max_candidates is not None and cand_row.size > max_candidates
@@ -158,7 +169,10 @@ def postprocess(
     score_l = scores[order].tolist()
     box_l = boxes[order].tolist()
     norm_l = boxes_n[order].tolist()
+    uc = decode_uncertainty(heads, meta, rows[cand_row[keep][order]])
+    uc_l = [None] * len(cls_l) if uc is None else [tuple(u) for u in uc.tolist()]
     return [
-        Detection(label=names[c], class_id=c, score=sc, box=tuple(b), box_norm=tuple(bn))
-        for c, sc, b, bn in zip(cls_l, score_l, box_l, norm_l, strict=True)
+        Detection(label=names[c], class_id=c, score=sc, box=tuple(b), box_norm=tuple(bn),
+                  uncertainty=u)
+        for c, sc, b, bn, u in zip(cls_l, score_l, box_l, norm_l, uc_l, strict=True)
     ]

@@ -7,12 +7,17 @@ File layout (little endian)::
     seen: int64 if major * 10 + minor >= 2 and major < 1000 else int32   (darknet parser.c)
     float32 ... every weighted layer in cfg order
 
-Darknet's weight order for one ``[convolutional]`` layer (the only weighted section we support),
-documented here once and used by both the reader and the writer (:func:`conv_layout`)::
+Darknet's weight order for one ``[convolutional]`` layer, documented here once and used by both
+the reader and the writer (:func:`conv_layout`)::
 
     bias (out,)                        -- BN beta when batch_normalize=1
     [gamma (out,), mean (out,), variance (out,)]   -- only when batch_normalize=1
     kernel (out, in / groups, h, w)    -- OIHW
+
+A conv with ``share_index`` reads nothing (it uses that layer's arrays). A ``[shortcut]`` with
+``weights_type`` reads ``weights ((n + 1) * k,)``: one weight per input (the previous layer
+first, then each ``from``), ``k = 1`` (per_feature) or ``C`` (per_channel, channel-major per
+input). No other section we convert has weights.
 
 Darknet's batch norm is ``(x - mean) / (sqrt(variance) + 1e-6) * gamma + beta``
 (:data:`BN_EPSILON`; note: added to the *standard deviation*).
@@ -29,7 +34,7 @@ from yolo_sfn.darknet.cfg import ConvParams, Layer, Network
 from yolo_sfn.errors import InputFileError, WeightsError
 
 BN_EPSILON = 1e-6
-WEIGHTED_KINDS = ("convolutional",)
+WEIGHTED_KINDS = ("convolutional", "shortcut", "crnn")
 
 
 @dataclass(frozen=True)
@@ -53,21 +58,53 @@ def seen_is_int64(major: int, minor: int) -> bool:
     return major * 10 + minor >= 2 and major < 1000 and minor < 1000
 
 
-def conv_layout(layer: Layer) -> list[tuple[str, tuple[int, ...]]]:
-    """``[(name, shape), ...]`` in file order for one conv layer (see module docstring)."""
-    p: ConvParams = layer.params
-    c_in = layer.in_shapes[0][2]
-    out = p.filters
-    parts = [("bias", (out,))]
-    if p.batch_normalize:
-        parts += [("gamma", (out,)), ("mean", (out,)), ("variance", (out,))]
-    parts.append(("kernel_oihw", (out, c_in // p.groups, p.size, p.size)))
+def conv_parts(c_in: int, out: int, size: int, groups: int, bn: bool,
+               prefix: str = "") -> list[tuple[str, tuple[int, ...]]]:
+    """One convolution's arrays in file order (see module docstring)."""
+    parts = [(prefix + "bias", (out,))]
+    if bn:
+        parts += [(prefix + "gamma", (out,)), (prefix + "mean", (out,)),
+                  (prefix + "variance", (out,))]
+    parts.append((prefix + "kernel_oihw", (out, c_in // groups, size, size)))
     return parts
 
 
+def conv_layout(layer: Layer) -> list[tuple[str, tuple[int, ...]]]:
+    """``[(name, shape), ...]`` in file order for one conv layer (see module docstring)."""
+    p: ConvParams = layer.params
+    return conv_parts(layer.in_shapes[0][2], p.filters, p.size, p.groups, p.batch_normalize)
+
+
+def crnn_layout(layer: Layer) -> list[tuple[str, tuple[int, ...]]]:
+    """The three convolutions of a ``[crnn]``, names prefixed ``input.``/``self.``/``output.``."""
+    p = layer.params
+    return [part for name, ci, f in p.convs(layer.in_shapes[0][2])
+            for part in conv_parts(ci, f, p.size, p.groups, p.batch_normalize, name + ".")]
+
+
+def shortcut_layout(layer: Layer) -> list[tuple[str, tuple[int, ...]]]:
+    """``[("weights", (n_inputs * k,))]`` for a weighted shortcut, else ``[]``."""
+    p = layer.params
+    if p.weights_type == "none":
+        return []
+    k = layer.out_shape[2] if p.weights_type == "per_channel" else 1
+    return [("weights", (len(layer.inputs) * k,))]
+
+
+def layer_layout(layer: Layer) -> list[tuple[str, tuple[int, ...]]]:
+    """``[(name, shape), ...]`` this layer reads from the weights file, in file order."""
+    if layer.kind == "convolutional":
+        return [] if layer.params.share_index is not None else conv_layout(layer)
+    if layer.kind == "shortcut":
+        return shortcut_layout(layer)
+    if layer.kind == "crnn":
+        return crnn_layout(layer)
+    return []
+
+
 def layout(network: Network) -> list[tuple[Layer, list[tuple[str, tuple[int, ...]]]]]:
-    """Every weighted layer with its :func:`conv_layout`, in file order."""
-    return [(layer, conv_layout(layer)) for layer in network.layers if layer.kind in WEIGHTED_KINDS]
+    """Every layer that reads weights, with its :func:`layer_layout`, in file order."""
+    return [(la, parts) for la in network.layers if (parts := layer_layout(la))]
 
 
 def expected_floats(network: Network) -> int:
@@ -148,6 +185,11 @@ def read_conv_weights(reader: WeightsReader, layer: Layer) -> dict[str, np.ndarr
     return {name: reader.take(shape) for name, shape in conv_layout(layer)}
 
 
+def read_layer_weights(reader: WeightsReader, layer: Layer) -> dict[str, np.ndarray]:
+    """Next arrays of any layer by name (:func:`layer_layout`); ``{}`` when it reads none."""
+    return {name: reader.take(shape) for name, shape in layer_layout(layer)}
+
+
 def write_weights_file(
     path: str | Path,
     arrays: list[np.ndarray],
@@ -168,6 +210,21 @@ def write_weights_file(
     return p
 
 
+def _random_array(rng, name: str, shape: tuple[int, ...], bn: bool, small_gamma: bool):
+    """One conv array (see :func:`random_weights`); ``name`` without its ``input.`` prefix."""
+    if name == "bias":
+        return rng.normal(0.0, 0.1 if bn else 0.5, shape)
+    if name == "gamma":
+        return rng.uniform(*((0.05, 0.2) if small_gamma else (0.5, 1.0)), shape)
+    if name == "mean":
+        return rng.normal(0.0, 0.1, shape)
+    if name == "variance":
+        return rng.uniform(0.5, 1.5, shape)
+    fan_in = int(np.prod(shape[1:]))
+    scale = np.sqrt(2.0 / fan_in) if bn else 0.5 * np.sqrt(1.0 / fan_in)
+    return rng.normal(0.0, scale, shape)
+
+
 def random_weights(network: Network, seed: int = 0) -> list[np.ndarray]:
     """Deterministic random arrays in darknet file order, scaled so activations stay O(1).
 
@@ -181,25 +238,14 @@ def random_weights(network: Network, seed: int = 0) -> list[np.ndarray]:
     branch_ends = {layer.index - 1 for layer in network.layers if layer.kind == "shortcut"}
     out: list[np.ndarray] = []
     for layer, parts in layout(network):
-        p: ConvParams = layer.params
-        shapes = dict(parts)
-        o, i, kh, kw = shapes["kernel_oihw"]
-        fan_in = i * kh * kw
-        if p.batch_normalize:
-            out += [
-                rng.normal(0.0, 0.1, o),  # beta
-                rng.uniform(
-                    *((0.05, 0.2) if layer.index in branch_ends else (0.5, 1.0)), o
-                ),  # gamma
-                rng.normal(0.0, 0.1, o),  # mean
-                rng.uniform(0.5, 1.5, o),  # variance
-                rng.normal(0.0, np.sqrt(2.0 / fan_in), (o, i, kh, kw)),
-            ]
-        else:
-            out += [
-                rng.normal(0.0, 0.5, o),
-                rng.normal(0.0, 0.5 * np.sqrt(1.0 / fan_in), (o, i, kh, kw)),
-            ]
+        if layer.kind == "shortcut":  # around 1 / n_inputs, so the sum stays O(1)
+            n = int(parts[0][1][0])
+            out.append(rng.uniform(0.5, 1.5, n) / len(layer.inputs))
+            continue
+        bn = layer.params.batch_normalize
+        small_gamma = layer.index in branch_ends
+        for name, shape in parts:
+            out.append(_random_array(rng, name.rsplit(".", 1)[-1], shape, bn, small_gamma))
     return [a.astype(np.float32) for a in out]
 
 

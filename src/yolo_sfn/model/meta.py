@@ -4,10 +4,19 @@ Everything post-processing needs is here, so a ``.tflite`` plus its sidecar is a
 self-describing detector. The converter writes it; :mod:`yolo_sfn.core` reads it and checks
 it against the interpreter's tensors before the first inference.
 
-Head tensor layout (one per darknet ``[yolo]`` section, raw conv output, no activation):
-    ``(1, H, W, A * (5 + C))`` NHWC, channel index ``a * (5 + C) + k`` with
-    ``k = 0..3`` tx, ty, tw, th; ``k = 4`` objectness logit; ``k = 5..`` class logits.
-    (With ``new_coords`` the values are already logistic, as darknet's conv emits them.)
+Head tensor layout (one per darknet head section, raw conv output, no activation):
+    ``(1, H, W, A * R)`` NHWC, channel index ``a * R + k``, by ``HeadMeta.kind``:
+
+    * ``yolo`` (``[yolo]``) and ``region`` (YOLOv2 ``[region]``), ``R = 5 + C``:
+      ``k = 0..3`` tx, ty, tw, th; ``k = 4`` objectness logit; ``k = 5..`` class logits
+      (``region``: softmax over the classes when ``softmax``, else used as they are).
+      With ``new_coords`` the values are already logistic, as darknet's conv emits them.
+    * ``gaussian_yolo`` (``[Gaussian_yolo]``), ``R = 9 + C``: ``k = 0..7`` the mean and
+      uncertainty logits of x, y, w, h interleaved (mu_x, sigma_x, mu_y, sigma_y, ...);
+      ``k = 8`` objectness logit; ``k = 9..`` class logits.
+
+A ``region`` head's anchors are stored in input pixels like a ``yolo`` head's (darknet's grid
+units times the head's stride), so one box formula serves both.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ def sha256_file(path: str | Path) -> str:
 FORMAT = "yolo-sfn/model-meta"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+HEAD_KINDS = ("yolo", "gaussian_yolo", "region")
 
 
 def _pos_int(v: object) -> bool:
@@ -61,10 +71,16 @@ class HeadMeta:
     anchors: list[list[float]]
     scale_x_y: float = 1.0
     new_coords: bool = False
+    kind: str = "yolo"  # HEAD_KINDS; see the module docstring
+    softmax: bool = False  # region heads: softmax over the class logits
 
     @property
     def num_anchors(self) -> int:
         return len(self.anchors)
+
+    def row_width(self, num_classes: int) -> int:
+        """Channels per anchor: ``9 + C`` for gaussian_yolo, else ``5 + C``."""
+        return (9 if self.kind == "gaussian_yolo" else 5) + num_classes
 
     def problems(self) -> list[str]:
         out = []
@@ -78,6 +94,8 @@ class HeadMeta:
             out.append(f"anchors {self.anchors!r} are not positive [w, h] pairs")
         if not _pos_float(self.scale_x_y):
             out.append(f"scale_x_y {self.scale_x_y!r} is not a positive number")
+        if self.kind not in HEAD_KINDS:
+            out.append(f"kind {self.kind!r} not in {HEAD_KINDS}")
         return out
 
 
@@ -128,9 +146,10 @@ class ModelMeta:
         return problems
 
     def head_shape(self, i: int) -> tuple[int, int, int, int]:
-        """Expected tensor shape of head ``i``: (1, H, W, A * (5 + C))."""
+        """Expected tensor shape of head ``i``: (1, H, W, A * R), R = row width (5 + C or
+        9 + C, see :meth:`HeadMeta.row_width`)."""
         h = self.heads[i]
-        return (1, h.grid[0], h.grid[1], h.num_anchors * (5 + self.num_classes))
+        return (1, h.grid[0], h.grid[1], h.num_anchors * h.row_width(self.num_classes))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,6 +175,8 @@ class ModelMeta:
                     anchors=[list(a) for a in h["anchors"]],
                     scale_x_y=h.get("scale_x_y", 1.0),
                     new_coords=bool(h.get("new_coords", False)),
+                    kind=h.get("kind", "yolo"),
+                    softmax=bool(h.get("softmax", False)),
                 )
                 for h in d["heads"]
             ]
