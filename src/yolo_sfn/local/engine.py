@@ -103,6 +103,7 @@ class LocalEngine:
         self.clock: compat.RecordingClock | None = None
         self.meter = Meter()
         self._first_attempt = 0  # the current execution's first entry in router.attempts
+        self._totals: dict[str, int] = {}  # execution ARN -> items its Map run read
 
     # --- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
@@ -235,15 +236,22 @@ class LocalEngine:
             input=json.dumps(execution_input),
         )["executionArn"]
 
-    def progress(self, arn: str, started: float) -> Progress:
-        sfn = self.client("stepfunctions")
-        status = sfn.describe_execution(executionArn=arn)["status"]
-        total, done = None, 0
-        for counts in self._map_run_counts(arn):
-            if not counts.get("total") and counts.get("status") == "RUNNING":
-                continue  # the Map has not read its items yet
-            total = (total or 0) + counts.get("total", 0)
-            done += sum(counts.get(k, 0) for k in ("succeeded", "failed", "timedOut", "aborted"))
+    def progress(self, arn: str, started: float, status: str | None = None) -> Progress:
+        """Items done / total of the running execution. The total is asked of the Map run
+        until it has read its items (then it is fixed); ``done`` is the images Store has
+        recorded, read from the invokes this engine saw, so polling costs no API calls (each
+        one holds the GIL that the stages' threads need)."""
+        if status is None:
+            status = self.client("stepfunctions").describe_execution(executionArn=arn)["status"]
+        total = self._totals.get(arn)
+        if total is None:
+            counts = [c for c in self._map_run_counts(arn)
+                      if c.get("total") or c.get("status") != "RUNNING"]
+            if counts:
+                total = self._totals[arn] = sum(c.get("total", 0) for c in counts)
+        stored = {img for a in self.router.attempts[self._first_attempt:]
+                  if a.stage == "store" and a.outcome == "ok" for img in a.images}
+        done = len(stored) if total is None else min(len(stored), total)
         return Progress(status, total, done, self._failed_images(), time.monotonic() - started)
 
     def _map_run_counts(self, arn: str) -> list[dict]:
@@ -278,7 +286,7 @@ class LocalEngine:
         while True:
             desc = sfn.describe_execution(executionArn=arn)
             if on_progress is not None:
-                on_progress(self.progress(arn, started))
+                on_progress(self.progress(arn, started, desc["status"]))
             if desc["status"] in TERMINAL:
                 return desc
             if timeout_s is not None and time.monotonic() - started > timeout_s:
