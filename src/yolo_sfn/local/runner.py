@@ -567,37 +567,54 @@ def _write_results(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
             img["result_path"] = path.relative_to(path.parent.parent).as_posix()
 
 
+ANNOTATE_WORKERS = 2  # decode, draw and encode release the GIL: one per core here
+
+
 def _write_annotated(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
                      written: dict) -> None:
+    """The annotated copy of every succeeded image, ``ANNOTATE_WORKERS`` at a time; what
+    failed is in ``written["errors"]``, in summary order either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    results = run.extra.get("results", {})
+    todo = [(img, plan[img["image_id"]]["annotated"], results.get(img["image_id"]))
+            for img in (run.summary or {}).get("images", [])]
+    todo = [(img, path, result) for img, path, result in todo
+            if path is not None and result is not None and result.get("status") == "succeeded"]
+    s3 = eng.client("s3")
+    with ThreadPoolExecutor(ANNOTATE_WORKERS) as pool:
+        errors = pool.map(lambda job: _annotate_one(s3, inputs, *job), todo)
+        for (img, path, _), error in zip(todo, errors, strict=True):
+            if error is not None:
+                written["errors"].append(error)
+                continue
+            written["annotated"].append(str(path))
+            img["annotated_path"] = path.relative_to(path.parent.parent).as_posix()
+
+
+def _annotate_one(s3: Any, inputs: Inputs, img: dict, path: Path, result: dict) -> str | None:
+    """Write ``path``, the annotated copy of one image; -> an error line, or None."""
     from yolo_sfn.core.annotate import annotate_file
     from yolo_sfn.core.image import decode_image, full_size_hw
     from yolo_sfn.core.postprocess import Detection
     from yolo_sfn.errors import YoloSfnError
 
-    results = run.extra.get("results", {})
-    for img in (run.summary or {}).get("images", []):
-        path = plan[img["image_id"]]["annotated"]
-        result = results.get(img["image_id"])
-        if path is None or result is None or result.get("status") != "succeeded":
-            continue
-        uri = img["uri"]
-        try:
-            local = inputs.uploads.get(uri)
-            if local is not None:
-                data = local.read_bytes()
-            else:
-                bucket, key = split_s3_uri(uri)
-                data = eng.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-            rgb = decode_image(data, name=shown(local or uri))
-            dets = [_detection(Detection, d) for d in result.get("detections", [])]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            annotate_file(path, rgb, dets, src_hw=full_size_hw(data, rgb))  # rgb may be reduced
-        except (OSError, YoloSfnError) as e:
-            msg = str(e) if isinstance(e, YoloSfnError) else f"{shown(path)}: {e.strerror or e}"
-            written["errors"].append(f"annotated copy of {shown(local or uri)}: {msg}")
-            continue
-        written["annotated"].append(str(path))
-        img["annotated_path"] = path.relative_to(path.parent.parent).as_posix()
+    uri = img["uri"]
+    local = inputs.uploads.get(uri)
+    try:
+        if local is not None:
+            data = local.read_bytes()
+        else:
+            bucket, key = split_s3_uri(uri)
+            data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        rgb = decode_image(data, name=shown(local or uri))
+        dets = [_detection(Detection, d) for d in result.get("detections", [])]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        annotate_file(path, rgb, dets, src_hw=full_size_hw(data, rgb))  # rgb may be reduced
+    except (OSError, YoloSfnError) as e:
+        msg = str(e) if isinstance(e, YoloSfnError) else f"{shown(path)}: {e.strerror or e}"
+        return f"annotated copy of {shown(local or uri)}: {msg}"
+    return None
 
 
 def _detection(cls: Any, d: dict) -> Any:
