@@ -59,8 +59,12 @@ def ensure_boto3(python: str, runtime_dir: Path) -> None:
     """boto3 for the 3.12 interpreter in ``runtime_dir`` (installed once, then reused)."""
     if (runtime_dir / "boto3").is_dir():
         return
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--target", str(runtime_dir), "boto3"], check=True)
+    proc = subprocess.run([python, "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", "--target", str(runtime_dir), "boto3"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not (runtime_dir / "boto3").is_dir():
+        raise SystemExit(f"installing boto3 for {python} into {runtime_dir} failed:\n"
+                         f"{proc.stdout}{proc.stderr}")
 
 
 def built_functions(build: Path) -> dict:
