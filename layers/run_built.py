@@ -7,8 +7,10 @@ process). The batch: ``testdata/images`` plus one file that is not an image, the
 
     python layers/run_built.py [--python python3.12] [--runtime-dir .cache/lambda-py312]
 
-Exits non-zero when a handler cannot import or run, or the summary does not account for every
-image: each good image succeeded, the broken one failed at preprocess. Without ``--python``,
+First ``check_layers.py``'s import check (each handler imports with only its layers, and no
+stage loads a module it must not). Exits non-zero when that fails, a handler cannot import or
+run, a worker loads a module from outside its layers, or the summary does not account for
+every image: each good image succeeded, the broken one failed at preprocess. Without ``--python``,
 finds ``python3.12`` on PATH or under pyenv; the runtime dir gets boto3 on first use
 (``python3.12 -m pip install --target DIR boto3``).
 """
@@ -27,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from check_layers import function_layers
+from check_layers import function_layers, import_check
 
 from yolo_sfn.local.template import FUNCTION_IDS, load_cfn_yaml
 from yolo_sfn.local.workers import WORKER, BuiltFunction, WorkerPool
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
               "`pyenv install 3.12`) and pass --python, see README.md", file=sys.stderr)
         return 2
     ensure_boto3(python, args.runtime_dir)
+    print("import check (check_layers.py): each handler with only its layers")
+    if not import_check(args.build_dir, python, args.runtime_dir):
+        return 1
     shutil.rmtree(args.logs, ignore_errors=True)
     started = time.monotonic()
     run, uris = run_smoke(args.build_dir.resolve(), python, args.runtime_dir.resolve(), args.logs)
@@ -184,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"python": python, "status": run.status, "succeeded": summary.get(
         "succeeded"), "failed": summary.get("failed"), "invokes": len(run.attempts),
         "workers_s": round(time.monotonic() - started, 1), "logs": str(args.logs)}))
+    layered = (str(run.extra["opt_dir"]), str(args.runtime_dir.resolve()))
+    for stage, info in run.extra["workers"].items():
+        names = sorted(n for n, path in info.get("modules", {}).items() if path.startswith(layered))
+        print(f"  {stage:12s} Python {info.get('python')}, from its layers + boto3: "
+              f"{' '.join(names)}")
     for p in found:
         print(f"FAIL {p}", file=sys.stderr)
     if found:
