@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.build_dir}: no template.yaml; run `sam build` (make sam-build) first")
     python = find_python312(args.python)
     if python is None:
-        print("no Python 3.12 interpreter found: install one (`uv python install 3.12`, or "
+        what = f"{args.python} is not Python 3.12" if args.python else \
+            "no Python 3.12 interpreter found"
+        print(f"{what}: install one (`uv python install 3.12`, or "
               "`pyenv install 3.12`) and pass --python, see README.md", file=sys.stderr)
         return 2
     ensure_boto3(python, args.runtime_dir)

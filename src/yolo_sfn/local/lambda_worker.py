@@ -25,7 +25,8 @@ import uuid
 
 
 class Context:
-    """The Lambda context attributes the handlers and Powertools read."""
+    """The Lambda context attributes the handlers and Powertools read (``invoke.LambdaContext``
+    in a process that cannot import ``yolo_sfn.local``: the layers do not ship it)."""
 
     def __init__(self, spec: dict) -> None:
         self.function_name = spec["function_name"]

@@ -119,6 +119,15 @@ def _link_over(src: str, dst: str) -> None:
     os.link(src, dst)
 
 
+def merge_layers(layers: list[Path], merged: Path) -> None:
+    """Each layer's ``python/`` hard-linked into ``merged`` in order, as Lambda extracts them
+    into /opt (a later layer's file replaces an earlier one's)."""
+    merged.mkdir(parents=True, exist_ok=True)
+    for layer in layers:
+        shutil.copytree(Path(layer) / "python", merged, dirs_exist_ok=True,
+                        copy_function=_link_over)
+
+
 class WorkerPool:
     """One worker per function, started on its first invoke (``invoke`` is the Router's
     ``out_of_process`` hook). ``logs``: a folder for each worker's stderr (its logs)."""
@@ -155,10 +164,7 @@ class WorkerPool:
     def _opt_python(self, stage: str) -> Path:
         """The function's layers merged as Lambda does into /opt (a later layer wins)."""
         merged = self.opt_dir / stage / "python"
-        merged.mkdir(parents=True)
-        for layer in self.functions[stage].layers:
-            shutil.copytree(layer / "python", merged, dirs_exist_ok=True,
-                            copy_function=_link_over)
+        merge_layers(self.functions[stage].layers, merged)
         return merged
 
     def environment(self, stage: str, fn: Any) -> dict[str, str]:
