@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -83,12 +82,6 @@ def built_functions(build: Path) -> dict:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_smoke(build: Path, python: str, runtime_dir: Path, logs: Path) -> tuple[object, list[str]]:
     """Deploy, upload, execute the batch with every invoke in a worker. Returns the run and
     the image URIs (the broken one last)."""
@@ -99,9 +92,9 @@ def run_smoke(build: Path, python: str, runtime_dir: Path, logs: Path) -> tuple[
 
     model = ensure_demo_model()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # a free port
     server.start()
+    port = server.get_host_and_port()[1]
     try:
         with tempfile.TemporaryDirectory() as tmp, \
                 LocalEngine(ROOT, retry_scale=0.0) as eng, \
