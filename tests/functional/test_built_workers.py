@@ -96,3 +96,17 @@ def test_a_handler_error_is_reported_by_its_type_and_the_worker_stays_warm(built
     assert info["modules"]["yolo_sfn"].startswith(str(pool.opt_dir))
     assert [a.error_type for a in router.attempts] == [payload["errorType"]] * 2
     assert (tmp_path / "plan.log").stat().st_size > 0  # the handler's logs, off the protocol
+
+
+def test_a_worker_that_died_fails_its_invokes_as_an_exit_error(built, tmp_path):
+    run_built, python, runtime = built
+    with WorkerPool(run_built.built_functions(BUILD), python=python, runtime_dir=runtime,
+                    endpoint="http://127.0.0.1:9", logs=tmp_path) as pool:
+        router = _router(pool, "plan")
+        router.invoke(_fn("plan"), {"images": "not a list"})  # starts the worker
+        pool.workers["plan"].proc.kill()
+        pool.workers["plan"].proc.wait()
+        for _ in range(2):
+            body, is_error, _ = router.invoke(_fn("plan"), {"images": "not a list"})
+            assert is_error
+            assert json.loads(body)["errorType"] == "Runtime.ExitError"

@@ -93,8 +93,11 @@ class Worker:
         holds ``lock``."""
         if "error" in self.ready:
             raise lambda_error(self.ready["error"])
-        self.proc.stdin.write(json.dumps({"event": event, "context": context}) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps({"event": event, "context": context}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:  # the worker exited: _read reports how
+            pass
         reply = self._read()
         if "error" in reply:
             if reply["error"]["errorType"] == "Runtime.ExitError":
@@ -113,10 +116,14 @@ class Worker:
 
 
 def _link_over(src: str, dst: str) -> None:
-    """Hard-link ``src`` at ``dst``, replacing a file an earlier layer put there."""
+    """Hard-link ``src`` at ``dst`` (a copy across file systems), replacing a file an earlier
+    layer put there."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(dst)
-    os.link(src, dst)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def merge_layers(layers: list[Path], merged: Path) -> None:
