@@ -8,7 +8,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 OUT ?= out/demo
 
-.PHONY: demo test lint cfn checkov sam-build unit clean
+.PHONY: demo test lint cfn checkov sam-build built-smoke unit clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,11 +48,19 @@ sam-build: $(BIN)/.installed $(SAM_VENV)/bin/sam
 	$(SAM_VENV)/bin/sam build --region us-east-1 --no-cached
 	$(BIN)/python layers/check_layers.py
 
+# After sam-build: one batch (testdata/images + a broken file) through .aws-sam/build, each
+# function in its own Python 3.12 process with only its layers (+ boto3, as Lambda provides),
+# on the local engine's moto. PY312: the interpreter (default: python3.12 on PATH, or pyenv's).
+PY312 ?=
+built-smoke: $(BIN)/.installed
+	$(BIN)/python layers/run_built.py $(if $(PY312),--python $(PY312))
+
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-# Everything CI checks: lint, template checks and scan, sam build, the whole test suite.
-test: lint cfn checkov sam-build unit
+# Everything CI checks: lint, template checks and scan, sam build and a batch through what it
+# built, the whole test suite.
+test: lint cfn checkov sam-build built-smoke unit
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam out .cache

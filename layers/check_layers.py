@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from yolo_sfn.local.template import load_cfn_yaml
+from yolo_sfn.local.workers import merge_layers
 
 LIMIT = 262_144_000  # function + layers, unzipped
 # What each stage imports for its work (the handlers import the rest) and must never import.
@@ -89,9 +90,7 @@ def import_check(build: Path, python: str, runtime_dir: Path) -> bool:
     for lid, (code, layers) in function_layers(build).items():
         with tempfile.TemporaryDirectory() as opt:
             merged = Path(opt) / "python"
-            merged.mkdir()
-            for _, layer in layers:
-                subprocess.run(["cp", "-al", f"{layer}/python/.", str(merged)], check=True)
+            merge_layers([layer for _, layer in layers], merged)
             extra, forbidden = STAGE_IMPORTS.get(lid, ([], []))
             paths = [str(code), str(merged), str(runtime_dir)]
             args = [str(code), json.dumps(extra), json.dumps(forbidden)]

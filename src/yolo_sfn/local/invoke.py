@@ -218,6 +218,9 @@ class Router:
         self._log_restore: list[tuple[Any, Any]] = []
         self._counts: dict[tuple, int] = {}
         self._containers = {stage: threading.Lock() for stage in ONE_CONTAINER_STAGES}
+        # ``(spec, fn, event) -> result``: runs the handler elsewhere (yolo_sfn.local.workers,
+        # raising an exception named as the errorType); None: in this process
+        self.out_of_process: Any = None
 
     # --- setup -------------------------------------------------------------------------
     def bind(self, function_name: str, spec: FunctionSpec) -> None:
@@ -368,6 +371,8 @@ class Router:
             raise TransientS3Error(f"injected transient S3 error in {spec.stage}")
         if injected == "crash":
             raise RuntimeError(f"injected crash in {spec.stage}")
+        if self.out_of_process is not None:
+            return self.out_of_process(spec, fn, event)
         handler = self._handler(spec)
         context = LambdaContext(fn.function_name, fn.memory_size, float(fn.timeout),
                                 fn.function_arn)
