@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
-from yolo_sfn.local.testing import write_toy_project
+from fixtures.toystack import write_toy_project
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = sorted(p.name for p in (REPO / "testdata" / "images").iterdir())

@@ -15,8 +15,8 @@ Modules: ``compat`` (moto pin + patched internals), ``template`` (CFN YAML + ASL
 ToleratedFailure* around moto's interpreter), ``invoke`` (in-process Lambda routing, faults,
 attempt log), ``meter`` (AWS requests counted at moto's botocore hook), ``spool`` (S3 bodies
 without an open file each), ``taskclock`` (Task timeouts without local queuing), ``features``
-(what moto runs differently), ``engine``, ``runner`` (``yolo-sfn run``), ``testing`` (a toy
-project with the contract's shape, per image or batched).
+(what moto runs differently), ``engine``, ``runner`` (``yolo-sfn run``). The toy stack the
+engine's tests run is a fixture under ``tests/fixtures/toy``.
 """
 
 from yolo_sfn.local.compat import LocalEngineError
