@@ -244,19 +244,6 @@ def test_missing_object_and_duplicates_are_accounted(engine):
     assert img["error"]["type"] == "ObjectNotFoundError"
 
 
-def test_rerun_overwrites_one_result_per_image(engine):
-    _run(engine, batch_id="again")
-    run = _run(engine, batch_id="again")
-    s3 = engine.client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(
-        Bucket=engine.stack.bucket, Prefix="results/again/")["Contents"]]
-    assert len(keys) == len(IMAGES) + 1  # + summary.json
-    items = engine.client("dynamodb").query(
-        TableName=engine.stack.table, KeyConditionExpression="batch_id = :b",
-        ExpressionAttributeValues={":b": {"S": "again"}})["Items"]
-    assert len(items) == len(IMAGES) == run.summary["succeeded"], _not_ok(run)
-
-
 def test_real_template_reads_and_scans():
     """The project's own template + ASL (bare ${Number} substitutions included)."""
     if not (REPO / "template.yaml").is_file():
