@@ -226,10 +226,10 @@ def test_max_detections_keeps_the_first_of_the_final_order(caplog):
 
 
 def test_max_candidates_is_top_k_by_score_then_index(caplog):
-    import yolo_sfn.core.postprocess as pp
+    from yolo_sfn.core.decode import decode_candidates
 
     meta, heads, t = _busy()
-    _, boxes, scores = pp.decode_candidates(heads, meta, 0.05)
+    _, boxes, scores = decode_candidates(heads, meta, 0.05)
     k = 50
     with caplog.at_level("WARNING", logger="yolo_sfn.core.postprocess"):
         got = postprocess(heads, meta, t, score=0.05, max_candidates=k, max_detections=None)
