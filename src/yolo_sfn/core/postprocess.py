@@ -84,7 +84,7 @@ class Detection:
         )
 
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` best scores, ties by lower index, returned in index order.
 
     The same set as ``argsort(-scores, kind="stable")[:k]``, in O(n) (partition).
@@ -144,7 +144,7 @@ def postprocess(
             score,
             max_candidates,
         )
-        top = _top_k(cand_score, int(max_candidates))
+        top = top_k(cand_score, int(max_candidates))
         cand_row, cand_cls, cand_score = cand_row[top], cand_cls[top], cand_score[top]
     # (K, 4) xyxy original pixels, unclipped
     src_h, src_w = transform.src_hw
