@@ -230,7 +230,8 @@ def _selected_rows(heads: Heads, meta: ModelMeta, thr: np.float32):
     for i, hm in enumerate(meta.heads):
         consts = _head_consts(hm, meta.input_size)
         if compact:
-            idx, raw = heads[f"rows_{i}"].astype(np.int64), heads[f"head_{i}"]
+            idx = heads[f"rows_{i}"].astype(np.int64)
+            raw = np.asarray(heads[f"head_{i}"], dtype=np.float32)
             total = _head_total(meta, i)
         else:
             idx, raw = None, head_rows(heads[i], meta, i)
@@ -240,7 +241,9 @@ def _selected_rows(heads: Heads, meta: ModelMeta, thr: np.float32):
         base += total
 
 
-def decode_candidates_uc(heads: Heads, meta: ModelMeta, min_objectness: float):
+def decode_candidates_uc(
+    heads: Heads, meta: ModelMeta, min_objectness: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`decode_candidates` + the raw uncertainty logits ``(n, 4)`` of its rows (NaN for
     rows of non-gaussian heads; ``None`` when no head is gaussian_yolo): pass the rows you
     keep to :func:`uncertainty`."""
