@@ -17,9 +17,10 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
+from fixtures.toystack import write_toy_project
+
 from yolo_sfn.local import aslext
 from yolo_sfn.local.engine import LocalEngine
-from yolo_sfn.local.testing import write_toy_project
 
 ECHO = '''
 def handler(event, context):

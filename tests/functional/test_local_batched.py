@@ -11,9 +11,10 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
+from fixtures.toystack import write_toy_project
+
 from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault
-from yolo_sfn.local.testing import write_toy_project
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 2
@@ -57,7 +58,7 @@ def test_a_stage_failing_as_a_whole_fails_its_batch_only(engine):
                                                 times=None)], batch_id="crash")
     (attempt,) = [a for a in run.attempts if a.injected]
     failed = [i for i in run.summary["images"] if i["status"] == "failed"]
-    assert sorted(i["uri"].rsplit("/", 1)[-1] for i in failed) == sorted(attempt.images)
+    assert sorted(i["uri"] for i in failed) == sorted(attempt.images)
     assert all(i["error"]["stage"] == "postprocess" for i in failed)
     assert all(i["error"]["type"] == "RuntimeError" for i in failed)
     assert run.summary["succeeded"] == len(engine.test_uris) - len(attempt.images)

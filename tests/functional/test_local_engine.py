@@ -1,9 +1,10 @@
 """The embedded local engine's machinery, on a toy project with the workflow contract's shape.
 
-The toy (``yolo_sfn.local.testing``) has the real logical ids, env var names, a DISTRIBUTED
-Map with Retry/Catch per stage and the summary schema, but no model, so these tests check the
-runner (template read, deploy, invoke routing, faults, attempt log) independently of the
-real stages. One stack is deployed per module; each test runs its own execution.
+The toy (``tests/fixtures/toy``, via ``fixtures.toystack``) has the real logical ids, env var
+names, a DISTRIBUTED Map with Retry/Catch per stage and the summary schema, but no model, so
+these tests check the runner (template read, deploy, invoke routing, faults, attempt log)
+independently of the real stages. One stack is deployed per module; each test runs its own
+execution.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
+from fixtures.toystack import write_toy_project
+
 from yolo_sfn.local import compat, features
 from yolo_sfn.local.deploy import sub_as_join
 from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault, batch_of, image_of, images_of, split_environment
 from yolo_sfn.local.template import load_cfn_yaml, read_template
-from yolo_sfn.local.testing import write_toy_project
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = sorted(p.name for p in (REPO / "testdata" / "images").iterdir())
@@ -169,7 +171,7 @@ def test_deploy_creates_everything_from_the_template(engine):
         stateMachineArn=stack.state_machine_arn)
     definition = json.loads(sm["definition"])
     selector = definition["States"]["DetectImages"]["ItemSelector"]
-    assert selector["key.$"] == "$$.Map.Item.Value.key"
+    assert selector["uri.$"] == "$$.Map.Item.Value.uri"
     fn = definition["States"]["Plan"]["Parameters"]["FunctionName"]
     assert fn.endswith(":function:" + stack.functions["plan"])
 
@@ -180,13 +182,18 @@ def test_engine_notes_include_feature_scan_and_env(engine):
 
 
 # --- executions ------------------------------------------------------------------------------
+def _name(attempt) -> str:
+    """The file name of the image an attempt was about (its event carries the ``uri``)."""
+    return attempt.image.rsplit("/", 1)[-1]
+
+
 def test_clean_run_accounts_for_every_image(engine):
     run = _run(engine)
     s = run.summary
     assert s["unique"] == len(IMAGES) == s["succeeded"] and s["failed"] == 0, _not_ok(run)
     for stage in ("preprocess", "infer", "postprocess", "store"):
         hits = [a for a in run.attempts if a.stage == stage]
-        assert sorted(a.image for a in hits) == IMAGES
+        assert sorted(_name(a) for a in hits) == IMAGES
         assert all(a.outcome == "ok" and a.attempt == 1 for a in hits), _not_ok(run)
     assert [a.stage for a in run.attempts if a.image is None] == ["plan", "summarize"]
     assert run.retry_waits == [], _not_ok(run)
@@ -194,7 +201,7 @@ def test_clean_run_accounts_for_every_image(engine):
 
 def test_transient_s3_error_is_retried(engine):
     run = _run(engine, [Fault("infer", "s3_transient", match="dog.jpg")], batch_id="transient")
-    tries = [a for a in run.attempts if a.stage == "infer" and a.image == "dog.jpg"]
+    tries = [a for a in run.attempts if a.stage == "infer" and _name(a) == "dog.jpg"]
     assert [(a.attempt, a.outcome, a.error_type) for a in tries] == [
         (1, "error", "TransientS3Error"), (2, "ok", None)]
     assert tries[0].injected == "s3_transient"
@@ -205,7 +212,7 @@ def test_transient_s3_error_is_retried(engine):
 
 def test_throttling_is_retried(engine):
     run = _run(engine, [Fault("preprocess", "throttle", match="kite.jpg", times=2)])
-    tries = [a for a in run.attempts if a.stage == "preprocess" and a.image == "kite.jpg"]
+    tries = [a for a in run.attempts if a.stage == "preprocess" and _name(a) == "kite.jpg"]
     assert [a.outcome for a in tries] == ["throttled", "throttled", "ok"], _not_ok(run)
     assert tries[0].error_type == "Lambda.TooManyRequestsException"
     assert run.retry_waits == [1.0, 2.0], _not_ok(run)  # BackoffRate 2
@@ -219,7 +226,7 @@ def test_crash_is_recorded_as_a_failure_with_stage_and_type(engine):
     assert img["status"] == "failed"
     assert img["error"]["stage"] == "postprocess" and img["error"]["type"] == "RuntimeError"
     assert "injected crash" in img["error"]["message"]
-    tries = [a for a in run.attempts if a.stage == "postprocess" and a.image == "horses.jpg"]
+    tries = [a for a in run.attempts if a.stage == "postprocess" and _name(a) == "horses.jpg"]
     assert len(tries) == 1  # RuntimeError is not in the Retry list
     s = run.summary
     assert (s["succeeded"], s["failed"], s["unique"]) == (len(IMAGES) - 1, 1, len(IMAGES))
@@ -235,19 +242,6 @@ def test_missing_object_and_duplicates_are_accounted(engine):
     img = _image(run, "nope.jpg")
     assert img["status"] == "failed" and img["error"]["stage"] == "preprocess"
     assert img["error"]["type"] == "ObjectNotFoundError"
-
-
-def test_rerun_overwrites_one_result_per_image(engine):
-    _run(engine, batch_id="again")
-    run = _run(engine, batch_id="again")
-    s3 = engine.client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(
-        Bucket=engine.stack.bucket, Prefix="results/again/")["Contents"]]
-    assert len(keys) == len(IMAGES) + 1  # + summary.json
-    items = engine.client("dynamodb").query(
-        TableName=engine.stack.table, KeyConditionExpression="batch_id = :b",
-        ExpressionAttributeValues={":b": {"S": "again"}})["Items"]
-    assert len(items) == len(IMAGES) == run.summary["succeeded"], _not_ok(run)
 
 
 def test_real_template_reads_and_scans():

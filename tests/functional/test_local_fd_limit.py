@@ -15,6 +15,7 @@ pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
 SRC = Path(__file__).resolve().parents[2] / "src"
+TESTS = Path(__file__).resolve().parents[1]  # fixtures.toystack
 LIMIT = 64  # well under one descriptor per image
 IMAGES = 80
 
@@ -22,7 +23,7 @@ SCRIPT = r"""
 import json, os, resource, sys
 from pathlib import Path
 from yolo_sfn.local.engine import LocalEngine
-from yolo_sfn.local.testing import write_toy_project
+from fixtures.toystack import write_toy_project
 
 tmp, n, limit = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 root = write_toy_project(tmp / "toy")
@@ -44,7 +45,8 @@ with LocalEngine(root, retry_scale=0.0) as eng:
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 def test_a_run_of_many_images_fits_a_low_open_file_limit(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    path = [str(SRC), str(TESTS), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(IMAGES), str(LIMIT)],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
-from yolo_sfn.local.testing import write_toy_project
+from fixtures.toystack import write_toy_project
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = sorted(p.name for p in (REPO / "testdata" / "images").iterdir())
@@ -20,7 +20,9 @@ IMAGES = sorted(p.name for p in (REPO / "testdata" / "images").iterdir())
 
 @pytest.fixture
 def toy(tmp_path_factory):
-    return write_toy_project(tmp_path_factory.mktemp("toy"))
+    # one environment for every function: the engine then runs invokes concurrently (a
+    # per-function STAGE_NAME serializes them, so one hanging image would hold up the rest)
+    return write_toy_project(tmp_path_factory.mktemp("toy"), per_function_env=False)
 
 
 def _model(tmp_path=None):
@@ -297,8 +299,8 @@ def test_ctrl_c_keeps_what_finished_and_says_so(toy, tmp_path):
     rc, _, err = _interrupt([*base, "--fault", "infer:timeout:*:all", *images], "items 0/")
     assert rc == 130 and f"interrupted before any image finished: {out} was left as it was" in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    # the hang is in Postprocess: local Infer invokes take turns, so a hung Infer would hold
-    # the others back until its Timeout
+    # postprocess, not infer: the engine runs one Infer invoke at a time (one loaded model),
+    # so a hanging Infer would hold up every other image until its Lambda timeout
     rc, stdout, err = _interrupt([*base, "--fault", "postprocess:timeout:kite.jpg", *images],
                                  f"{len(images) - 1}/{len(images)} done")
     assert rc == 130, err[-2000:]

@@ -11,10 +11,11 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
+from fixtures.toystack import write_toy_project
+
 from yolo_sfn.cli import main
 from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault
-from yolo_sfn.local.testing import write_toy_project
 from yolo_sfn.remote import api
 
 REPO = Path(__file__).resolve().parents[2]

@@ -181,8 +181,9 @@ def local_run(tmp_path_factory):
     Preprocess crashing on it and Postprocess on kite.jpg; then ``yolo-sfn report DIR``."""
     pytest.importorskip("moto")
     pytest.importorskip("samtranslator")
+    from fixtures.toystack import write_toy_project
+
     from yolo_sfn.cli import main
-    from yolo_sfn.local.testing import write_toy_project
 
     tmp = tmp_path_factory.mktemp("report-run")
     toy = write_toy_project(tmp / "toy")
@@ -445,10 +446,11 @@ def test_missing_result_and_data_shapes():
 def test_report_for_an_execution(tmp_path, capsys):
     pytest.importorskip("moto")
     pytest.importorskip("samtranslator")
+    from fixtures.toystack import write_toy_project
+
     from yolo_sfn.cli import main
     from yolo_sfn.local.engine import LocalEngine
     from yolo_sfn.local.invoke import Fault
-    from yolo_sfn.local.testing import write_toy_project
     from yolo_sfn.remote import api
 
     stack = "yolo-sfn-report-test"

@@ -13,12 +13,13 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+from fixtures import stack as resources
 from moto import mock_aws
 
 from yolo_sfn import env
 from yolo_sfn.errors import ImageTooLargeError, ModelError
 from yolo_sfn.local.invoke import LambdaContext
-from yolo_sfn.workflow import aws, handlers, models, testing
+from yolo_sfn.workflow import aws, handlers, models
 from yolo_sfn.workflow.events import load_event
 from yolo_sfn.workflow.stages import image_id_for
 
@@ -32,7 +33,7 @@ def load_handler(stage: str):
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "testdata" / "images"
-IN, ART, MODELS = testing.INPUT, testing.ARTIFACTS, "yolo-sfn-models"
+IN, ART, MODELS = resources.INPUT, resources.ARTIFACTS, "yolo-sfn-models"
 
 
 @pytest.fixture
@@ -45,16 +46,16 @@ def model_path(request) -> Path:
 
 @pytest.fixture
 def stack(monkeypatch, tmp_path):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", testing.REGION)
-    environment = testing.stage_environment(model_uri=f"s3://{MODELS}/demo/model.tflite",
+    monkeypatch.setenv("AWS_DEFAULT_REGION", resources.REGION)
+    environment = resources.stage_environment(model_uri=f"s3://{MODELS}/demo/model.tflite",
                                             model_cache_dir=str(tmp_path / "models"))
     for k, v in environment.items():
         monkeypatch.setenv(k, v)
     with mock_aws():
         aws.reset_clients()
         models.clear_cache()
-        s3 = boto3.client("s3", region_name=testing.REGION)
-        testing.create_resources(s3, boto3.client("dynamodb", region_name=testing.REGION))
+        s3 = boto3.client("s3", region_name=resources.REGION)
+        resources.create_resources(s3, boto3.client("dynamodb", region_name=resources.REGION))
         s3.create_bucket(Bucket=MODELS)
         for f in IMAGES.iterdir():
             s3.upload_file(str(f), IN, f"samples/{f.name}")

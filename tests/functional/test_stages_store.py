@@ -7,11 +7,12 @@ import json
 
 import boto3
 import pytest
+from fixtures import stack as resources
 from moto import mock_aws
 
 from yolo_sfn.errors import ObjectNotFoundError
 from yolo_sfn.local.invoke import LambdaContext
-from yolo_sfn.workflow import aws, handlers, testing
+from yolo_sfn.workflow import aws, handlers
 from yolo_sfn.workflow.events import load_event
 from yolo_sfn.workflow.stages import MAX_FAILURES_IN_OUTPUT, image_id_for
 
@@ -23,7 +24,7 @@ def load_handler(stage: str):
     return lambda event: handler(event, context)
 
 
-IN, ART, TABLE = testing.INPUT, testing.ARTIFACTS, testing.TABLE
+IN, ART, TABLE = resources.INPUT, resources.ARTIFACTS, resources.TABLE
 DETECTIONS = [
     {"label": "dog", "class_id": 16, "score": 0.9, "box": [10, 20, 30, 40],
      "box_norm": [0.1, 0.2, 0.3, 0.4]},
@@ -35,14 +36,14 @@ DETECTIONS = [
 
 @pytest.fixture
 def aws_env(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", testing.REGION)
-    for k, v in testing.stage_environment().items():
+    monkeypatch.setenv("AWS_DEFAULT_REGION", resources.REGION)
+    for k, v in resources.stage_environment().items():
         monkeypatch.setenv(k, v)
     with mock_aws():
         aws.reset_clients()
-        s3 = boto3.client("s3", region_name=testing.REGION)
-        ddb = boto3.client("dynamodb", region_name=testing.REGION)
-        testing.create_resources(s3, ddb)
+        s3 = boto3.client("s3", region_name=resources.REGION)
+        ddb = boto3.client("dynamodb", region_name=resources.REGION)
+        resources.create_resources(s3, ddb)
         yield s3, ddb
     aws.reset_clients()
 

@@ -2,8 +2,8 @@
 embedded local engine with the real demo model, compared with ``Detector.detect``.
 
 Input: every testdata image + a corrupt JPEG + a non-image + a key that does not exist, in
-ItemBatcher batches of 3 (8 images: the size does not divide the count). The execution runs
-twice (same batch id) to check reruns overwrite. Extra executions inject a transient S3 error
+ItemBatcher batches of 3 (8 images: the size does not divide the count). (Reruns keeping one
+result per image: tests/reliability/test_faults.py.) Extra executions inject a transient S3 error
 (the template's Retry on the real stages), a crashing stage (its batch's pending images are
 recorded as failed at that stage, the execution goes on) and a Store that cannot even record
 (children fail beyond the tolerance: the execution fails, after writing the summary).
@@ -52,9 +52,7 @@ def e2e(model):
         s3.put_object(Bucket=INPUT_BUCKET, Key="corrupt.jpg", Body=data[: len(data) // 3])
         s3.put_object(Bucket=INPUT_BUCKET, Key="notes.txt", Body=b"not an image\n")
         inp = {"images": [*uris, *(f"s3://{INPUT_BUCKET}/{k}" for k in BAD)], "batch_id": BATCH}
-        first = eng.execute(inp, name="e2e-1", timeout_s=600)
-        second = eng.execute(inp, name="e2e-2", timeout_s=600)
-        yield eng, first, second
+        yield eng, eng.execute(inp, name="e2e-1", timeout_s=600)
 
 
 def _name(uri: str) -> str:
@@ -62,28 +60,27 @@ def _name(uri: str) -> str:
 
 
 def test_execution_succeeds_and_summary_accounts_for_every_image(e2e):
-    _, first, second = e2e
-    for run in (first, second):
-        assert run.status == "SUCCEEDED", (run.error, run.cause)
-        s = run.summary
-        assert s["batch_id"] == BATCH and s["execution_arn"] == run.execution_arn
-        assert (s["submitted"], s["unique"]) == (len(GOOD) + len(BAD), len(GOOD) + len(BAD))
-        assert (s["succeeded"], s["failed"]) == (len(GOOD), len(BAD))
-        by_name = {_name(i["uri"]): i for i in s["images"]}
-        assert sorted(by_name) == sorted([*GOOD, *BAD])
-        for name in GOOD:
-            assert by_name[name]["status"] == "succeeded" and by_name[name]["error"] is None
-        for name, etype in BAD.items():
-            err = by_name[name]["error"]
-            assert by_name[name]["status"] == "failed"
-            assert (err["stage"], err["type"]) == ("preprocess", etype), err
+    _, run = e2e
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    s = run.summary
+    assert s["batch_id"] == BATCH and s["execution_arn"] == run.execution_arn
+    assert (s["submitted"], s["unique"]) == (len(GOOD) + len(BAD), len(GOOD) + len(BAD))
+    assert (s["succeeded"], s["failed"]) == (len(GOOD), len(BAD))
+    by_name = {_name(i["uri"]): i for i in s["images"]}
+    assert sorted(by_name) == sorted([*GOOD, *BAD])
+    for name in GOOD:
+        assert by_name[name]["status"] == "succeeded" and by_name[name]["error"] is None
+    for name, etype in BAD.items():
+        err = by_name[name]["error"]
+        assert by_name[name]["status"] == "failed"
+        assert (err["stage"], err["type"]) == ("preprocess", etype), err
 
 
 def test_results_match_detector_exactly(e2e, model):
     from yolo_sfn.core.detector import Detector
     from yolo_sfn.core.image import load_image_file
 
-    eng, first, _ = e2e
+    eng, first = e2e
     detector = Detector(model)
     items = {i["image_id"]["S"]: i for i in _table(eng)}
     for img in first.summary["images"]:
@@ -111,19 +108,8 @@ def _table(eng):
         ExpressionAttributeValues={":b": {"S": BATCH}}, ConsistentRead=True)["Items"]
 
 
-def test_rerun_keeps_one_result_and_one_item_per_image(e2e):
-    eng, first, second = e2e
-    keys = [o["Key"] for o in eng.client("s3").list_objects_v2(
-        Bucket=eng.stack.bucket, Prefix=f"results/{BATCH}/")["Contents"]]
-    n = len(GOOD) + len(BAD)
-    assert len(keys) == n + 1 and f"results/{BATCH}/summary.json" in keys
-    assert len(_table(eng)) == n
-    ids = lambda run: sorted(i["image_id"] for i in run.summary["images"])  # noqa: E731
-    assert ids(first) == ids(second)
-
-
 def test_each_stage_invoked_once_per_batch_without_faults(e2e):
-    eng, first, _ = e2e
+    eng, first = e2e
     for stage in ("preprocess", "infer", "postprocess", "store"):
         tries = [a for a in first.attempts if a.stage == stage]
         assert len(tries) == CHILDREN and all(a.outcome == "ok" for a in tries), stage
@@ -138,13 +124,13 @@ def test_each_stage_invoked_once_per_batch_without_faults(e2e):
 
 
 def test_local_engine_notes_name_the_unfaithful_features(e2e):
-    _, first, _ = e2e
+    _, first = e2e
     text = "\n".join(first.notes)
     assert "DISTRIBUTED Map" in text and "EXPRESS" in text
 
 
 def test_transient_s3_error_retried_on_real_stages(e2e):
-    eng, _, _ = e2e
+    eng, _ = e2e
     eng.router.faults = [Fault("infer", "s3_transient", times=1)]
     try:
         run = eng.execute({"images": [f"s3://{INPUT_BUCKET}/{GOOD[0]}"], "batch_id": "e2e-retry"},
@@ -163,7 +149,7 @@ def test_a_crashing_stage_records_its_batch_and_the_execution_goes_on(e2e):
     """``--fault infer:crash:<glob>``: the batch carrying the matching image fails at Infer
     (not retried: a crash is no service error); its pending images are recorded as failed
     at infer, every other batch succeeds, and the summary lists each image once."""
-    eng, _, _ = e2e
+    eng, _ = e2e
     target = GOOD[0]
     eng.router.faults = [Fault("infer", "crash", match=target, times=None)]
     uris = [f"s3://{INPUT_BUCKET}/{n}" for n in GOOD]
@@ -187,7 +173,7 @@ def test_a_crashing_stage_records_its_batch_and_the_execution_goes_on(e2e):
 def test_children_failing_beyond_the_tolerance_fail_the_execution(e2e):
     """Store and RecordBatchFailure both crash: every child fails, past the 10 % tolerance,
     so the Map fails; Summarize still writes the summary, then DetectImagesFailed."""
-    eng, _, _ = e2e
+    eng, _ = e2e
     eng.router.faults = [Fault("store", "crash", times=None)]
     try:
         run = eng.execute({"images": [f"s3://{INPUT_BUCKET}/{n}" for n in GOOD],

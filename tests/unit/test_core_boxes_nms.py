@@ -159,9 +159,7 @@ def _sequential_nms(boxes, scores, classes, thr, kind, beta=0.6):
 
 @pytest.mark.parametrize("kind", ["greedy", "diou"])
 @pytest.mark.parametrize(("block", "tile"), [(256, 8192), (64, 5), (7, 1), (1, 3), (1000, 1000)])
-def test_blocked_nms_matches_sequential_greedy(kind, block, tile, monkeypatch):
-    import yolo_sfn.core.nms as nms_mod
-
+def test_blocked_nms_matches_sequential_greedy(kind, block, tile):
     rng = np.random.default_rng(5)
     n = 300
     xy = rng.uniform(0, 100, (n, 2))
@@ -169,6 +167,5 @@ def test_blocked_nms_matches_sequential_greedy(kind, block, tile, monkeypatch):
     scores = rng.choice(np.linspace(0.1, 1, 40).astype(np.float32), n)  # many ties
     classes = rng.integers(0, 3, n)
     want = _sequential_nms(boxes, scores, classes, 0.45, kind)
-    monkeypatch.setattr(nms_mod, "_BLOCK", block)
-    monkeypatch.setattr(nms_mod, "_TILE", tile)
-    np.testing.assert_array_equal(nms(boxes, scores, classes, 0.45, kind=kind), want)
+    got = nms(boxes, scores, classes, 0.45, kind=kind, block=block, tile=tile)
+    np.testing.assert_array_equal(got, want)

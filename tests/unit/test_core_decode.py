@@ -227,10 +227,14 @@ def test_compact_heads_give_exactly_the_same_detections(new_coords, score):
     for w, g in zip(want, got, strict=True):
         np.testing.assert_array_equal(g, w)
     _, t = preprocess(np.zeros((60, 80, 3), np.uint8), meta.input_size)
+    for w, g in zip(want, decode_candidates(packed, meta, score), strict=True):
+        np.testing.assert_array_equal(g, w)  # compact rows decoded directly
     for s in {score, min(1.0, score + 0.1)}:
-        assert postprocess(back, meta, t, score=s) == postprocess(heads, meta, t, score=s)
+        dense = postprocess(heads, meta, t, score=s)
+        assert postprocess(back, meta, t, score=s) == dense
+        assert postprocess(packed, meta, t, score=s) == dense
     if score == 0.25:  # not only empty lists compared
-        assert postprocess(back, meta, t, score=score)
+        assert postprocess(packed, meta, t, score=score)
 
 
 def test_expand_refuses_compact_heads_of_another_model():
@@ -244,6 +248,8 @@ def test_expand_refuses_compact_heads_of_another_model():
     packed["rows_1"] = packed["rows_1"] + 1000
     with pytest.raises(ModelError, match="compact head 1 does not fit"):
         expand_heads(packed, meta)
+    with pytest.raises(ModelError, match="compact head 1 does not fit"):
+        decode_candidates(packed, meta, 0.01)
     packed["rows_1"] = packed["rows_1"].astype(np.float32)
     with pytest.raises(ModelError, match="compact head 1 does not fit"):
         expand_heads(packed, meta)
@@ -276,7 +282,7 @@ def test_gaussian_yolo_formula_and_uncertainty_by_hand():
     """darknet get_gaussian_yolo_box / get_gaussian_yolo_detections: row = mu_x, sigma_x,
     mu_y, sigma_y, mu_w, sigma_w, mu_h, sigma_h, obj, classes; score = obj * cls *
     (1 - mean sigmoid(sigma))."""
-    from yolo_sfn.core.decode import decode_uncertainty
+    from yolo_sfn.core.decode import decode_candidates_uc, uncertainty
 
     meta = _meta(scale_x_y=1.1, kind="gaussian_yolo")
     assert meta.head_shape(0) == (1, 2, 3, 2 * 11)
@@ -292,29 +298,35 @@ def test_gaussian_yolo_formula_and_uncertainty_by_hand():
     uc = _sig(t[[1, 3, 5, 7]])
     np.testing.assert_allclose(obj[r], _sig(t[8]), atol=1e-6)
     np.testing.assert_allclose(cls[r], _sig(t[8]) * _sig(t[9:]) * (1 - uc.mean()), atol=1e-6)
-    np.testing.assert_allclose(decode_uncertainty([head], meta, np.array([r]))[0], uc,
-                               atol=1e-6)
-    assert decode_uncertainty([head], _meta(), np.array([0])) is None
+    rows, _, _, uc_logits = decode_candidates_uc([head], meta, 0.0)
+    np.testing.assert_array_equal(rows, np.arange(12))
+    np.testing.assert_allclose(uncertainty(uc_logits[r]), uc, atol=1e-6)
+    plain = _meta()
+    assert decode_candidates_uc([np.zeros(plain.head_shape(0), np.float32)], plain, 0.0)[3] is None
 
 
-def test_gaussian_heads_compact_and_expand_back():
-    from yolo_sfn.core.decode import compact_heads, expand_heads
+@pytest.mark.parametrize("kind", ["yolo", "region", "region-softmax", "gaussian_yolo"])
+@pytest.mark.parametrize("score", [0.05, 0.5, 0.9])
+def test_compact_heads_decode_bit_for_bit_for_every_head_kind(kind, score):
+    """Postprocess decodes Infer's compact rows directly: the same candidates, uncertainty
+    and detections, bit for bit, as the dense heads, for each head kind the converter writes."""
+    from yolo_sfn.core.decode import compact_heads, decode_candidates_uc, expand_heads
+    from yolo_sfn.core.postprocess import postprocess
+    from yolo_sfn.core.preprocess import preprocess
 
-    meta = _meta(kind="gaussian_yolo")
+    kw = {"kind": "region", "softmax": True} if kind == "region-softmax" else {"kind": kind}
+    meta = _meta(grid=(6, 8), net=(48, 64), c=4, **kw)
     head = np.random.default_rng(7).normal(0, 2, meta.head_shape(0)).astype(np.float32)
-    packed = compact_heads([head], meta, 0.5)
-    assert packed is not None and 0 < packed["rows_0"].size < 12
-    want = decode_candidates([head], meta, 0.5)
-    got = decode_candidates(expand_heads(packed, meta), meta, 0.5)
-    for w, g in zip(want, got, strict=True):
-        np.testing.assert_array_equal(w, g)
-
-
-def test_old_sidecars_without_head_kind_still_load():
-    d = _meta().to_dict()
-    for h in d["heads"]:
-        del h["kind"], h["softmax"]
-    m = ModelMeta.from_dict(d)
-    assert m.heads[0].kind == "yolo" and m.head_shape(0) == (1, 2, 3, 14)
-    with pytest.raises(ModelError, match="kind"):
-        _meta(kind="ssd")
+    packed = compact_heads([head], meta, score)
+    assert packed is not None and 0 < packed["rows_0"].size < 6 * 8 * 2
+    want = decode_candidates_uc([head], meta, score)
+    for got in (decode_candidates_uc(packed, meta, score),
+                decode_candidates_uc(expand_heads(packed, meta), meta, score)):
+        assert (got[3] is None) == (want[3] is None) == (kind != "gaussian_yolo")
+        for w, g in zip(want, got, strict=True):
+            if w is not None:
+                np.testing.assert_array_equal(g, w)
+    _, t = preprocess(np.zeros((60, 80, 3), np.uint8), meta.input_size)
+    dense = postprocess([head], meta, t, score=score)
+    assert postprocess(packed, meta, t, score=score) == dense
+    assert dense or score == 0.9  # not only empty lists compared

@@ -226,10 +226,10 @@ def test_max_detections_keeps_the_first_of_the_final_order(caplog):
 
 
 def test_max_candidates_is_top_k_by_score_then_index(caplog):
-    import yolo_sfn.core.postprocess as pp
+    from yolo_sfn.core.decode import decode_candidates
 
     meta, heads, t = _busy()
-    _, boxes, scores = pp.decode_candidates(heads, meta, 0.05)
+    _, boxes, scores = decode_candidates(heads, meta, 0.05)
     k = 50
     with caplog.at_level("WARNING", logger="yolo_sfn.core.postprocess"):
         got = postprocess(heads, meta, t, score=0.05, max_candidates=k, max_detections=None)
@@ -278,14 +278,14 @@ def test_caps_validated(bad):
 
 
 def test_top_k_matches_stable_argsort():
-    from yolo_sfn.core.postprocess import _top_k
+    from yolo_sfn.core.postprocess import top_k
 
     rng = np.random.default_rng(1)
     for _ in range(100):
         n = int(rng.integers(2, 500))
         k = int(rng.integers(1, n))
         s = (rng.integers(0, int(rng.integers(1, 30)), n) / 7).astype(np.float32)
-        np.testing.assert_array_equal(_top_k(s, k), np.sort(np.argsort(-s, kind="stable")[:k]))
+        np.testing.assert_array_equal(top_k(s, k), np.sort(np.argsort(-s, kind="stable")[:k]))
 
 
 def test_gaussian_yolo_detections_carry_their_uncertainty():

@@ -118,9 +118,15 @@ def test_run_matches_reference(models, precision, atol):
 
 
 def test_int8_model_has_quantized_io(models):
-    model = Model.load(models["int8"])
-    assert model._in_dtype == np.uint8
-    assert all(q is not None for q in model._out_quant)
+    """The int8 file takes uint8 pixels and has quantized outputs (read with LiteRT's own
+    interpreter), and Model.run still hands back dequantized float32 heads."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    it = litert.Interpreter(model_path=str(models["int8"]))
+    assert it.get_input_details()[0]["dtype"] == np.uint8
+    assert all(d["quantization"][0] > 0 for d in it.get_output_details())
+    heads = Model.load(models["int8"], threads=1).run(_batch())
+    assert all(h.dtype == np.float32 for h in heads)
+    assert any(not np.allclose(h, np.round(h)) for h in heads)  # dequantized, not raw integers
 
 
 def test_run_rejects_wrong_input(models):

@@ -9,7 +9,7 @@ prints ONE array, one object per image in argument order:
 ``{"image", "width", "height", "detections": [Detection.to_dict()...]}`` (+ ``"annotated"``:
 the copy's path, with ``--annotate``) or, for an image that failed,
 ``{"image", "width": null, "height": null, "error": {"type", "message"}}``. ``--annotate``
-never replaces an input or a file yolo-sfn did not write (``yolo_sfn.commands.outputs``).
+never replaces an input or a file yolo-sfn did not write (``yolo_sfn.outputs``).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _annotated_paths(outdir: Path, images: list[str]) -> dict[str, Path]:
     ... when that name is taken by another image of this call (a/dog.jpg, b/dog.jpg), by an
     input image (``--annotate`` the images' own folder) or by any file yolo-sfn did not
     write (``OUTDIR/.yolo-sfn-outputs.json``). The record is saved before anything is written."""
-    from yolo_sfn.commands.outputs import OutputRecord
+    from yolo_sfn.outputs import OutputRecord
 
     rec = OutputRecord(outdir, "detect")
     inputs = {Path(i).resolve() for i in images}
@@ -80,7 +80,7 @@ def _annotated_paths(outdir: Path, images: list[str]) -> dict[str, Path]:
 
 
 def _save_record(outdir: Path, written: list[Path]) -> None:
-    from yolo_sfn.commands.outputs import OutputRecord
+    from yolo_sfn.outputs import OutputRecord
 
     rec = OutputRecord(outdir, "detect")
     rec.previous = [n for n in rec.previous if (outdir / n).exists()]
@@ -90,7 +90,7 @@ def _save_record(outdir: Path, written: list[Path]) -> None:
 
 
 def _format_table(results: list[dict]) -> str:
-    from yolo_sfn.commands.outputs import shown
+    from yolo_sfn.outputs import shown
 
     lines = []
     for r in results:

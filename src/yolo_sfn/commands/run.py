@@ -150,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
             _print_notes(shown)
         run, written = run_batch(inputs, opts, None if args.json else _progress_printer())
     except WritingInterrupted:
-        from yolo_sfn.commands.outputs import RECORD
+        from yolo_sfn.outputs import RECORD
 
         print(f"\ninterrupted while writing {args.out}: the files written so far are listed "
               f"in {args.out / RECORD} (the next run replaces them)",

@@ -133,13 +133,13 @@ def _logits(t: np.ndarray, consts: _HeadConsts):
 
 
 def decode_rows(
-    rows_raw: np.ndarray, idx: np.ndarray | None, consts: _HeadConsts
+    t: np.ndarray, idx: np.ndarray | None, consts: _HeadConsts
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode the raw rows ``rows_raw[idx]`` (all rows if idx is None) of one head.
+    """Decode the raw rows ``t`` of one head: every row (``idx`` None) or the rows at
+    indices ``idx`` (``t`` = those rows, already selected).
 
     Returns (boxes_cxcywh_norm (n, 4), objectness (n,), class_scores (n, C)), float32.
     """
-    t = rows_raw if idx is None else rows_raw[idx]
     col = consts.col if idx is None else consts.col[idx]
     row = consts.row if idx is None else consts.row[idx]
     aw = consts.anchor_w_norm if idx is None else consts.anchor_w_norm[idx]
@@ -190,25 +190,9 @@ def _objectness(raw: np.ndarray, consts: _HeadConsts) -> np.ndarray:
     return col if consts.new_coords else _sigmoid(col)
 
 
-def decode_uncertainty(
-    heads: list[np.ndarray], meta: ModelMeta, rows: np.ndarray
-) -> np.ndarray | None:
-    """Gaussian_yolo uncertainty of x, y, w, h (sigmoid, 0..1) for ``rows`` (indices into
-    :func:`decode_heads`' rows) -> (n, 4) float32; NaN for rows of other heads. ``None``
-    when no head is a gaussian_yolo head."""
-    if not any(h.kind == "gaussian_yolo" for h in meta.heads):
-        return None
-    _check_head_count(heads, meta)
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.full((rows.size, 4), np.nan, dtype=np.float32)
-    base = 0
-    for i, h in enumerate(heads):
-        raw = head_rows(h, meta, i)
-        inside = (rows >= base) & (rows < base + raw.shape[0])
-        if meta.heads[i].kind == "gaussian_yolo" and inside.any():
-            out[inside] = _sigmoid(raw[rows[inside] - base][:, _GAUSS_UC])
-        base += raw.shape[0]
-    return out
+def uncertainty(logits: np.ndarray) -> np.ndarray:
+    """Gaussian_yolo uncertainty logits (n, 4) -> uncertainty of x, y, w, h (sigmoid, 0..1)."""
+    return _sigmoid(np.asarray(logits, dtype=np.float32))
 
 
 def decode_heads(
@@ -230,33 +214,71 @@ def decode_heads(
     return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))  # type: ignore[return-value]
 
 
-def decode_candidates(
-    heads: list[np.ndarray], meta: ModelMeta, min_objectness: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`decode_heads` but only rows with objectness >= ``min_objectness``.
+Heads = list[np.ndarray] | dict[str, np.ndarray]  # dense heads, or compact_heads' output
 
-    Since class_score = obj * cls_prob <= obj, no row with a class score >= the threshold is
-    lost. Returns (row_index (n,) into decode_heads' rows, boxes_cxcywh_norm (n, 4),
-    class_scores (n, C)).
-    """
-    _check_head_count(heads, meta)
-    thr = np.float32(min_objectness)
-    rows_out, boxes_out, scores_out = [], [], []
+
+def _selected_rows(heads: Heads, meta: ModelMeta, thr: np.float32):
+    """Per head: ``(row base, idx (n_i,), raw rows (n_i, R), consts)`` for the rows with
+    objectness >= ``thr``, in row order; dense heads are filtered here, compact heads
+    (:func:`compact_heads`) are already those rows (filtered again, for a higher ``thr``)."""
+    compact = isinstance(heads, dict)
+    if compact:
+        check_compact(heads, meta)
+    else:
+        _check_head_count(heads, meta)
     base = 0
-    for i, h in enumerate(heads):
-        raw = head_rows(h, meta, i)
-        consts = _head_consts(meta.heads[i], meta.input_size)
-        idx = np.flatnonzero(_objectness(raw, consts) >= thr)
+    for i, hm in enumerate(meta.heads):
+        consts = _head_consts(hm, meta.input_size)
+        if compact:
+            idx = heads[f"rows_{i}"].astype(np.int64)
+            raw = np.asarray(heads[f"head_{i}"], dtype=np.float32)
+            total = _head_total(meta, i)
+        else:
+            idx, raw = None, head_rows(heads[i], meta, i)
+            total = raw.shape[0]
+        keep = np.flatnonzero(_objectness(raw, consts) >= thr)
+        yield base, (keep if idx is None else idx[keep]), raw[keep], consts
+        base += total
+
+
+def decode_candidates_uc(
+    heads: Heads, meta: ModelMeta, min_objectness: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`decode_candidates` + the raw uncertainty logits ``(n, 4)`` of its rows (NaN for
+    rows of non-gaussian heads; ``None`` when no head is gaussian_yolo): pass the rows you
+    keep to :func:`uncertainty`."""
+    thr = np.float32(min_objectness)
+    gaussian = any(h.kind == "gaussian_yolo" for h in meta.heads)
+    rows_out, boxes_out, scores_out, uc_out = [], [], [], []
+    for base, idx, raw, consts in _selected_rows(heads, meta, thr):
         if idx.size:
             boxes, _, cls = decode_rows(raw, idx, consts)
             rows_out.append(idx + base)
             boxes_out.append(boxes)
             scores_out.append(cls)
-        base += raw.shape[0]
+            if gaussian:
+                uc_out.append(raw[:, _GAUSS_UC] if consts.kind == "gaussian_yolo"
+                              else np.full((idx.size, 4), np.nan, np.float32))
     if not rows_out:
         c = meta.num_classes
-        return np.zeros((0,), np.int64), np.zeros((0, 4), np.float32), np.zeros((0, c), np.float32)
-    return np.concatenate(rows_out), np.concatenate(boxes_out), np.concatenate(scores_out)
+        return (np.zeros((0,), np.int64), np.zeros((0, 4), np.float32),
+                np.zeros((0, c), np.float32), np.zeros((0, 4), np.float32) if gaussian else None)
+    return (np.concatenate(rows_out), np.concatenate(boxes_out), np.concatenate(scores_out),
+            np.concatenate(uc_out) if gaussian else None)
+
+
+def decode_candidates(
+    heads: Heads, meta: ModelMeta, min_objectness: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`decode_heads` but only rows with objectness >= ``min_objectness``.
+
+    ``heads``: the dense heads, or their :func:`compact_heads` (decoded directly, never
+    expanded; compacted at a threshold <= ``min_objectness``, they give the same rows, boxes
+    and scores bit for bit). Since class_score = obj * cls_prob <= obj, no row with a class
+    score >= the threshold is lost. Returns (row_index (n,) into decode_heads' rows,
+    boxes_cxcywh_norm (n, 4), class_scores (n, C)).
+    """
+    return decode_candidates_uc(heads, meta, min_objectness)[:3]
 
 
 def compact_heads(
@@ -296,31 +318,41 @@ def is_compact(arrays: dict[str, np.ndarray]) -> bool:
     return "compact" in arrays
 
 
-def expand_heads(arrays: dict[str, np.ndarray], meta: ModelMeta) -> list[np.ndarray]:
-    """:func:`compact_heads` output -> full heads (1, H, W, A*(5+C)) float32 in meta order.
+def _head_total(meta: ModelMeta, i: int) -> int:
+    return int(np.prod(meta.head_shape(i))) // meta.heads[i].row_width(meta.num_classes)
 
-    Kept rows go back to their places; every other row gets objectness 0 (logit -inf, or 0
-    for ``new_coords`` heads) and zeros elsewhere. Those rows were below the threshold the
-    compaction used (or NaN), and that threshold is > 0, so :func:`decode_candidates` at that
-    threshold or above reads exactly the kept rows: same candidates, same order, same values,
-    same detections.
-    """
-    heads = []
+
+def check_compact(arrays: dict[str, np.ndarray], meta: ModelMeta) -> None:
+    """Raise ModelError unless ``arrays`` are :func:`compact_heads` of a model with ``meta``'s
+    heads (one ``rows_i``/``head_i`` pair per head, row widths and indices in range)."""
     n = sum(1 for k in arrays if k.startswith("rows_"))
     if n != len(meta.heads):
         raise ModelError(f"model {meta.name!r}: {n} compact heads, metadata declares "
                          f"{len(meta.heads)}")
     for i, hm in enumerate(meta.heads):
-        shape = meta.head_shape(i)
-        stride = hm.row_width(meta.num_classes)
-        idx, vals = arrays[f"rows_{i}"], arrays[f"head_{i}"]
-        total = int(np.prod(shape)) // stride
-        if (idx.ndim != 1 or idx.dtype.kind not in "iu" or vals.shape != (idx.size, stride)
+        stride, total = hm.row_width(meta.num_classes), _head_total(meta, i)
+        idx, vals = arrays.get(f"rows_{i}"), arrays.get(f"head_{i}")
+        if (idx is None or vals is None or idx.ndim != 1 or idx.dtype.kind not in "iu"
+                or vals.shape != (idx.size, stride)
                 or (idx.size and not 0 <= idx.min() <= idx.max() < total)):
-            raise ModelError(f"model {meta.name!r}: compact head {i} does not fit {shape}")
-        raw = np.zeros((total, stride), np.float32)
+            raise ModelError(f"model {meta.name!r}: compact head {i} does not fit "
+                             f"{meta.head_shape(i)}")
+
+
+def expand_heads(arrays: dict[str, np.ndarray], meta: ModelMeta) -> list[np.ndarray]:
+    """:func:`compact_heads` output -> full heads (1, H, W, A*(5+C)) float32 in meta order
+    (for tools that want dense heads; the pipeline decodes compact heads directly).
+
+    Kept rows go back to their places; every other row gets objectness 0 (logit -inf, or 0
+    for ``new_coords`` heads) and zeros elsewhere, so :func:`decode_candidates` at the
+    compaction's threshold (> 0) or above reads exactly the kept rows.
+    """
+    check_compact(arrays, meta)
+    heads = []
+    for i, hm in enumerate(meta.heads):
+        raw = np.zeros((_head_total(meta, i), hm.row_width(meta.num_classes)), np.float32)
         if not hm.new_coords:
-            raw[:, 8 if hm.kind == "gaussian_yolo" else 4] = -np.inf
-        raw[idx] = vals
-        heads.append(raw.reshape(shape))
+            raw[:, _GAUSS_OBJ if hm.kind == "gaussian_yolo" else 4] = -np.inf
+        raw[arrays[f"rows_{i}"]] = arrays[f"head_{i}"]
+        heads.append(raw.reshape(meta.head_shape(i)))
     return heads

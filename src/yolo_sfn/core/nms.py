@@ -16,8 +16,8 @@ from yolo_sfn.core.boxes import diou_xyxy, iou_xyxy
 NMS_KINDS = ("greedy", "diou")
 
 
-_BLOCK = 256  # boxes taken from the front of the score order per round
-_TILE = 8192  # later boxes tested per overlap matrix (_BLOCK x _TILE float32 = 8 MiB)
+BLOCK = 256  # boxes taken from the front of the score order per round
+TILE = 8192  # later boxes tested per overlap matrix (BLOCK x TILE float32 = 8 MiB)
 
 
 def _overlap(a_xyxy: np.ndarray, b_xyxy: np.ndarray, kind: str, beta: float) -> np.ndarray:
@@ -25,21 +25,22 @@ def _overlap(a_xyxy: np.ndarray, b_xyxy: np.ndarray, kind: str, beta: float) -> 
 
 
 def _nms_one_class(
-    boxes_xyxy: np.ndarray, order: np.ndarray, iou_threshold: float, kind: str, beta: float
+    boxes_xyxy: np.ndarray, order: np.ndarray, iou_threshold: float, kind: str, beta: float,
+    block: int, tile: int,
 ) -> list[np.ndarray]:
     """Greedy walk over ``order`` (indices into boxes, best first) -> kept indices, in order.
 
-    Batched, and exactly the sequential greedy result: each round takes the best ``_BLOCK``
+    Batched, and exactly the sequential greedy result: each round takes the best ``block``
     remaining boxes and walks them greedily with one upper-triangular overlap matrix (only
     rows that overlap a *later* box can suppress, so the Python loop runs once per such row),
-    then drops every later box that a box kept in this round overlaps (``_TILE`` columns per
+    then drops every later box that a box kept in this round overlaps (``tile`` columns per
     matrix). Few kept boxes: the remaining list shrinks fast; many: the work is
     kept x remaining in large numpy operations. Memory stays bounded either way.
     """
     kept_parts: list[np.ndarray] = []
     rest = order
     while rest.size:
-        head, rest = rest[:_BLOCK], rest[_BLOCK:]
+        head, rest = rest[:block], rest[block:]
         b = boxes_xyxy[head]
         over = np.triu(_overlap(b, b, kind, beta) > iou_threshold, k=1)
         suppressed = np.zeros(head.size, dtype=bool)
@@ -51,9 +52,9 @@ def _nms_one_class(
         if rest.size:
             kb = boxes_xyxy[kept]
             alive = np.empty(rest.size, dtype=bool)
-            for s in range(0, rest.size, _TILE):
-                hit = _overlap(kb, boxes_xyxy[rest[s : s + _TILE]], kind, beta) > iou_threshold
-                np.logical_not(hit.any(axis=0), out=alive[s : s + _TILE])
+            for s in range(0, rest.size, tile):
+                hit = _overlap(kb, boxes_xyxy[rest[s : s + tile]], kind, beta) > iou_threshold
+                np.logical_not(hit.any(axis=0), out=alive[s : s + tile])
             rest = rest[alive]
     return kept_parts
 
@@ -66,11 +67,14 @@ def nms(
     *,
     kind: str = "greedy",
     beta: float = 0.6,
+    block: int = BLOCK,
+    tile: int = TILE,
 ) -> np.ndarray:
     """Class-aware NMS.
 
     boxes_xyxy: (N, 4) x1, y1, x2, y2 (any consistent units); scores: (N,); class_ids: (N,) int.
     kind: "greedy" (IoU) or "diou" (darknet DIoU-NMS, exponent ``beta`` = ``beta_nms``).
+    block, tile: work sizes (the result does not depend on them; memory is block x tile).
     Returns kept indices (K,) int64, sorted by score descending, ties by index ascending.
     """
     if kind not in NMS_KINDS:
@@ -90,7 +94,7 @@ def nms(
     bounds = np.flatnonzero(np.diff(cls_sorted[by_cls])) + 1
     keep: list[np.ndarray] = []
     for part in np.split(grouped, bounds):
-        keep.extend(_nms_one_class(boxes_xyxy, part, iou_threshold, kind, beta))
+        keep.extend(_nms_one_class(boxes_xyxy, part, iou_threshold, kind, beta, block, tile))
     kept = np.concatenate(keep).astype(np.int64, copy=False)
     # back to global score order (stable on index for ties)
     kept.sort()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from yolo_sfn.core.boxes import clip_boxes_xyxy, xywh_to_xyxy
-from yolo_sfn.core.decode import decode_candidates, decode_uncertainty
+from yolo_sfn.core.decode import Heads, decode_candidates_uc, uncertainty
 from yolo_sfn.core.nms import NMS_KINDS, nms
 from yolo_sfn.core.preprocess import Transform
 from yolo_sfn.model.meta import ModelMeta
@@ -84,7 +84,7 @@ class Detection:
         )
 
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` best scores, ties by lower index, returned in index order.
 
     The same set as ``argsort(-scores, kind="stable")[:k]``, in O(n) (partition).
@@ -98,7 +98,7 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def postprocess(
-    heads: list[np.ndarray],
+    heads: Heads,
     meta: ModelMeta,
     transform: Transform,
     *,
@@ -109,7 +109,8 @@ def postprocess(
     max_detections: int | None = MAX_DETECTIONS,
     stats: dict | None = None,
 ) -> list[Detection]:
-    """heads: (1, H, W, A*(5+C)) float32 in meta order -> detections, best first.
+    """heads: (1, H, W, A*(5+C)) float32 in meta order, or their ``core.decode.compact_heads``
+    at a threshold <= ``score`` (decoded directly, same detections) -> detections, best first.
 
     nms_kind: "greedy" | "diou" | None (= ``meta.nms_kind``, darknet's cfg choice).
     max_candidates: pre-NMS cap, the best ``max_candidates`` (row, class) candidates by score
@@ -125,7 +126,7 @@ def postprocess(
     for name, cap in (("max_candidates", max_candidates), ("max_detections", max_detections)):
         if cap is not None and (isinstance(cap, bool) or int(cap) != cap or cap < 1):
             raise ValueError(f"{name} must be None or an integer >= 1, got {cap!r}")
-    rows, boxes_cxcywh, class_scores = decode_candidates(heads, meta, score)
+    _, boxes_cxcywh, class_scores, uc_logits = decode_candidates_uc(heads, meta, score)
     # candidates: (K,) row into the decoded subset, (K,) class id
     cand_row, cand_cls = np.nonzero(class_scores >= np.float32(score))
     capped = max_candidates is not None and cand_row.size > max_candidates
@@ -143,7 +144,7 @@ def postprocess(
             score,
             max_candidates,
         )
-        top = _top_k(cand_score, int(max_candidates))
+        top = top_k(cand_score, int(max_candidates))
         cand_row, cand_cls, cand_score = cand_row[top], cand_cls[top], cand_score[top]
     # (K, 4) xyxy original pixels, unclipped
     src_h, src_w = transform.src_hw
@@ -169,8 +170,8 @@ def postprocess(
     score_l = scores[order].tolist()
     box_l = boxes[order].tolist()
     norm_l = boxes_n[order].tolist()
-    uc = decode_uncertainty(heads, meta, rows[cand_row[keep][order]])
-    uc_l = [None] * len(cls_l) if uc is None else [tuple(u) for u in uc.tolist()]
+    uc_l = ([None] * len(cls_l) if uc_logits is None
+            else [tuple(u) for u in uncertainty(uc_logits[cand_row[keep][order]]).tolist()])
     return [
         Detection(label=names[c], class_id=c, score=sc, box=tuple(b), box_norm=tuple(bn),
                   uncertainty=u)

@@ -15,9 +15,10 @@ Modules: ``compat`` (moto pin + patched internals), ``template`` (CFN YAML + ASL
 ToleratedFailure* around moto's interpreter), ``invoke`` (in-process Lambda routing, faults,
 attempt log), ``meter`` (AWS requests counted at moto's botocore hook), ``spool`` (S3 bodies
 without an open file each), ``taskclock`` (Task timeouts without local queuing), ``features``
-(what moto runs differently), ``engine``, ``runner`` (``yolo-sfn run``), ``testing`` (a toy
-project with the contract's shape, per image or batched), ``workers`` + ``lambda_worker`` (the
-built functions in Python 3.12 worker processes: ``layers/run_built.py``, ``make built-smoke``).
+(what moto runs differently), ``engine``, ``runner`` (``yolo-sfn run``), ``workers`` +
+``lambda_worker`` (the built functions in Python 3.12 worker processes: ``layers/run_built.py``,
+``make built-smoke``). The toy stack the engine's tests run is a fixture under
+``tests/fixtures/toy``.
 """
 
 from yolo_sfn.local.compat import LocalEngineError

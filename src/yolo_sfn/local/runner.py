@@ -4,7 +4,7 @@ Inputs are either local image paths (files or folders), uploaded to the local in
 ``yolo-sfn-input`` under their file names (``s3_safe_name``: a name S3 cannot carry is
 ``%XX``-escaped; ``local_path`` in the summary maps each image back), or one execution-input
 event file (``events/<batch>.json``). Folders are read one level deep and only image files are
-sent (``inputs_from_paths``). Outputs go to ``--out`` through ``yolo_sfn.commands.outputs``'
+sent (``inputs_from_paths``). Outputs go to ``--out`` through ``yolo_sfn.outputs``'
 record, so nothing yolo-sfn did not write there is ever replaced (``write_outputs``).
 In an event file, ``s3://`` URIs refer to local files:
 
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolo_sfn.commands.outputs import RECORD, OutputRecord, shown, unsafe_char
 from yolo_sfn.errors import InputFileError, InputValidationError
 from yolo_sfn.local.engine import INPUT_BUCKET, LocalEngine, LocalRun, Progress, split_s3_uri
 from yolo_sfn.local.invoke import Fault
+from yolo_sfn.outputs import RECORD, OutputRecord, shown, unsafe_char
 
 STAGES = ("preprocess", "infer", "postprocess", "store")
 
@@ -446,7 +446,7 @@ def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOpti
     what was written), DIR/function-logs.jsonl. The previous run's files go first; a file
     yolo-sfn did not write is never replaced; a write that fails is reported in ``errors``
     and the summary, and the others go on. The record of written files is saved before and
-    after (``yolo_sfn.commands.outputs``)."""
+    after (``yolo_sfn.outputs``)."""
     out = Path(opts.out_dir)
     rec = OutputRecord(out, "run")
     keep = {p.resolve() for p in inputs.uploads.values()}

@@ -423,17 +423,20 @@ def image_heads(npz: dict, image_id: str) -> dict:
     return {k[len(prefix):]: v for k, v in npz.items() if k.startswith(prefix)}
 
 
-def _heads_for(arrays: dict, meta, key: str, image_id: str) -> list:
-    from yolo_sfn.core.decode import expand_heads, is_compact
+def _heads_for(arrays: dict, meta, key: str, image_id: str) -> list | dict:
+    """One image's heads as Infer wrote them: its compact rows (checked against the model,
+    decoded as they are) or its full heads."""
+    from yolo_sfn.core.decode import check_compact, is_compact
 
     if not arrays:
         raise InputValidationError(f"heads: {key} has no heads for image {image_id}")
     if is_compact(arrays):
         try:
-            return expand_heads(arrays, meta)
-        except (ModelError, KeyError) as e:
+            check_compact(arrays, meta)
+        except ModelError as e:
             raise InputValidationError(f"heads: {key} does not fit model {meta.name!r} "
                                        f"({e})") from None
+        return arrays
     heads = [arrays[f"head_{i}"] for i in range(len(arrays))]
     if len(heads) != len(meta.heads):
         raise InputValidationError(f"heads: {len(heads)} heads in {key}, model "
