@@ -20,6 +20,7 @@ import json
 import os
 
 from yolo_sfn.commands.checks import path_arg
+from yolo_sfn.contract import RESIZE_MODES
 from yolo_sfn.errors import InputValidationError
 
 SETTLE_S = 0.25  # --settle default
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--runs", type=int, default=20, help="steady-state images timed (default 20)")
     p.add_argument("--images", nargs="+", help="image files or folders (default testdata/images)")
-    p.add_argument("--resize", choices=("stretch", "letterbox"), default="stretch")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
     p.add_argument(
         "--cold-repeats", type=int, default=3, help="fresh processes for cold load (default 3)"
     )

@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 
 from yolo_sfn.commands.checks import int_in, output_dir, path_arg, unit_float
+from yolo_sfn.contract import NMS_KINDS, RESIZE_MODES
 from yolo_sfn.env import MAX_THREADS
 
-RESIZE_MODES = ("stretch", "letterbox")
-NMS_KINDS = ("greedy", "diou")
 _WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from yolo_sfn.commands.checks import int_in, output_dir, path_arg, unit_float
+from yolo_sfn.contract import RESIZE_MODES
 
 MAX_CONCURRENCY = 10_000  # a Distributed Map's MaxConcurrency limit on AWS
-RESIZE_MODES = ("stretch", "letterbox")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

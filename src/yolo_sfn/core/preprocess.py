@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RESIZE_MODES = ("stretch", "letterbox")
+from yolo_sfn.contract import RESIZE_MODES
+
 LETTERBOX_FILL = 128
 
 

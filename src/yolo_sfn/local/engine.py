@@ -26,6 +26,7 @@ from yolo_sfn.local.invoke import Attempt, Fault, Router, set_environ
 from yolo_sfn.local.meter import Meter, difference, tag_client
 from yolo_sfn.local.spool import path_spooled_s3
 from yolo_sfn.local.template import Template, find_project_root, read_template
+from yolo_sfn.workflow.s3uri import split_s3_uri
 
 INPUT_BUCKET = "yolo-sfn-input"
 MODEL_BUCKET = "yolo-sfn-local-models"
@@ -260,13 +261,14 @@ class LocalEngine:
         it stored, plus one-image invokes whose last attempt at a stage failed for good."""
         last: dict[tuple, Attempt] = {}
         stored: dict[tuple, int] = {}
+        retried = features.retried_errors(self.template.asl)
         for a in self.router.attempts[self._first_attempt:]:
             if a.failed_images is not None:
                 stored[a.images] = a.failed_images
             elif a.image is not None:
                 last[(a.stage, a.image)] = a
         singles = {img for (_, img), a in last.items()
-                   if a.outcome != "ok" and a.error_type not in _RETRIED}
+                   if a.outcome != "ok" and a.error_type not in retried}
         return len(singles) + sum(stored.values())
 
     def wait(
@@ -395,12 +397,6 @@ def _child_seconds(children: list, attempts: list[Attempt], billed_s: dict) -> l
     return [s if ok else c.duration_s for s, ok, c in zip(seconds, found, children, strict=True)]
 
 
-_RETRIED = {
-    "TransientS3Error", "Lambda.TooManyRequestsException", "Lambda.ServiceException",
-    "Lambda.AWSLambdaException", "Lambda.SdkClientException",
-}
-
-
 def _reset_handler_clients() -> None:
     try:
         from yolo_sfn.workflow.aws import reset_clients
@@ -419,15 +415,6 @@ def _find_summary_uri(output: Any) -> str | None:
             if found:
                 return found
     return None
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        from yolo_sfn.errors import S3UriError
-
-        raise S3UriError(f"{uri}: not an s3://bucket/key URI")
-    bucket, key = uri[5:].split("/", 1)
-    return bucket, key
 
 
 def _stage_timeouts(tpl: Template, by_state: dict[str, tuple[int, str]]) -> dict[str, float]:

@@ -27,13 +27,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from yolo_sfn.contract import IMAGE_STAGES
 from yolo_sfn.errors import TransientS3Error, error_payload
 from yolo_sfn.local import taskclock
 from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
 from yolo_sfn.local.template import FunctionSpec
+from yolo_sfn.workflow.handlers import import_path
 
 FAULT_KINDS = ("s3_transient", "throttle", "crash", "timeout")
-IMAGE_STAGES = ("preprocess", "infer", "postprocess", "store")  # per image or batch of images
 # Locally one process is one container of each function: the stage holding the loaded model
 # runs one invoke at a time (its stage code serialises on the model anyway). Each invoke's wait
 # for its turn counts neither as Task time (taskclock) nor as its duration: on AWS every
@@ -428,17 +429,7 @@ def load_handler(spec: FunctionSpec, log_stream: Any = None, restore: list | Non
     path = Path(spec.code_dir) / f"{module_name.replace('.', '/')}.py"
     if not path.is_file():
         raise LocalEngineError(f"{spec.logical_id}: handler file {path} does not exist")
-    unique = f"yolo_sfn_local_fn_{spec.stage}"
-    mod_spec = importlib.util.spec_from_file_location(unique, path)
-    module = importlib.util.module_from_spec(mod_spec)
-    import sys
-
-    sys.modules[unique] = module
-    try:
-        mod_spec.loader.exec_module(module)
-    except Exception:
-        sys.modules.pop(unique, None)
-        raise
+    module = import_path(f"yolo_sfn_local_fn_{spec.stage}", path)
     if log_stream is not None:
         changed = redirect_stdout_loggers(module, log_stream)
         if restore is not None:

@@ -27,17 +27,26 @@ import json
 import re
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from yolo_sfn import env
+from yolo_sfn.contract import (
+    IMAGE_STAGES,
+    INTERMEDIATE_PREFIX,
+    INTERMEDIATES,
+    RESULTS_PREFIX,
+    as_prefix,
+    intermediate_key,
+)
 from yolo_sfn.errors import InputValidationError, S3UriError, YoloSfnError
+from yolo_sfn.workflow.handlers import LOGICAL_IDS
+from yolo_sfn.workflow.s3uri import split_s3_uri
 from yolo_sfn.workflow.stages import plain
 
-STAGES = ("preprocess", "infer", "postprocess", "store")
 MAX_INLINE_INPUT = 200 * 1024  # Step Functions input limit is 256 KiB; keep a margin
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-INTERMEDIATES = {"preprocess": "inputs.npz", "infer": "heads.npz",
-                 "postprocess": "detections.json"}
 
 
 class RemoteError(YoloSfnError):
@@ -48,15 +57,6 @@ def client(service: str) -> Any:
     import boto3
 
     return boto3.client(service)
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not isinstance(uri, str) or not uri.startswith("s3://") or len(uri) <= 5:
-        raise S3UriError(f"{uri!r}: not an s3:// URI")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket:
-        raise S3UriError(f"{uri!r}: no bucket")
-    return bucket, key
 
 
 # --- stack ---------------------------------------------------------------------------------
@@ -269,7 +269,9 @@ def records(ev: ExecutionView) -> list[dict]:
         return []
     s3 = client("s3")
     out = []
-    prefix = f"results/{ev.batch_id}/"
+    prefix = f"{_prefixes(ev)[1]}{ev.batch_id}/"
+    with suppress(ValueError, TypeError, AttributeError):  # the key Summarize reported
+        prefix = split_s3_uri(ev.output["results_prefix"])[1] or prefix
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=ev.bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             if obj["Key"].endswith(".json") and not obj["Key"].endswith("/summary.json"):
@@ -291,12 +293,12 @@ def split_by_execution(recs: list[dict], arn: str) -> tuple[list[dict], list[dic
 
 def stage_counts(recs: list[dict]) -> dict[str, dict[str, int]]:
     """Per stage: how many images passed it and how many failed at it."""
-    counts = {s: {"passed": 0, "failed": 0} for s in STAGES}
+    counts = {s: {"passed": 0, "failed": 0} for s in IMAGE_STAGES}
     for rec in recs:
         err = rec.get("error") or None
         failed_at = err.get("stage") if isinstance(err, dict) else None
         timings = rec.get("timings_ms") or {}
-        for stage in STAGES:
+        for stage in IMAGE_STAGES:
             if stage == failed_at:
                 counts[stage]["failed"] += 1
             elif stage in timings and (stage != "store" or rec.get("status") == "succeeded"):
@@ -423,9 +425,28 @@ def _image_part(data: bytes, stage: str, image_id: str) -> dict:
                           if n.startswith("head_")}, "compact": "compact" in names}
 
 
+def _prefixes(ev: ExecutionView) -> tuple[str, str]:
+    """``(intermediate, results)`` prefixes the stack's functions were deployed with
+    (``INTERMEDIATE_PREFIX`` / ``RESULTS_PREFIX``, template.yaml ``Globals``); without a stack
+    or where it cannot be read, the template's defaults. Asked once per view."""
+    if "prefixes" not in ev.extra:
+        variables: dict = {}
+        if ev.stack:
+            with suppress(Exception):
+                res = client("cloudformation").describe_stack_resource(
+                    StackName=ev.stack, LogicalResourceId=LOGICAL_IDS["store"])
+                name = res["StackResourceDetail"]["PhysicalResourceId"]
+                conf = client("lambda").get_function_configuration(FunctionName=name)
+                variables = conf["Environment"]["Variables"]
+        ev.extra["prefixes"] = (
+            as_prefix(variables.get(env.INTERMEDIATE_PREFIX, INTERMEDIATE_PREFIX)),
+            as_prefix(variables.get(env.RESULTS_PREFIX, RESULTS_PREFIX)))
+    return ev.extra["prefixes"]
+
+
 def _intermediate(s3: Any, ev: ExecutionView, rec: dict, stage: str) -> dict:
     child = _child_id(rec)
-    key = f"tmp/{ev.batch_id}/{child}/{INTERMEDIATES[stage]}"
+    key = intermediate_key(_prefixes(ev)[0], ev.batch_id, child, INTERMEDIATES[stage])
     data = _get(s3, ev.bucket, key) if ev.bucket and child else None
     part = _image_part(data, stage, rec["image_id"]) if data is not None else {}
     return {"artifact": f"s3://{ev.bucket}/{key}", "artifact_present": bool(part), **part}
@@ -442,8 +463,8 @@ def _result_detections(s3: Any, rec: dict) -> list | None:
 
 def results(execution: str, stack: str | None = None, stage: str = "store") -> list[dict]:
     """Each image's output of ``stage`` (see the module doc for the sources)."""
-    if stage not in STAGES:
-        raise InputValidationError(f"--stage {stage!r} not in {STAGES}")
+    if stage not in IMAGE_STAGES:
+        raise InputValidationError(f"--stage {stage!r} not in {IMAGE_STAGES}")
     ev = view(execution, stack)
     s3 = client("s3")
     rows = []

@@ -29,8 +29,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from yolo_sfn.contract import IMAGE_STAGES, RESIZE_MODES, UNKNOWN_STAGE
 from yolo_sfn.errors import InputValidationError
-from yolo_sfn.workflow.config import RESIZE_MODES
 from yolo_sfn.workflow.s3uri import S3Uri, parse_s3_uri, validate_bucket, validate_key
 
 BATCH_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")  # use .fullmatch
@@ -40,7 +40,7 @@ MAX_ITEM_ERROR_MESSAGE = 1000  # per image inside a batch message (the 256 KiB p
 MAX_BATCH_ITEMS = 40  # template.yaml BatchSize MaxValue
 CHILD_ID_HEX = 16
 CHILD_ID_RE = re.compile(r"[0-9a-f]{16}")  # child_id_for; use .fullmatch
-STAGES = ("preprocess", "infer", "postprocess", "store", "unknown")
+STAGES = (*IMAGE_STAGES, UNKNOWN_STAGE)  # what an image failure names
 
 _MISSING = object()
 

@@ -34,6 +34,15 @@ from dataclasses import replace
 from decimal import Decimal
 from time import perf_counter
 
+from yolo_sfn.contract import (
+    BATCHES_PREFIX,
+    IMAGE_EXTENSIONS,
+    INTERMEDIATES,
+    MANIFESTS_PREFIX,
+    intermediate_key,
+    result_key_in,
+    summary_key_in,
+)
 from yolo_sfn.errors import (
     InputValidationError,
     ModelError,
@@ -43,7 +52,7 @@ from yolo_sfn.errors import (
     YoloSfnError,
 )
 from yolo_sfn.workflow import aws, io, models
-from yolo_sfn.workflow.config import BATCHES_PREFIX, StageConfig
+from yolo_sfn.workflow.config import StageConfig
 from yolo_sfn.workflow.messages import (
     Batch,
     BatchFailure,
@@ -66,10 +75,7 @@ from yolo_sfn.workflow.s3uri import (
     parse_s3_uri,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm",
-                    ".pgm", ".ppm")
 MAX_MANIFEST_BYTES = 50 * 1024 * 1024
-MANIFESTS_PREFIX = "manifests/"  # s3://<artifacts>/manifests/: where `yolo-sfn submit` writes
 MAX_FAILURES_IN_OUTPUT = 25
 MAX_CLASSES_IN_OUTPUT = 200
 IMAGE_ID_HEX = 20
@@ -100,15 +106,15 @@ def plan_key(batch_id: str) -> str:
 
 def tmp_key(cfg: StageConfig, batch_id: str, child_id: str, name: str) -> str:
     """A per-batch intermediate: deterministic, so a rerun child overwrites its own files."""
-    return f"{cfg.intermediate_prefix}{batch_id}/{child_id}/{name}"
+    return intermediate_key(cfg.intermediate_prefix, batch_id, child_id, name)
 
 
 def result_key(cfg: StageConfig, batch_id: str, image_id: str) -> str:
-    return f"{cfg.results_prefix}{batch_id}/{image_id}.json"
+    return result_key_in(cfg.results_prefix, batch_id, image_id)
 
 
 def summary_key(cfg: StageConfig, batch_id: str) -> str:
-    return f"{cfg.results_prefix}{batch_id}/summary.json"
+    return summary_key_in(cfg.results_prefix, batch_id)
 
 
 # --- Plan ----------------------------------------------------------------------------------
@@ -345,7 +351,7 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
                                                 height=src_hw[0], transform=transform.to_dict())
     keys = dict(batch.keys)
     if ids:
-        keys["inputs"] = tmp_key(cfg, batch.batch_id, batch.child_id, "inputs.npz")
+        keys["inputs"] = tmp_key(cfg, batch.batch_id, batch.child_id, INTERMEDIATES["preprocess"])
         io.put_npz(cfg.bucket, keys["inputs"], {"image_ids": np.array(ids),
                                                 "inputs": np.stack(tensors)}, s3=s3)
     return _finish(batch, "preprocess", t0, start, updated, keys=keys)
@@ -412,7 +418,8 @@ def infer(batch: Batch, cfg: StageConfig, *, s3=None, model=None) -> Batch:
             if kept is None:  # most rows pass (untrained weights), or score 0: the full heads
                 kept = {f"head_{j}": h for j, h in enumerate(heads)}
             arrays.update({f"{item.image_id}.{name}": a for name, a in kept.items()})
-    keys = {**batch.keys, "heads": tmp_key(cfg, batch.batch_id, batch.child_id, "heads.npz")}
+    heads_key = tmp_key(cfg, batch.batch_id, batch.child_id, INTERMEDIATES["infer"])
+    keys = {**batch.keys, "heads": heads_key}
     io.put_npz(cfg.bucket, keys["heads"], arrays, s3=s3)
     return _finish(batch, "infer", t0, start, updated, keys=keys, model=info)
 
@@ -478,7 +485,8 @@ def postprocess(batch: Batch, cfg: StageConfig, *, s3=None, meta=None) -> Batch:
         updated[item.image_id] = _timed(item, "postprocess", t)
     keys = dict(batch.keys)
     if detections:
-        keys["detections"] = tmp_key(cfg, batch.batch_id, batch.child_id, "detections.json")
+        keys["detections"] = tmp_key(cfg, batch.batch_id, batch.child_id,
+                                     INTERMEDIATES["postprocess"])
         io.put_json(cfg.bucket, keys["detections"], detections, s3=s3)
     return _finish(batch, "postprocess", t0, start, updated, keys=keys)
 
