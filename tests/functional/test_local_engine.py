@@ -196,7 +196,7 @@ def test_transient_s3_error_is_retried(engine):
     run = _run(engine, [Fault("infer", "s3_transient", match="dog.jpg")], batch_id="transient")
     tries = [a for a in run.attempts if a.stage == "infer" and a.image == "dog.jpg"]
     assert [(a.attempt, a.outcome, a.error_type) for a in tries] == [
-        (1, "error", "TransientS3Error"), (2, "ok", None)]
+        (1, "error", "TransientAwsError"), (2, "ok", None)]
     assert tries[0].injected == "s3_transient"
     assert _image(run, "dog.jpg")["status"] == "succeeded"
     assert run.retry_waits == [1.0], _not_ok(run)  # IntervalSeconds of the template's Retry

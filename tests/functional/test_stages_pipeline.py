@@ -327,8 +327,8 @@ def test_model_is_downloaded_once_and_reused_warm(stack, model_path, tmp_path) -
 def test_a_transient_error_fails_the_whole_stage_so_step_functions_retries_it(
         stack, model_path, monkeypatch) -> None:
     """Only per-image errors stay on an image; throttling beyond botocore's retries is the
-    stage's (Retry TransientS3Error), never recorded as that image's failure."""
-    from yolo_sfn.errors import TransientS3Error
+    stage's (Retry TransientAwsError), never recorded as that image's failure."""
+    from yolo_sfn.errors import TransientAwsError
     from yolo_sfn.workflow import io as wio
 
     ref = upload_model(stack, model_path)
@@ -337,11 +337,11 @@ def test_a_transient_error_fails_the_whole_stage_so_step_functions_retries_it(
 
     def flaky(bucket, key, **kw):
         if key.endswith("person.jpg"):
-            raise TransientS3Error(f"get s3://{bucket}/{key}: SlowDown")
+            raise TransientAwsError(f"get s3://{bucket}/{key}: SlowDown")
         return real(bucket, key, **kw)
 
     monkeypatch.setattr(wio, "get_bytes", flaky)
-    with pytest.raises(TransientS3Error, match="SlowDown"):
+    with pytest.raises(TransientAwsError, match="SlowDown"):
         load_handler("preprocess")(envelope("dog.jpg", "person.jpg", model_ref=ref))
 
 

@@ -14,7 +14,7 @@ from yolo_sfn.errors import (
     AccessDeniedError,
     ImageTooLargeError,
     ObjectNotFoundError,
-    TransientS3Error,
+    TransientAwsError,
 )
 from yolo_sfn.workflow import io
 
@@ -33,9 +33,9 @@ def client_error(code: str, status: int) -> ClientError:
 @pytest.mark.parametrize(("code", "status", "expected"), [
     ("NoSuchKey", 404, ObjectNotFoundError), ("404", 404, ObjectNotFoundError),
     ("NoSuchBucket", 404, ObjectNotFoundError), ("AccessDenied", 403, AccessDeniedError),
-    ("403", 403, AccessDeniedError), ("SlowDown", 503, TransientS3Error),
-    ("InternalError", 500, TransientS3Error), ("ServiceUnavailable", 503, TransientS3Error),
-    ("Whatever", 502, TransientS3Error), ("RequestTimeout", 400, TransientS3Error),
+    ("403", 403, AccessDeniedError), ("SlowDown", 503, TransientAwsError),
+    ("InternalError", 500, TransientAwsError), ("ServiceUnavailable", 503, TransientAwsError),
+    ("Whatever", 502, TransientAwsError), ("RequestTimeout", 400, TransientAwsError),
 ])
 def test_client_errors_are_mapped(code: str, status: int, expected: type) -> None:
     mapped = io.map_error(client_error(code, status), what="get s3://b/k")
@@ -52,7 +52,7 @@ def test_unknown_client_errors_pass_through() -> None:
     EndpointConnectionError(endpoint_url="https://s3"),
     ReadTimeoutError(endpoint_url="https://s3"), ConnectionResetError("reset")])
 def test_connection_errors_are_transient(err: Exception) -> None:
-    assert isinstance(io.map_error(err, what="x"), TransientS3Error)
+    assert isinstance(io.map_error(err, what="x"), TransientAwsError)
 
 
 def test_get_bytes_maps_errors_and_names_the_object(s3) -> None:
@@ -106,11 +106,11 @@ def test_npz_bytes_are_deterministic_and_readable() -> None:
 def test_throttled_put_is_transient(s3) -> None:
     with Stubber(s3) as stub:
         stub.add_client_error("put_object", "SlowDown", http_status_code=503)
-        with pytest.raises(TransientS3Error, match="put s3://b/k"):
+        with pytest.raises(TransientAwsError, match="put s3://b/k"):
             io.put_bytes("b", "k", b"x", s3=s3)
 
 
 def test_dynamodb_throttling_is_transient() -> None:
     err = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "m"},
                        "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutItem")
-    assert isinstance(io.map_error(err, what="dynamodb put_item t"), TransientS3Error)
+    assert isinstance(io.map_error(err, what="dynamodb put_item t"), TransientAwsError)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_sfn.contract import IMAGE_STAGES
-from yolo_sfn.errors import TransientS3Error, error_payload
+from yolo_sfn.errors import TransientAwsError, error_payload
 from yolo_sfn.local import taskclock
 from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
 from yolo_sfn.local.template import FunctionSpec
@@ -366,7 +366,7 @@ class Router:
 
     def _call(self, spec: FunctionSpec, fn: Any, event: Any, injected: str | None) -> Any:
         if injected == "s3_transient":
-            raise TransientS3Error(f"injected transient S3 error in {spec.stage}")
+            raise TransientAwsError(f"injected transient S3 error in {spec.stage}")
         if injected == "crash":
             raise RuntimeError(f"injected crash in {spec.stage}")
         handler = self._handler(spec)

@@ -79,7 +79,7 @@ FUNCTION_ENV = """\
 RETRY = [{
     "ErrorEquals": ["Lambda.ServiceException", "Lambda.AWSLambdaException",
                     "Lambda.SdkClientException", "Lambda.TooManyRequestsException",
-                    "TransientS3Error"],
+                    "TransientAwsError"],
     "IntervalSeconds": 1, "MaxAttempts": 3, "BackoffRate": 2.0,
 }]
 

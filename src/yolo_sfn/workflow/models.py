@@ -8,7 +8,7 @@ the versions up once per execution (:func:`pin`) and every stage loads exactly t
 execution uses one model version and a warm container makes no model request; a model
 replaced under the same URI is picked up by the next execution, never served stale. Missing or
 unreadable model objects are :class:`ModelError` (naming the URI), not generic S3 errors;
-throttling stays :class:`TransientS3Error` so the stage is retried.
+throttling stays :class:`TransientAwsError` so the stage is retried.
 """
 
 from __future__ import annotations

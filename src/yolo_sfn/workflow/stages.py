@@ -48,7 +48,7 @@ from yolo_sfn.errors import (
     ModelError,
     ObjectNotFoundError,
     S3UriError,
-    TransientS3Error,
+    TransientAwsError,
     YoloSfnError,
 )
 from yolo_sfn.workflow import aws, io, models
@@ -253,11 +253,11 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
 # Errors that belong to one image (its object is missing, denied, too large, not an image,
 # outside the allow-list...) stay on that image; these fail the whole stage instead, so Step
 # Functions retries it (transient) or records every pending image (the model is unusable).
-STAGE_ERRORS = (TransientS3Error, ModelError)
+STAGE_ERRORS = (TransientAwsError, ModelError)
 FETCH_WORKERS = 4  # image GETs in flight per Preprocess invoke (bounds memory: 4 x 50 MB)
 WRITE_WORKERS = 8  # result PUTs in flight per Store invoke
 DDB_BATCH = 25  # BatchWriteItem limit
-DDB_ATTEMPTS = 6  # UnprocessedItems retried with 50 ms x 2^n backoff, then TransientS3Error
+DDB_ATTEMPTS = 6  # UnprocessedItems retried with 50 ms x 2^n backoff, then TransientAwsError
 
 
 def _now_ms() -> float:
@@ -510,7 +510,7 @@ def _ddb_value(v):
 
 @contextmanager
 def _ddb_errors(what: str) -> Iterator[None]:
-    """DynamoDB throttling/5xx/connection errors -> TransientS3Error (the retryable class)."""
+    """DynamoDB throttling/5xx/connection errors -> TransientAwsError (the retryable class)."""
     try:
         yield
     except Exception as e:
@@ -522,7 +522,7 @@ def _ddb_errors(what: str) -> Iterator[None]:
 
 def put_records(cfg: StageConfig, records: list[dict], ddb, *, sleep=time.sleep) -> None:
     """One item per record with BatchWriteItem (25 a call); ``UnprocessedItems`` are retried
-    with backoff, and what is still unprocessed after ``DDB_ATTEMPTS`` is a TransientS3Error
+    with backoff, and what is still unprocessed after ``DDB_ATTEMPTS`` is a TransientAwsError
     (Step Functions retries the stage; every write overwrites, so that is safe)."""
     requests = [{"PutRequest": {"Item": {k: _ddb_value(v) for k, v in r.items()}}}
                 for r in records]
@@ -537,7 +537,7 @@ def put_records(cfg: StageConfig, records: list[dict], ddb, *, sleep=time.sleep)
             if attempt < DDB_ATTEMPTS - 1:
                 sleep(0.05 * 2 ** attempt)
         if todo:
-            raise TransientS3Error(f"dynamodb batch_write_item {cfg.table}: {len(todo)} items "
+            raise TransientAwsError(f"dynamodb batch_write_item {cfg.table}: {len(todo)} items "
                                    f"still unprocessed after {DDB_ATTEMPTS} attempts")
 
 
