@@ -43,7 +43,7 @@ from yolo_sfn.contract import (
 from yolo_sfn.errors import InputValidationError, S3UriError, YoloSfnError
 from yolo_sfn.workflow.handlers import LOGICAL_IDS
 from yolo_sfn.workflow.s3uri import split_s3_uri
-from yolo_sfn.workflow.stages import plain
+from yolo_sfn.workflow.stages import decimals_to_numbers
 
 MAX_INLINE_INPUT = 200 * 1024  # Step Functions input limit is 256 KiB; keep a margin
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -263,7 +263,7 @@ def records(ev: ExecutionView) -> list[dict]:
         pages = client("dynamodb").get_paginator("query").paginate(
             TableName=ev.table, KeyConditionExpression="batch_id = :b",
             ExpressionAttributeValues={":b": {"S": ev.batch_id}}, ConsistentRead=True)
-        return [plain({k: des.deserialize(v) for k, v in raw.items()})
+        return [decimals_to_numbers({k: des.deserialize(v) for k, v in raw.items()})
                 for page in pages for raw in page.get("Items", [])]
     if not ev.bucket:
         return []

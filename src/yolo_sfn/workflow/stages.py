@@ -665,14 +665,14 @@ def query_batch(cfg: StageConfig, batch_id: str, *, ddb=None,
     return out
 
 
-def plain(v):
+def decimals_to_numbers(v):
     """A deserialized DynamoDB value with Decimals turned back into int/float (recursively)."""
     if isinstance(v, Decimal):
         return int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, dict):
-        return {k: plain(x) for k, x in v.items()}
+        return {k: decimals_to_numbers(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [plain(x) for x in v]
+        return [decimals_to_numbers(x) for x in v]
     return v
 
 
@@ -695,7 +695,7 @@ def build_summary(batch_id: str, items: list[dict], records: dict[str, dict],
                            "result_uri": None, "num_detections": 0,
                            "error": dict(MISSING_ERROR)})
             continue
-        rec = plain(rec)
+        rec = decimals_to_numbers(rec)
         ok = rec.get("status") == "succeeded"
         if ok:
             classes.update(rec.get("class_counts") or {})
