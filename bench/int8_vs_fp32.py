@@ -105,7 +105,7 @@ def main() -> int:
 
     from yolo_sfn.core.image import load_image_file
     from yolo_sfn.core.postprocess import postprocess
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
     from yolo_sfn.core.runtime import Model
 
     info = machine.machine_info()
@@ -116,7 +116,7 @@ def main() -> int:
     m8 = Model.load(int8, threads=args.threads)
     md = Model.load(direct, threads=args.threads)
     images = pipeline.find_images()
-    cases = [preprocess(load_image_file(p), tuple(m32.meta.input_size)) for p in images]
+    cases = [to_network_input(load_image_file(p), tuple(m32.meta.input_size)) for p in images]
     rows, total, hit = [], 0, 0
     for p, (batch, tr) in zip(images, cases, strict=True):
         d32 = postprocess(m32.run(batch), m32.meta, tr, score=args.score)
@@ -164,7 +164,7 @@ def main() -> int:
             models.random_model("yolov4", 416, "fp32", winograd=False), threads=args.threads
         )
         v8 = Model.load(models.random_model("yolov4", 416, "int8"), threads=args.threads)
-        vb = [preprocess(load_image_file(p), (416, 416))[0] for p in images]
+        vb = [to_network_input(load_image_file(p), (416, 416))[0] for p in images]
         y32, y8 = speed([v32, v8], vb, max(3, args.runs // 4))
         result["yolov4"] = {"fp32": y32, "int8": y8}
         speed_rows += [

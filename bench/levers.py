@@ -114,14 +114,14 @@ def main() -> int:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
     from yolo_sfn.core.runtime import Model
 
     info = machine.machine_info()
     fp32 = models.random_model("yolov4", 416, "fp32")
     fp16 = models.random_model("yolov4", 416, "fp16")
     expm = exp_mish_model()
-    batch, _ = preprocess(load_image_file(pipeline.find_images()[0]), (416, 416))
+    batch, _ = to_network_input(load_image_file(pipeline.find_images()[0]), (416, 416))
     npy = models.CACHE / "levers-input.npy"
     np.save(npy, batch)
 

@@ -2,7 +2,7 @@
 
 Stages, as the workflow runs them per image:
     decode       bytes -> (H, W, 3) uint8 RGB          (``core.image.load_image_file``)
-    preprocess   RGB -> (1, h, w, 3) uint8 + Transform  (``core.preprocess.preprocess``)
+    preprocess   RGB -> (1, h, w, 3) uint8 + Transform  (``core.preprocess.to_network_input``)
     infer        input -> heads float32                  (``core.runtime.Model.run``)
     postprocess  heads -> detections                     (``core.postprocess.postprocess``)
 """
@@ -79,7 +79,7 @@ def _stage_times(model, images: list[Path], runs: int, resize: str, score: float
                  iou: float) -> dict:
     from yolo_sfn.core.image import load_image_file
     from yolo_sfn.core.postprocess import postprocess
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     size = tuple(model.meta.input_size)
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -90,7 +90,7 @@ def _stage_times(model, images: list[Path], runs: int, resize: str, score: float
         t0 = time.perf_counter()
         rgb = load_image_file(path)
         t1 = time.perf_counter()
-        batch, transform = preprocess(rgb, size, resize)
+        batch, transform = to_network_input(rgb, size, resize)
         t2 = time.perf_counter()
         heads = model.run(batch)
         t3 = time.perf_counter()
@@ -134,12 +134,12 @@ def write_inputs(
     import numpy as np
 
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for img in images:
-        batch, _ = preprocess(load_image_file(img), tuple(model_meta.input_size), resize)
+        batch, _ = to_network_input(load_image_file(img), tuple(model_meta.input_size), resize)
         p = directory / f"{img.stem}.npy"
         np.save(p, batch)
         paths.append(p)

@@ -192,10 +192,10 @@ def _vs_opencv(model, source, batch, args, threads: int) -> dict:
 
 def _inputs(model, images, resize):
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     for p in images:
-        yield preprocess(load_image_file(p), tuple(model.meta.input_size), resize)[0]
+        yield to_network_input(load_image_file(p), tuple(model.meta.input_size), resize)[0]
 
 
 def render(r: dict) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.core.nms import NMS_KINDS
+from yolo_sfn.contract import NMS_KINDS, RESIZE_MODES
 from yolo_sfn.core.postprocess import Detection, postprocess
-from yolo_sfn.core.preprocess import RESIZE_MODES, preprocess
+from yolo_sfn.core.preprocess import to_network_input
 from yolo_sfn.core.runtime import Model
 
 
@@ -57,7 +57,7 @@ class Detector:
         (``yolo_sfn.core.image.full_size_hw``); None = ``rgb`` is the original.
         """
         t0 = time.perf_counter()
-        batch, transform = preprocess(rgb, self.meta.input_size, self.resize, src_hw=src_hw)
+        batch, transform = to_network_input(rgb, self.meta.input_size, self.resize, src_hw=src_hw)
         t1 = time.perf_counter()
         heads = self.model.run(batch)
         t2 = time.perf_counter()

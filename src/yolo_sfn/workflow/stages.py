@@ -319,7 +319,7 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
     import numpy as np
 
     from yolo_sfn.core.image import decode_image, full_size_hw
-    from yolo_sfn.core.preprocess import preprocess as make_input
+    from yolo_sfn.core.preprocess import to_network_input
 
     t0, start = perf_counter(), _now_ms()
     cfg.require("bucket")
@@ -338,7 +338,7 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
                         raise err
                     rgb = decode_image(data, name=item.uri, max_pixels=cfg.max_image_pixels)
                     src_hw = full_size_hw(data, rgb)  # a JPEG over the limit decodes reduced
-                    x, transform = make_input(rgb, size, mode=batch.params.resize,
+                    x, transform = to_network_input(rgb, size, mode=batch.params.resize,
                                               src_hw=src_hw)
                 except Exception as e:  # whatever one image's bytes cause is its own
                     if isinstance(e, STAGE_ERRORS):
