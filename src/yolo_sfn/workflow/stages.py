@@ -51,7 +51,7 @@ from yolo_sfn.errors import (
     TransientAwsError,
     YoloSfnError,
 )
-from yolo_sfn.workflow import aws, io, models
+from yolo_sfn.workflow import aws, model_cache, storage
 from yolo_sfn.workflow.config import StageConfig
 from yolo_sfn.workflow.messages import (
     Batch,
@@ -167,7 +167,7 @@ def _list_prefix(loc: S3Uri, cfg: StageConfig, s3) -> tuple[list[tuple[str, str]
     """Image objects under the prefix (paginated); returns (uris, skipped non-images)."""
     _prefix_allowed(loc, cfg)
     out, skipped = [], 0
-    with io.s3_errors(loc.bucket, loc.key, "list"):
+    with storage.s3_errors(loc.bucket, loc.key, "list"):
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key)
         for page in pages:
             for obj in page.get("Contents", []):
@@ -196,7 +196,7 @@ def _collect(event: PlanEvent, cfg: StageConfig, s3) -> tuple[list[tuple[str, st
     loc = parse_s3_uri(inp.manifest, field="manifest")
     if not (loc.bucket == cfg.bucket and loc.key.startswith(MANIFESTS_PREFIX)):
         check_allowed(loc, cfg.input_buckets, field="manifest")
-    data = io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=MAX_MANIFEST_BYTES)
+    data = storage.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=MAX_MANIFEST_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -231,7 +231,7 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
         items.append({"image_id": image_id_for(uri), "uri": uri, "bucket": loc.bucket,
                       "key": loc.key})
     items_loc = S3Uri(cfg.bucket, items_key(batch_id))
-    io.put_json(items_loc.bucket, items_loc.key, items, s3=s3)
+    storage.put_json(items_loc.bucket, items_loc.key, items, s3=s3)
     source = {k: v for k, v in (("prefix", inp.prefix), ("manifest", inp.manifest)) if v}
     plan_doc = {"batch_id": batch_id, "execution_arn": event.execution_arn or "",
                 "source": source or {"images": len(inp.images or ())},
@@ -239,10 +239,10 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
                 "skipped_non_images": skipped, "params": params.to_dict(),
                 "items_uri": str(items_loc),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    plan_uri = io.put_json(cfg.bucket, plan_key(batch_id), plan_doc, s3=s3)
+    plan_uri = storage.put_json(cfg.bucket, plan_key(batch_id), plan_doc, s3=s3)
     ref = None
     if cfg.model_uri:  # one model version for the whole execution, checked before any child
-        ref = ModelRef(cfg.model_uri, *models.pin(cfg.model_uri, s3=s3))
+        ref = ModelRef(cfg.model_uri, *model_cache.pin(cfg.model_uri, s3=s3))
     return PlanResult(batch_id=batch_id, items=items_loc, count=len(items),
                       submitted=len(entries), duplicates=len(duplicates), params=params,
                       plan_uri=plan_uri, execution_arn=event.execution_arn or "",
@@ -293,7 +293,7 @@ def _model_uri(batch: Batch, cfg: StageConfig) -> str:
 
 def _meta(batch: Batch, cfg: StageConfig, s3):
     ref = batch.model_ref
-    return models.load_meta(_model_uri(batch, cfg), s3=s3,
+    return model_cache.load_meta(_model_uri(batch, cfg), s3=s3,
                             version=ref.meta_version if ref else None)
 
 
@@ -303,7 +303,7 @@ def _fetch(item: ImageItem, cfg: StageConfig, s3) -> tuple[bytes | None, Excepti
     try:
         loc = parse_s3_uri(item.uri, field="uri")
         check_allowed(loc, cfg.input_buckets, field="uri")  # Plan leaves this per image
-        return io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=cfg.max_image_bytes), None, \
+        return storage.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=cfg.max_image_bytes), None, \
             perf_counter() - t
     except YoloSfnError as e:
         if not _per_image(e):
@@ -352,7 +352,7 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
     keys = dict(batch.keys)
     if ids:
         keys["inputs"] = tmp_key(cfg, batch.batch_id, batch.child_id, INTERMEDIATES["preprocess"])
-        io.put_npz(cfg.bucket, keys["inputs"], {"image_ids": np.array(ids),
+        storage.put_npz(cfg.bucket, keys["inputs"], {"image_ids": np.array(ids),
                                                 "inputs": np.stack(tensors)}, s3=s3)
     return _finish(batch, "preprocess", t0, start, updated, keys=keys)
 
@@ -398,13 +398,13 @@ def infer(batch: Batch, cfg: StageConfig, *, s3=None, model=None) -> Batch:
         return _finish(batch, "infer", t0, start, {})
     if model is None:
         ref = batch.model_ref
-        model = models.get_model(_model_uri(batch, cfg), cfg.model_cache_dir,
+        model = model_cache.get_model(_model_uri(batch, cfg), cfg.model_cache_dir,
                                  threads=cfg.infer_threads, s3=s3,
                                  version=ref.version if ref else None)
     meta = model.meta
     info = {"name": meta.name, "precision": meta.precision, "weights_sha256": meta.weights_sha256}
     key = _require_key(batch, "inputs", "infer")
-    npz = io.get_npz(cfg.bucket, key, s3=s3)
+    npz = storage.get_npz(cfg.bucket, key, s3=s3)
     _check_ids(npz["image_ids"], pending, key)
     inputs = npz["inputs"]  # (n, h, w, 3) uint8
     updated, arrays = {}, {}
@@ -420,7 +420,7 @@ def infer(batch: Batch, cfg: StageConfig, *, s3=None, model=None) -> Batch:
             arrays.update({f"{item.image_id}.{name}": a for name, a in kept.items()})
     heads_key = tmp_key(cfg, batch.batch_id, batch.child_id, INTERMEDIATES["infer"])
     keys = {**batch.keys, "heads": heads_key}
-    io.put_npz(cfg.bucket, keys["heads"], arrays, s3=s3)
+    storage.put_npz(cfg.bucket, keys["heads"], arrays, s3=s3)
     return _finish(batch, "infer", t0, start, updated, keys=keys, model=info)
 
 
@@ -463,7 +463,7 @@ def postprocess(batch: Batch, cfg: StageConfig, *, s3=None, meta=None) -> Batch:
     if meta is None:
         meta = _meta(batch, cfg, s3)
     key = _require_key(batch, "heads", "postprocess")
-    npz = io.get_npz(cfg.bucket, key, s3=s3)
+    npz = storage.get_npz(cfg.bucket, key, s3=s3)
     updated, detections = {}, {}
     for item in pending:
         t = perf_counter()
@@ -487,7 +487,7 @@ def postprocess(batch: Batch, cfg: StageConfig, *, s3=None, meta=None) -> Batch:
     if detections:
         keys["detections"] = tmp_key(cfg, batch.batch_id, batch.child_id,
                                      INTERMEDIATES["postprocess"])
-        io.put_json(cfg.bucket, keys["detections"], detections, s3=s3)
+        storage.put_json(cfg.bucket, keys["detections"], detections, s3=s3)
     return _finish(batch, "postprocess", t0, start, updated, keys=keys)
 
 
@@ -514,7 +514,7 @@ def _ddb_errors(what: str) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        mapped = io.map_error(e, what=what)
+        mapped = storage.map_error(e, what=what)
         if mapped is e:
             raise
         raise mapped from e
@@ -560,7 +560,7 @@ def _write_results(cfg: StageConfig, batch: Batch, results: list[dict], *, s3,
     """PUT each result JSON (overlapping) and one table item per image (BatchWriteItem)."""
     def put(result: dict) -> str:
         key = result_key(cfg, batch.batch_id, result["image_id"])
-        return io.put_json(cfg.bucket, key, result, s3=s3)
+        return storage.put_json(cfg.bucket, key, result, s3=s3)
 
     with ThreadPoolExecutor(WRITE_WORKERS) as pool:
         uris = list(pool.map(put, results))
@@ -592,7 +592,7 @@ def store(batch: Batch, cfg: StageConfig, *, s3=None, ddb=None) -> ChildResult:
     dets = {}
     if batch.pending:
         key = _require_key(batch, "detections", "store")
-        dets = io.get_json(cfg.bucket, key, s3=s3)
+        dets = storage.get_json(cfg.bucket, key, s3=s3)
         missing = [it.image_id for it in batch.pending if it.image_id not in dets]
         if missing:
             raise InputValidationError(f"{key}: no detections for {', '.join(missing[:3])}")
@@ -718,11 +718,11 @@ def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> Su
     t0 = perf_counter()
     cfg.require("bucket", "table")
     s3 = s3 or aws.client("s3")
-    items = io.get_json(msg.items.bucket, msg.items.key, s3=s3)
+    items = storage.get_json(msg.items.bucket, msg.items.key, s3=s3)
     if not isinstance(items, list):
         raise InputValidationError(f"items: {msg.items} is not a JSON array")
     try:
-        plan_doc = io.get_json(cfg.bucket, plan_key(msg.batch_id), s3=s3)
+        plan_doc = storage.get_json(cfg.bucket, plan_key(msg.batch_id), s3=s3)
     except ObjectNotFoundError:
         plan_doc = {}
     records = query_batch(cfg, msg.batch_id, ddb=ddb, fields=SUMMARY_FIELDS)
@@ -735,7 +735,7 @@ def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> Su
                **{k: v for k, v in summary.items() if k != "batch_id"},
                "summary_uri": summary_uri, "results_prefix": results_prefix}
     summary["images"] = summary.pop("images")  # keep the long list last
-    io.put_json(cfg.bucket, s_key, summary, s3=s3)
+    storage.put_json(cfg.bucket, s_key, summary, s3=s3)
     failures = [i for i in summary["images"] if i["status"] == "failed"]
     top_classes = dict(list(summary["class_counts"].items())[:MAX_CLASSES_IN_OUTPUT])
     return SummarizeResult(

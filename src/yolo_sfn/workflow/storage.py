@@ -5,7 +5,7 @@ Every function takes an optional ``s3`` client (default: :func:`yolo_sfn.workflo
 Mapping (the class name is what Step Functions ``Retry``/``Catch`` see):
     NoSuchKey / NoSuchBucket / 404        -> ObjectNotFoundError   (permanent)
     AccessDenied / 403                    -> AccessDeniedError     (permanent)
-    throttling / 5xx / connection errors  -> TransientAwsError      (the stage is retried)
+    throttling / 5xx / connection errors  -> TransientAwsError     (the stage is retried)
 """
 
 from __future__ import annotations
