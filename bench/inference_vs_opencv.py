@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.bench import machine, models, pipeline, report, rival
+from yolo_sfn.bench import built_models, machine, pipeline, report, rival
 from yolo_sfn.bench.sgemm import measure_sgemm
 
 
@@ -119,8 +119,8 @@ def main() -> int:
     from yolo_sfn.core.runtime import Model
 
     info = machine.machine_info()
-    cfg, weights = models.random_darknet(args.cfg, args.size)
-    tfl = models.random_model(args.cfg, args.size, "fp32")
+    cfg, weights = built_models.random_darknet(args.cfg, args.size)
+    tfl = built_models.random_model(args.cfg, args.size, "fp32")
     images = pipeline.find_images()
     model = Model.load(tfl, threads=args.threads)
     net, names = rival.opencv_net(cfg, weights, args.threads)

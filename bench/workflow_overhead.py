@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from yolo_sfn.bench import machine, models, report
+from yolo_sfn.bench import built_models, machine, report
 from yolo_sfn.env import INFER_THREADS
 
 LIMITS = {"yolov4": 1.15, "yolov3-tiny": 1.5}
@@ -84,7 +84,8 @@ def main() -> int:
     info = machine.machine_info()
     rows, targets, out = [], [], {"machine": info}
     for which in args.models.split(","):
-        path = models.demo_model() if which == "yolov3-tiny" else models.random_model(which, 416)
+        path = (built_models.demo_model() if which == "yolov3-tiny"
+                else built_models.random_model(which, 416))
         score = 0.25 if which == "yolov3-tiny" else args.random_score
         bares, locs = [], []
         for _ in range(args.repeats):  # alternate, so load changes hit both sides alike

@@ -94,7 +94,7 @@ def measure(args: argparse.Namespace) -> dict:
     if args.model:
         model_path = Path(args.model)
     else:
-        from yolo_sfn.bench.models import demo_model
+        from yolo_sfn.bench.built_models import demo_model
 
         model_path = demo_model()
     images = pipeline.find_images(args.images)
