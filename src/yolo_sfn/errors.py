@@ -69,6 +69,10 @@ class TransientAwsError(YoloSfnError):
     retryable = True
 
 
+class LocalEngineError(YoloSfnError):
+    """The local engine cannot run (moto missing/moved, template unreadable, deploy failed)."""
+
+
 def error_payload(err: BaseException) -> dict:
     """Lambda-style error payload: ``{"errorType", "errorMessage"}``."""
     return {"errorType": type(err).__name__, "errorMessage": str(err)}

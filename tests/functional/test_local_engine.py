@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
-from yolo_sfn.local import compat, features
+from yolo_sfn.local import features, motohooks
 from yolo_sfn.local.deploy import sub_as_join
 from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault, batch_of, image_of, images_of, split_environment
@@ -123,18 +123,18 @@ def test_event_image_and_environment_split():
 def test_pin_check_fails_loudly_on_other_moto(monkeypatch):
     import moto
 
-    compat.check_moto()
+    motohooks.check_moto()
     monkeypatch.setattr(moto, "__version__", "5.9.0")
-    with pytest.raises(compat.LocalEngineError, match=r"pinned to moto==5\.2\.5"):
-        compat.check_moto()
+    with pytest.raises(motohooks.LocalEngineError, match=r"pinned to moto==5\.2\.5"):
+        motohooks.check_moto()
 
 
 def test_pin_check_fails_loudly_when_a_patched_internal_moved(monkeypatch):
     from moto.awslambda import models
 
     monkeypatch.delattr(models.LambdaFunction, "_invoke_lambda")
-    with pytest.raises(compat.LocalEngineError, match="_invoke_lambda"):
-        compat.check_moto()
+    with pytest.raises(motohooks.LocalEngineError, match="_invoke_lambda"):
+        motohooks.check_moto()
 
 
 @pytest.mark.parametrize(("module", "cls", "attr", "needle"), [
@@ -149,8 +149,8 @@ def test_pin_check_covers_the_map_and_meter_hooks(monkeypatch, module, cls, attr
 
     target = getattr(importlib.import_module(module), cls)
     monkeypatch.setattr(target, attr, lambda self: None)  # a changed signature
-    with pytest.raises(compat.LocalEngineError, match=needle):
-        compat.check_moto()
+    with pytest.raises(motohooks.LocalEngineError, match=needle):
+        motohooks.check_moto()
 
 
 # --- deploy ----------------------------------------------------------------------------------
@@ -264,12 +264,12 @@ def test_real_template_reads_and_scans():
 
 
 def test_handler_import_error_is_a_lambda_error(tmp_path):
-    from yolo_sfn.local.invoke import Router
+    from yolo_sfn.local.invoke import LambdaRouter
     from yolo_sfn.local.template import FunctionSpec
 
     (tmp_path / "app.py").write_text("import no_such_module_xyz\n")
     spec = FunctionSpec("InferFunction", "infer", tmp_path, "app.handler", {}, 3, 128)
-    router = Router()
+    router = LambdaRouter()
     router.bind("fn", spec)
 
     class Fn:

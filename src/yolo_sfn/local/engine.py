@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolo_sfn.local import aslext, compat, features, taskclock
+from yolo_sfn.local import aslext, features, motohooks, taskclock
 from yolo_sfn.local.deploy import Stack, create_stack, package, translate
-from yolo_sfn.local.invoke import Attempt, Fault, Router, set_environ
+from yolo_sfn.local.invoke import Attempt, Fault, LambdaRouter, set_environ
 from yolo_sfn.local.meter import Meter, difference, tag_client
 from yolo_sfn.local.spool import path_spooled_s3
 from yolo_sfn.local.template import Template, find_project_root, read_template
@@ -93,7 +93,7 @@ class LocalEngine:
         self.root = find_project_root(Path(root) if root else None)
         self.template: Template = read_template(self.root / "template.yaml")
         self.region = region
-        self.router = Router(faults, log_stream=function_logs)
+        self.router = LambdaRouter(faults, log_stream=function_logs)
         self.retry_scale = retry_scale
         self.stack_name = stack_name
         self.input_bucket = input_bucket
@@ -101,13 +101,13 @@ class LocalEngine:
         self.stack: Stack | None = None
         self._exit: ExitStack | None = None
         self._clients: dict[str, Any] = {}
-        self.clock: compat.RecordingClock | None = None
+        self.clock: motohooks.RecordingClock | None = None
         self.meter = Meter()
         self._first_attempt = 0  # the current execution's first entry in router.attempts
 
     # --- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
-        compat.check_moto()
+        motohooks.check_moto()
         from moto import mock_aws
 
         stack = ExitStack()
@@ -127,12 +127,12 @@ class LocalEngine:
             stack.enter_context(path_spooled_s3())
             # (not lambda use_docker=False: that swaps in moto's echo backend)
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
-            stack.enter_context(compat.quiet_interpreter_logs())
+            stack.enter_context(motohooks.quiet_interpreter_logs())
             stack.enter_context(aslext.installed())
             stack.enter_context(taskclock.installed())
             stack.enter_context(self.meter.installed())
-            stack.enter_context(compat.cached_jsonpath_parsing())
-            self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))
+            stack.enter_context(motohooks.cached_jsonpath_parsing())
+            self.clock = stack.enter_context(motohooks.retry_clock(self.retry_scale))
             stack.enter_context(self.router.installed())
             stack.callback(_reset_handler_clients)
             _reset_handler_clients()  # clients cached by the stages belong to this moto session

@@ -1,9 +1,10 @@
 """In-process Lambda invokes for moto, with fault injection and an attempt log.
 
-moto's ``LambdaFunction._invoke_lambda(self, event)`` would start Docker. ``Router.install()``
-replaces it with a call of ``functions/<stage>/app.py:handler`` in this process: each module is
-imported once, exceptions become ``{"errorType", "errorMessage"}`` payloads (the error type is
-the exception class name, as on AWS), and every attempt is recorded.
+moto's ``LambdaFunction._invoke_lambda(self, event)`` would start Docker.
+``LambdaRouter.install()`` replaces it with a call of ``functions/<stage>/app.py:handler`` in
+this process: each module is imported once, exceptions become ``{"errorType", "errorMessage"}``
+payloads (the error type is the exception class name, as on AWS), and every attempt is
+recorded.
 
 Environment: moto resolves each function's template ``Environment`` at deploy time. Values that
 are the same for every function are put into ``os.environ`` once before the execution starts
@@ -28,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from yolo_sfn.contract import IMAGE_STAGES
-from yolo_sfn.errors import TransientAwsError, error_payload
+from yolo_sfn.errors import LocalEngineError, TransientAwsError, error_payload
 from yolo_sfn.local import taskclock
-from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
+from yolo_sfn.local.motohooks import LAMBDA_MODELS
 from yolo_sfn.local.template import FunctionSpec
 from yolo_sfn.workflow.handlers import import_path
 
@@ -202,8 +203,11 @@ def split_environment(envs: dict[str, dict[str, str]]) -> tuple[dict, dict[str, 
     return common, per_fn
 
 
-class Router:
-    """Maps moto Lambda functions to ``functions/<stage>/app.py`` and runs them in-process."""
+class LambdaRouter:
+    """moto's Lambda service, served in-process: routes each invoke of a moto function to its
+    ``functions/<stage>/app.py`` handler (imported once), with that function's environment, a
+    Lambda-like context and its Task timeout, one container for the model stage, injected
+    faults, and a record of every attempt (``attempts``)."""
 
     def __init__(self, faults: list[Fault] | tuple = (), log_stream: Any = None) -> None:
         self.faults = list(faults)
@@ -248,7 +252,7 @@ class Router:
             set_environ(saved)
 
     @contextmanager
-    def installed(self) -> Iterator[Router]:
+    def installed(self) -> Iterator[LambdaRouter]:
         router = self
 
         def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
