@@ -407,3 +407,31 @@ def test_model_cache_on_lambda_keeps_only_the_model_in_use(tmp_path, monkeypatch
     os.utime(cache / ("0" * 16), (time.time() - 5, time.time() - 5))
     gone = model_cache.prune_model_cache(cache, keep=cache / ("1" * 16))
     assert gone == [cache / ("0" * 16)] and [f.name for f in cache.iterdir()] == ["1" * 16]
+
+
+def test_resize_follows_the_model_when_none_is_given(stack, model_path, tmp_path, monkeypatch):
+    """No resize in the input and RESIZE_MODE unset (template ResizeMode ``model``): Plan
+    picks letterbox for a letter_box model and stretch otherwise; Preprocess resolves a
+    ``model`` it is handed the same way. An explicit resize still wins."""
+    import shutil
+
+    monkeypatch.delenv("RESIZE_MODE", raising=False)
+    boxed = tmp_path / "boxed.tflite"
+    shutil.copyfile(model_path, boxed)
+    meta = json.loads(Path(f"{model_path}.json").read_text())
+    Path(f"{boxed}.json").write_text(json.dumps({**meta, "letter_box": True}))
+    arn = "arn:aws:states:us-east-1:1:execution:sm:"
+
+    def plan(inp: dict, name: str) -> dict:
+        return load_handler("plan")({"input": inp, "execution_name": name,
+                                     "execution_arn": arn + name})
+
+    uris = [f"s3://{IN}/samples/dog.jpg"]
+    for model, mode in ((model_path, "stretch"), (boxed, "letterbox")):
+        ref = upload_model(stack, model)
+        model_cache.clear_cache()
+        assert plan({"images": uris}, f"p-{mode}")["params"]["resize"] == mode
+        assert plan({"images": uris, "resize": "stretch"}, f"s-{mode}")["params"]["resize"] \
+            == "stretch"
+        pre = load_handler("preprocess")(envelope("dog.jpg", model_ref=ref, resize="model"))
+        assert [it["transform"]["mode"] for it in pre["items"]] == [mode]

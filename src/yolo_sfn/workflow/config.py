@@ -11,7 +11,8 @@ from yolo_sfn import env
 from yolo_sfn.contract import (
     INTERMEDIATE_PREFIX,
     NMS_KINDS,
-    RESIZE_MODES,
+    RESIZE_CHOICES,
+    RESIZE_FROM_MODEL,
     RESULTS_PREFIX,
     as_prefix,
 )
@@ -20,7 +21,7 @@ from yolo_sfn.workflow.s3uri import AllowEntry, parse_allow_list, validate_bucke
 
 DEFAULT_SCORE = 0.25
 DEFAULT_IOU = 0.45
-DEFAULT_RESIZE = "stretch"
+DEFAULT_RESIZE = RESIZE_FROM_MODEL  # letterbox for letter_box models, else stretch
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MODEL_CACHE_DIR = "/tmp/yolo-sfn-models"
@@ -62,9 +63,9 @@ class StageConfig:
         if nms is not None and nms not in NMS_KINDS:
             raise InputValidationError(f"environment {env.NMS_KIND}: {nms!r} not in {NMS_KINDS}")
         resize = e.get(env.RESIZE_MODE, "").strip() or DEFAULT_RESIZE
-        if resize not in RESIZE_MODES:
+        if resize not in RESIZE_CHOICES:
             raise InputValidationError(
-                f"environment {env.RESIZE_MODE}: {resize!r} not in {RESIZE_MODES}")
+                f"environment {env.RESIZE_MODE}: {resize!r} not in {RESIZE_CHOICES}")
         threads = _number(e, env.INFER_THREADS, 0, int)
         cfg = cls(
             bucket=e.get(env.BUCKET, "").strip(),

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from yolo_sfn.contract import IMAGE_STAGES, RESIZE_MODES, UNKNOWN_STAGE
+from yolo_sfn.contract import IMAGE_STAGES, RESIZE_CHOICES, UNKNOWN_STAGE
 from yolo_sfn.errors import InputValidationError
 from yolo_sfn.workflow.s3uri import S3Uri, parse_s3_uri, validate_bucket, validate_key
 
@@ -96,8 +96,8 @@ def _fraction(event: dict, name: str, *, prefix: str = "", default=_MISSING) -> 
 
 def _resize(event: dict, name: str = "resize", *, prefix: str = "", default=_MISSING):
     value = _field(event, name, str, prefix=prefix, default=default)
-    if value is not None and value not in RESIZE_MODES:
-        raise InputValidationError(f"{prefix}{name}: {value!r} not in {RESIZE_MODES}")
+    if value is not None and value not in RESIZE_CHOICES:
+        raise InputValidationError(f"{prefix}{name}: {value!r} not in {RESIZE_CHOICES}")
     return value
 
 
@@ -232,7 +232,9 @@ class PlanEvent:
 
 @dataclass(frozen=True)
 class Params:
-    """Per-batch detection settings, resolved by Plan (input, then env, then defaults)."""
+    """Per-batch detection settings, resolved by Plan (input, then env, then defaults).
+    ``resize`` is ``"stretch"`` or ``"letterbox"``; ``"model"`` (the model's own) only when
+    Plan had no model to ask, and Preprocess resolves it."""
 
     score: float
     iou: float

@@ -39,7 +39,9 @@ from yolo_sfn.contract import (
     IMAGE_EXTENSIONS,
     INTERMEDIATES,
     MANIFESTS_PREFIX,
+    RESIZE_FROM_MODEL,
     intermediate_key,
+    resolve_resize,
     result_key_in,
     summary_key_in,
 )
@@ -232,6 +234,12 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
                       "key": loc.key})
     items_loc = S3Uri(cfg.bucket, items_key(batch_id))
     storage.put_json(items_loc.bucket, items_loc.key, items, s3=s3)
+    ref = None
+    if cfg.model_uri:  # one model version for the whole execution, checked before any child
+        ref = ModelRef(cfg.model_uri, *model_cache.pin(cfg.model_uri, s3=s3))
+        if params.resize == RESIZE_FROM_MODEL:
+            meta = model_cache.load_meta(ref.uri, s3=s3, version=ref.meta_version)
+            params = replace(params, resize=resolve_resize(params.resize, meta.letter_box))
     source = {k: v for k, v in (("prefix", inp.prefix), ("manifest", inp.manifest)) if v}
     plan_doc = {"batch_id": batch_id, "execution_arn": event.execution_arn or "",
                 "source": source or {"images": len(inp.images or ())},
@@ -240,9 +248,6 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
                 "items_uri": str(items_loc),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     plan_uri = storage.put_json(cfg.bucket, plan_key(batch_id), plan_doc, s3=s3)
-    ref = None
-    if cfg.model_uri:  # one model version for the whole execution, checked before any child
-        ref = ModelRef(cfg.model_uri, *model_cache.pin(cfg.model_uri, s3=s3))
     return PlanResult(batch_id=batch_id, items=items_loc, count=len(items),
                       submitted=len(entries), duplicates=len(duplicates), params=params,
                       plan_uri=plan_uri, execution_arn=event.execution_arn or "",
@@ -324,7 +329,8 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
     t0, start = perf_counter(), _now_ms()
     cfg.require("bucket")
     s3 = s3 or aws.client("s3")
-    size = tuple(_meta(batch, cfg, s3).input_size)
+    meta = _meta(batch, cfg, s3)
+    size, resize = tuple(meta.input_size), resolve_resize(batch.params.resize, meta.letter_box)
     pending = batch.pending
     updated, ids, tensors = {}, [], []
     with ThreadPoolExecutor(FETCH_WORKERS) as pool:
@@ -338,7 +344,7 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
                         raise err
                     rgb = decode_image(data, name=item.uri, max_pixels=cfg.max_image_pixels)
                     src_hw = full_size_hw(data, rgb)  # a JPEG over the limit decodes reduced
-                    x, transform = to_network_input(rgb, size, mode=batch.params.resize,
+                    x, transform = to_network_input(rgb, size, mode=resize,
                                               src_hw=src_hw)
                 except Exception as e:  # whatever one image's bytes cause is its own
                     if isinstance(e, STAGE_ERRORS):
