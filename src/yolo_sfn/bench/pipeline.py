@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from yolo_sfn.bench.machine import summary_ms
+from yolo_sfn.contract import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_IMAGES = REPO_ROOT / "testdata" / "images"
 STAGES = ("decode", "preprocess", "infer", "postprocess")
@@ -33,7 +33,7 @@ def find_images(paths: list[str | Path] | None = None) -> list[Path]:
     found: list[Path] = []
     for r in roots:
         if r.is_dir():
-            found += sorted(p for p in r.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in r.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         elif r.is_file():
             found.append(r)
         else:
