@@ -41,7 +41,6 @@ from yolo_sfn.contract import (
     intermediate_key,
 )
 from yolo_sfn.errors import InputValidationError, S3UriError, YoloSfnError
-from yolo_sfn.workflow.handlers import LOGICAL_IDS
 from yolo_sfn.workflow.s3uri import split_s3_uri
 from yolo_sfn.workflow.stages import decimals_to_numbers
 
@@ -425,19 +424,24 @@ def _image_part(data: bytes, stage: str, image_id: str) -> dict:
                           if n.startswith("head_")}, "compact": "compact" in names}
 
 
+def _stage_environment(bucket: str) -> dict:
+    """The environment of the stack's functions, found as the functions whose ``RESULTS_BUCKET``
+    is ``bucket`` (every stage shares template.yaml ``Globals``); ``{}`` if none can be read."""
+    with suppress(Exception):
+        for page in client("lambda").get_paginator("list_functions").paginate():
+            for fn in page.get("Functions", []):
+                variables = (fn.get("Environment") or {}).get("Variables") or {}
+                if variables.get(env.BUCKET) == bucket:
+                    return variables
+    return {}
+
+
 def _prefixes(ev: ExecutionView) -> tuple[str, str]:
     """``(intermediate, results)`` prefixes the stack's functions were deployed with
-    (``INTERMEDIATE_PREFIX`` / ``RESULTS_PREFIX``, template.yaml ``Globals``); without a stack
-    or where it cannot be read, the template's defaults. Asked once per view."""
+    (``INTERMEDIATE_PREFIX`` / ``RESULTS_PREFIX``, template.yaml ``Globals``); where they
+    cannot be read, the template's defaults. Asked once per view."""
     if "prefixes" not in ev.extra:
-        variables: dict = {}
-        if ev.stack:
-            with suppress(Exception):
-                res = client("cloudformation").describe_stack_resource(
-                    StackName=ev.stack, LogicalResourceId=LOGICAL_IDS["store"])
-                name = res["StackResourceDetail"]["PhysicalResourceId"]
-                conf = client("lambda").get_function_configuration(FunctionName=name)
-                variables = conf["Environment"]["Variables"]
+        variables = _stage_environment(ev.bucket) if ev.bucket else {}
         ev.extra["prefixes"] = (
             as_prefix(variables.get(env.INTERMEDIATE_PREFIX, INTERMEDIATE_PREFIX)),
             as_prefix(variables.get(env.RESULTS_PREFIX, RESULTS_PREFIX)))
