@@ -22,7 +22,7 @@ from yolo_sfn.contract import IMAGE_EXTENSIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_IMAGES = REPO_ROOT / "testdata" / "images"
-STAGES = ("decode", "preprocess", "infer", "postprocess")
+PHASES = ("decode", "preprocess", "infer", "postprocess")  # what the bench times per image
 
 
 def find_images(paths: list[str | Path] | None = None) -> list[Path]:
@@ -82,7 +82,7 @@ def _stage_times(model, images: list[Path], runs: int, resize: str, score: float
     from yolo_sfn.core.preprocess import to_network_input
 
     size = tuple(model.meta.input_size)
-    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    samples: dict[str, list[float]] = {s: [] for s in PHASES}
     first_infer = None
     detections, candidates = {}, {}
     for i in range(len(images) + runs):
@@ -103,12 +103,12 @@ def _stage_times(model, images: list[Path], runs: int, resize: str, score: float
             detections[path.name] = len(dets)
             candidates[path.name] = stats["candidates"]
             continue
-        for name, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        for name, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             samples[name].append(dt)
     out: dict = {"first_infer_ms": 1000.0 * first_infer, "runs": runs, "images": len(images)}
-    for name in STAGES:
+    for name in PHASES:
         out[name] = summary_ms(samples[name])
-    totals = [sum(v) for v in zip(*(samples[s] for s in STAGES), strict=True)]
+    totals = [sum(v) for v in zip(*(samples[s] for s in PHASES), strict=True)]
     out["total"] = summary_ms(totals)
     out["images_per_s"] = 1000.0 / out["total"]["median_ms"] if totals else None
     out["detections"] = detections

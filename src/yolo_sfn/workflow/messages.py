@@ -40,7 +40,7 @@ MAX_ITEM_ERROR_MESSAGE = 1000  # per image inside a batch message (the 256 KiB p
 MAX_BATCH_ITEMS = 40  # template.yaml BatchSize MaxValue
 CHILD_ID_HEX = 16
 CHILD_ID_RE = re.compile(r"[0-9a-f]{16}")  # child_id_for; use .fullmatch
-STAGES = (*IMAGE_STAGES, UNKNOWN_STAGE)  # what an image failure names
+FAILURE_STAGES = (*IMAGE_STAGES, UNKNOWN_STAGE)  # what an image failure may name
 
 _MISSING = object()
 
@@ -351,7 +351,7 @@ class ImageItem:
 
 def item_error(stage: str, etype: str, message: str) -> dict:
     """A per-image error record, small enough to travel in a batch message."""
-    return {"stage": stage if stage in STAGES else "unknown", "type": etype,
+    return {"stage": stage if stage in FAILURE_STAGES else UNKNOWN_STAGE, "type": etype,
             "message": message[:MAX_ITEM_ERROR_MESSAGE]}
 
 
@@ -497,8 +497,8 @@ class BatchFailure:
     def from_event(cls, event: Any) -> BatchFailure:
         event = _obj(event, "failure event")
         stage = _string(event, "stage")
-        if stage not in STAGES:
-            raise InputValidationError(f"stage: {stage!r} not in {STAGES}")
+        if stage not in FAILURE_STAGES:
+            raise InputValidationError(f"stage: {stage!r} not in {FAILURE_STAGES}")
         rest = {k: v for k, v in event.items() if k not in ("stage", "error")}
         return cls(Batch.from_event(rest), stage,
                    CaughtError.from_event(_field(event, "error", dict)))
