@@ -238,8 +238,7 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
     if cfg.model_uri:  # one model version for the whole execution, checked before any child
         ref = ModelRef(cfg.model_uri, *model_cache.pin(cfg.model_uri, s3=s3))
         if params.resize == RESIZE_FROM_MODEL:
-            meta = model_cache.load_meta(ref.uri, s3=s3, version=ref.meta_version)
-            params = replace(params, resize=resolve_resize(params.resize, meta.letter_box))
+            params = _resize_of_model(params, ref, s3)
     source = {k: v for k, v in (("prefix", inp.prefix), ("manifest", inp.manifest)) if v}
     plan_doc = {"batch_id": batch_id, "execution_arn": event.execution_arn or "",
                 "source": source or {"images": len(inp.images or ())},
@@ -252,6 +251,17 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
                       submitted=len(entries), duplicates=len(duplicates), params=params,
                       plan_uri=plan_uri, execution_arn=event.execution_arn or "",
                       model_ref=ref, timings_ms={"plan": round_ms(perf_counter() - t0)})
+
+
+def _resize_of_model(params: Params, ref: ModelRef, s3) -> Params:
+    """``params`` with the pinned model's own resize (its sidecar's ``letter_box``). A sidecar
+    that cannot be read keeps ``"model"``: Preprocess fails every image on it, naming it,
+    as for any unusable model (a missing one already failed the pin)."""
+    try:
+        meta = model_cache.load_meta(ref.uri, s3=s3, version=ref.meta_version)
+    except ModelError:
+        return params
+    return replace(params, resize=resolve_resize(params.resize, meta.letter_box))
 
 
 # --- per-batch stages (one Lambda invoke per ItemBatcher batch) ----------------------------
