@@ -18,19 +18,20 @@ import json
 import sys
 from pathlib import Path
 
-from yolo_sfn.bench import machine, models, pipeline, report
+from yolo_sfn.bench import built_models, machine, pipeline, report
 
 
 def bench_models(which: list[str]) -> list[tuple[str, Path, float]]:
     """(label, model path, target seconds) in ``which`` order."""
     table = {
-        "yolov3-tiny": lambda: ("yolov3-tiny (demo)", models.demo_model(), 1.0),
+        "yolov3-tiny": lambda: ("yolov3-tiny (demo)", built_models.demo_model(), 1.0),
         "yolov4-tiny": lambda: (
             "yolov4-tiny-416 (random)",
-            models.random_model("yolov4-tiny", 416),
+            built_models.random_model("yolov4-tiny", 416),
             1.0,
         ),
-        "yolov4": lambda: ("YOLOv4-416 fp32 (random)", models.random_model("yolov4", 416), 2.0),
+        "yolov4": lambda: ("YOLOv4-416 fp32 (random)", built_models.random_model("yolov4", 416),
+                           2.0),
     }
     return [table[w]() for w in which]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.bench import machine, models, pipeline, report, rival
+from yolo_sfn.bench import built_models, machine, pipeline, report, rival
 from yolo_sfn.bench.sgemm import measure_sgemm
 
 
@@ -54,13 +54,13 @@ def prepost(model, images: list[Path], runs: int, rows: int, raw: bool) -> dict:
     """Preprocess / postprocess ms over real images (trained-like heads; raw random: optional)."""
     from yolo_sfn.core.image import load_image_file
     from yolo_sfn.core.postprocess import postprocess
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     size = tuple(model.meta.input_size)
     decoded = [load_image_file(p) for p in images]
     cases = []
     for rgb in decoded:
-        batch, tr = preprocess(rgb, size)
+        batch, tr = to_network_input(rgb, size)
         heads = model.run(batch)
         cases.append((rgb, tr, heads, trained_like_heads(heads, model.meta, rows)))
     t_decode, t_pre, t_post_raw, t_post = [], [], [], []
@@ -71,7 +71,7 @@ def prepost(model, images: list[Path], runs: int, rows: int, raw: bool) -> dict:
         t0 = time.perf_counter()
         load_image_file(p)
         t1 = time.perf_counter()
-        preprocess(rgb, size)
+        to_network_input(rgb, size)
         t2 = time.perf_counter()
         d = postprocess(shifted, model.meta, tr)
         t3 = time.perf_counter()
@@ -115,16 +115,16 @@ def main() -> int:
     args = ap.parse_args()
 
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
     from yolo_sfn.core.runtime import Model
 
     info = machine.machine_info()
-    cfg, weights = models.random_darknet(args.cfg, args.size)
-    tfl = models.random_model(args.cfg, args.size, "fp32")
+    cfg, weights = built_models.random_darknet(args.cfg, args.size)
+    tfl = built_models.random_model(args.cfg, args.size, "fp32")
     images = pipeline.find_images()
     model = Model.load(tfl, threads=args.threads)
     net, names = rival.opencv_net(cfg, weights, args.threads)
-    batch, _ = preprocess(load_image_file(images[0]), (args.size, args.size))
+    batch, _ = to_network_input(load_image_file(images[0]), (args.size, args.size))
 
     sg_before = measure_sgemm(args.threads)
     both = rival.side_by_side(

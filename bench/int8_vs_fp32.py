@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from yolo_sfn.bench import machine, models, pipeline, report
+from yolo_sfn.bench import built_models, machine, pipeline, report
 
 
 def demo_twin(fp32: Path, precision: str) -> Path:
@@ -38,7 +38,7 @@ def demo_twin(fp32: Path, precision: str) -> Path:
     cfg, weights, names = Path(src["cfg"]), Path(src["weights"]), src.get("names")
     names = Path(names) if names and Path(names).is_file() else None
     tag = "int8" if precision == "int8" else "fp32-direct"
-    out = models.CACHE / f"demo-yolov3-tiny-{tag}.tflite"
+    out = built_models.CACHE / f"demo-yolov3-tiny-{tag}.tflite"
     stamp = out.with_name(out.name + ".stamp")
     key = f"{sha256_file(weights)} {source_fingerprint()}"
     if not out.exists() or not stamp.exists() or stamp.read_text() != key:
@@ -105,18 +105,18 @@ def main() -> int:
 
     from yolo_sfn.core.image import load_image_file
     from yolo_sfn.core.postprocess import postprocess
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
     from yolo_sfn.core.runtime import Model
 
     info = machine.machine_info()
-    fp32 = models.demo_model()
+    fp32 = built_models.demo_model()
     int8 = demo_twin(fp32, "int8")
     direct = demo_twin(fp32, "fp32")
     m32 = Model.load(fp32, threads=args.threads)
     m8 = Model.load(int8, threads=args.threads)
     md = Model.load(direct, threads=args.threads)
     images = pipeline.find_images()
-    cases = [preprocess(load_image_file(p), tuple(m32.meta.input_size)) for p in images]
+    cases = [to_network_input(load_image_file(p), tuple(m32.meta.input_size)) for p in images]
     rows, total, hit = [], 0, 0
     for p, (batch, tr) in zip(images, cases, strict=True):
         d32 = postprocess(m32.run(batch), m32.meta, tr, score=args.score)
@@ -161,10 +161,10 @@ def main() -> int:
     result["winograd_fp32_over_int8"] = wino_ratio
     if args.yolov4:
         v32 = Model.load(
-            models.random_model("yolov4", 416, "fp32", winograd=False), threads=args.threads
+            built_models.random_model("yolov4", 416, "fp32", winograd=False), threads=args.threads
         )
-        v8 = Model.load(models.random_model("yolov4", 416, "int8"), threads=args.threads)
-        vb = [preprocess(load_image_file(p), (416, 416))[0] for p in images]
+        v8 = Model.load(built_models.random_model("yolov4", 416, "int8"), threads=args.threads)
+        vb = [to_network_input(load_image_file(p), (416, 416))[0] for p in images]
         y32, y8 = speed([v32, v8], vb, max(3, args.runs // 4))
         result["yolov4"] = {"fp32": y32, "int8": y8}
         speed_rows += [

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.bench import machine, models, pipeline, report
+from yolo_sfn.bench import built_models, machine, pipeline, report
 
 EXP_MISH_NAME = "yolov4-416-seed0-fp32-expmish.tflite"
 
@@ -39,10 +39,10 @@ def exp_mish_model() -> Path:
     """The random YOLOv4-416 with the exp-form mish (cached)."""
     from yolo_sfn.convert import convert, graph
 
-    out = models.CACHE / EXP_MISH_NAME
+    out = built_models.CACHE / EXP_MISH_NAME
     if out.exists():
         return out
-    cfg, weights = models.random_darknet("yolov4", 416)
+    cfg, weights = built_models.random_darknet("yolov4", 416)
     saved = graph.ACTIVATIONS["mish"]
     graph.ACTIVATIONS["mish"] = exp_mish
     try:
@@ -114,15 +114,15 @@ def main() -> int:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
     from yolo_sfn.core.runtime import Model
 
     info = machine.machine_info()
-    fp32 = models.random_model("yolov4", 416, "fp32")
-    fp16 = models.random_model("yolov4", 416, "fp16")
+    fp32 = built_models.random_model("yolov4", 416, "fp32")
+    fp16 = built_models.random_model("yolov4", 416, "fp16")
     expm = exp_mish_model()
-    batch, _ = preprocess(load_image_file(pipeline.find_images()[0]), (416, 416))
-    npy = models.CACHE / "levers-input.npy"
+    batch, _ = to_network_input(load_image_file(pipeline.find_images()[0]), (416, 416))
+    npy = built_models.CACHE / "levers-input.npy"
     np.save(npy, batch)
 
     nodel = Interpreter(
@@ -164,7 +164,7 @@ def main() -> int:
     print("file MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in sizes.items()))
     variants.clear()
 
-    cache = models.CACHE / "xnnpack-weights.cache"
+    cache = built_models.CACHE / "xnnpack-weights.cache"
     if cache.exists():
         cache.unlink()
     fr = {

@@ -19,19 +19,19 @@ import threading
 import time
 from pathlib import Path
 
-from yolo_sfn.bench import machine, models, pipeline, report
+from yolo_sfn.bench import built_models, machine, pipeline, report
 
 HEADROOM_MB = 300.0
 
 
 def model_list(which: list[str]) -> list[tuple[str, Path]]:
     table = {
-        "yolov3-tiny": lambda: ("yolov3-tiny (demo)", models.demo_model()),
+        "yolov3-tiny": lambda: ("yolov3-tiny (demo)", built_models.demo_model()),
         "yolov4-tiny": lambda: (
             "yolov4-tiny-416 (random)",
-            models.random_model("yolov4-tiny", 416),
+            built_models.random_model("yolov4-tiny", 416),
         ),
-        "yolov4": lambda: ("YOLOv4-416 fp32 (random)", models.random_model("yolov4", 416)),
+        "yolov4": lambda: ("YOLOv4-416 fp32 (random)", built_models.random_model("yolov4", 416)),
     }
     return [table[w]() for w in which]
 
@@ -157,7 +157,7 @@ def main() -> int:
         )
     )
     if args.batch:
-        b = local_batch(args.batch, models.demo_model())
+        b = local_batch(args.batch, built_models.demo_model())
         out["batch"] = b
         at = b["rss_mb_at"]
         print(

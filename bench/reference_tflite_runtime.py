@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.bench import machine, models, pipeline, report
+from yolo_sfn.bench import built_models, machine, pipeline, report
 
 REF_VENV = pipeline.REPO_ROOT / ".cache" / "venv-ref"
 REF_PACKAGES = ("tflite-runtime==2.14.0", "numpy<2")
@@ -52,14 +52,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=8)
     args = ap.parse_args()
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
     from yolo_sfn.core.runtime import Model
 
     info = machine.machine_info()
     py = ensure_ref_venv()
-    tfl = models.random_model("yolov4", 416, "fp32")
-    batch, _ = preprocess(load_image_file(pipeline.find_images()[0]), (416, 416))
-    npy = models.CACHE / "reference-input.npy"
+    tfl = built_models.random_model("yolov4", 416, "fp32")
+    batch, _ = to_network_input(load_image_file(pipeline.find_images()[0]), (416, 416))
+    npy = built_models.CACHE / "reference-input.npy"
     np.save(npy, batch)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
     env["PYTHONPATH"] = str(pipeline.REPO_ROOT / "src")

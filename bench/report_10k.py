@@ -41,7 +41,7 @@ ERRORS = [("preprocess", "ImageDecodeError", "truncated JPEG (no end-of-image ma
           ("preprocess", "ObjectNotFoundError", "no such key"),
           ("infer", "ModelError", "model metadata disagrees with the model"),
           ("postprocess", "RuntimeError", "injected crash"),
-          ("store", "TransientS3Error", "SlowDown after 3 attempts")]
+          ("store", "TransientAwsError", "SlowDown after 3 attempts")]
 
 
 def rss_mb() -> float:

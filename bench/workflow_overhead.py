@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from yolo_sfn.bench import machine, models, report
+from yolo_sfn.bench import built_models, machine, report
 from yolo_sfn.env import INFER_THREADS
 
 LIMITS = {"yolov4": 1.15, "yolov3-tiny": 1.5}
@@ -35,16 +35,16 @@ def bare_loop(model_path: Path, files: list[Path], threads: int, score: float) -
     """Seconds for the in-process loop over ``files`` (model load excluded, one warm-up)."""
     from yolo_sfn.core.image import decode_image
     from yolo_sfn.core.postprocess import postprocess
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
     from yolo_sfn.core.runtime import Model
 
     model = Model.load(model_path, threads=threads)
     size = tuple(model.meta.input_size)
-    model.run(preprocess(decode_image(files[0].read_bytes(), name="warm"), size)[0])
+    model.run(to_network_input(decode_image(files[0].read_bytes(), name="warm"), size)[0])
     t0 = time.perf_counter()
     for f in files:
         rgb = decode_image(f.read_bytes(), name=f.name)
-        batch, tr = preprocess(rgb, size)
+        batch, tr = to_network_input(rgb, size)
         postprocess(model.run(batch), model.meta, tr, score=score)
     return time.perf_counter() - t0
 
@@ -84,7 +84,8 @@ def main() -> int:
     info = machine.machine_info()
     rows, targets, out = [], [], {"machine": info}
     for which in args.models.split(","):
-        path = models.demo_model() if which == "yolov3-tiny" else models.random_model(which, 416)
+        path = (built_models.demo_model() if which == "yolov3-tiny"
+                else built_models.random_model(which, 416))
         score = 0.25 if which == "yolov3-tiny" else args.random_score
         bares, locs = [], []
         for _ in range(args.repeats):  # alternate, so load changes hit both sides alike

@@ -10,7 +10,7 @@ TABLE = "RESULTS_TABLE"  # DynamoDB results table
 MODEL_URI = "MODEL_URI"  # s3://bucket/key.tflite (sidecar metadata at key + ".json")
 SCORE_THRESHOLD = "SCORE_THRESHOLD"
 IOU_THRESHOLD = "IOU_THRESHOLD"
-RESIZE_MODE = "RESIZE_MODE"  # stretch | letterbox
+RESIZE_MODE = "RESIZE_MODE"  # model | stretch | letterbox (model: from the sidecar's letter_box)
 NMS_KIND = "NMS_KIND"  # greedy | diou | "" (= from the model's cfg)
 INPUT_BUCKETS = "INPUT_BUCKETS"  # comma-separated bucket or bucket/prefix allow-list
 MAX_IMAGE_BYTES = "MAX_IMAGE_BYTES"

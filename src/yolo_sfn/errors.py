@@ -62,10 +62,15 @@ class AccessDeniedError(YoloSfnError):
     """The stack may not read that object (permanent)."""
 
 
-class TransientS3Error(YoloSfnError):
-    """An S3 hiccup (throttling, 5xx, connection reset): the stage retries."""
+class TransientAwsError(YoloSfnError):
+    """An S3 or DynamoDB hiccup (throttling, 5xx, connection reset, items left unprocessed):
+    the stage retries (the ASL's Retry lists this name)."""
 
     retryable = True
+
+
+class LocalEngineError(YoloSfnError):
+    """The local engine cannot run (moto missing/moved, template unreadable, deploy failed)."""
 
 
 def error_payload(err: BaseException) -> dict:

@@ -4,7 +4,7 @@ its own Python 3.12 worker with only its layers on ``sys.path``.
 Needs ``sam build`` (``.aws-sam/build``) and a Python 3.12 interpreter, else skips: CI runs
 ``make test``, whose ``built-smoke`` target (``layers/run_built.py``: a whole batch through
 every built function) is the real gate. Here: how the workers fail and report, through the
-Router, which the smoke run only exercises on its happy path.
+LambdaRouter, which the smoke run only exercises on its happy path.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from yolo_sfn.local.invoke import Router
+from yolo_sfn.local.invoke import LambdaRouter
 from yolo_sfn.local.template import read_template
 from yolo_sfn.local.workers import BuiltFunction, WorkerPool
 
@@ -51,15 +51,15 @@ def built():
 
 
 def _fn(stage: str) -> SimpleNamespace:
-    """What the Router and the pool read from moto's LambdaFunction."""
+    """What the LambdaRouter and the pool read from moto's LambdaFunction."""
     return SimpleNamespace(function_name=f"test-{stage}", memory_size=128, timeout=30,
                            function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{stage}",
                            architectures=["x86_64"],
                            environment_vars={"POWERTOOLS_SERVICE_NAME": "test"})
 
 
-def _router(pool: WorkerPool, stage: str) -> Router:
-    router = Router()
+def _router(pool: WorkerPool, stage: str) -> LambdaRouter:
+    router = LambdaRouter()
     router.bind(f"test-{stage}", read_template(ROOT / "template.yaml").functions[stage])
     router.out_of_process = pool.invoke
     return router

@@ -19,7 +19,7 @@ pytest.importorskip("samtranslator")
 
 from fixtures.toystack import write_toy_project
 
-from yolo_sfn.local import compat, features
+from yolo_sfn.local import features, motohooks
 from yolo_sfn.local.deploy import sub_as_join
 from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault, batch_of, image_of, images_of, split_environment
@@ -125,18 +125,18 @@ def test_event_image_and_environment_split():
 def test_pin_check_fails_loudly_on_other_moto(monkeypatch):
     import moto
 
-    compat.check_moto()
+    motohooks.check_moto()
     monkeypatch.setattr(moto, "__version__", "5.9.0")
-    with pytest.raises(compat.LocalEngineError, match=r"pinned to moto==5\.2\.5"):
-        compat.check_moto()
+    with pytest.raises(motohooks.LocalEngineError, match=r"pinned to moto==5\.2\.5"):
+        motohooks.check_moto()
 
 
 def test_pin_check_fails_loudly_when_a_patched_internal_moved(monkeypatch):
     from moto.awslambda import models
 
     monkeypatch.delattr(models.LambdaFunction, "_invoke_lambda")
-    with pytest.raises(compat.LocalEngineError, match="_invoke_lambda"):
-        compat.check_moto()
+    with pytest.raises(motohooks.LocalEngineError, match="_invoke_lambda"):
+        motohooks.check_moto()
 
 
 @pytest.mark.parametrize(("module", "cls", "attr", "needle"), [
@@ -151,8 +151,8 @@ def test_pin_check_covers_the_map_and_meter_hooks(monkeypatch, module, cls, attr
 
     target = getattr(importlib.import_module(module), cls)
     monkeypatch.setattr(target, attr, lambda self: None)  # a changed signature
-    with pytest.raises(compat.LocalEngineError, match=needle):
-        compat.check_moto()
+    with pytest.raises(motohooks.LocalEngineError, match=needle):
+        motohooks.check_moto()
 
 
 # --- deploy ----------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_transient_s3_error_is_retried(engine):
     run = _run(engine, [Fault("infer", "s3_transient", match="dog.jpg")], batch_id="transient")
     tries = [a for a in run.attempts if a.stage == "infer" and _name(a) == "dog.jpg"]
     assert [(a.attempt, a.outcome, a.error_type) for a in tries] == [
-        (1, "error", "TransientS3Error"), (2, "ok", None)]
+        (1, "error", "TransientAwsError"), (2, "ok", None)]
     assert tries[0].injected == "s3_transient"
     assert _image(run, "dog.jpg")["status"] == "succeeded"
     assert run.retry_waits == [1.0], _not_ok(run)  # IntervalSeconds of the template's Retry
@@ -258,12 +258,12 @@ def test_real_template_reads_and_scans():
 
 
 def test_handler_import_error_is_a_lambda_error(tmp_path):
-    from yolo_sfn.local.invoke import Router
+    from yolo_sfn.local.invoke import LambdaRouter
     from yolo_sfn.local.template import FunctionSpec
 
     (tmp_path / "app.py").write_text("import no_such_module_xyz\n")
     spec = FunctionSpec("InferFunction", "infer", tmp_path, "app.handler", {}, 3, 128)
-    router = Router()
+    router = LambdaRouter()
     router.bind("fn", spec)
 
     class Fn:

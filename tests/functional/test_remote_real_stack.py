@@ -73,6 +73,30 @@ def test_results_per_stage(executed, capsys):
         assert store[name]["num_detections"] == len(post[name]["detections"]) > 0
 
 
+def test_results_use_the_prefix_the_stack_was_deployed_with(executed, capsys):
+    """The intermediates' prefix is the stack's configuration (INTERMEDIATE_PREFIX of its
+    functions, template.yaml Globals), not a fixed ``tmp/``: redeployed with another, results
+    look there."""
+    lam = executed.client("lambda")
+    before = {f["FunctionName"]: {k: str(v) for k, v in f["Environment"]["Variables"].items()}
+              for f in lam.list_functions()["Functions"]  # moto keeps numbers as numbers
+              if f["FunctionName"].startswith(f"{STACK}-")}
+    assert before and {v["INTERMEDIATE_PREFIX"] for v in before.values()} == {"tmp/"}
+    capsys.readouterr()
+    try:
+        for name, variables in before.items():
+            lam.update_function_configuration(FunctionName=name, Environment={
+                "Variables": {**variables, "INTERMEDIATE_PREFIX": "elsewhere"}})
+        rows = _json(capsys, "results", "real-1", "--stack", STACK, "--stage", "preprocess")
+    finally:
+        for name, variables in before.items():
+            lam.update_function_configuration(FunctionName=name,
+                                               Environment={"Variables": variables})
+    passed = [r for r in rows if r["state"] == "passed"]
+    assert passed and all("/elsewhere/real/" in r["artifact"] and not r["artifact_present"]
+                          for r in passed)
+
+
 def test_status_of_an_older_execution_of_the_same_batch(executed, capsys):
     """A rerun overwrites the records; the first execution's status says so."""
     capsys.readouterr()

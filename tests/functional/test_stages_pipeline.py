@@ -19,7 +19,7 @@ from moto import mock_aws
 from yolo_sfn import env
 from yolo_sfn.errors import ImageTooLargeError, ModelError
 from yolo_sfn.local.invoke import LambdaContext
-from yolo_sfn.workflow import aws, handlers, models
+from yolo_sfn.workflow import aws, handlers, model_cache
 from yolo_sfn.workflow.events import load_event
 from yolo_sfn.workflow.stages import image_id_for
 
@@ -53,14 +53,14 @@ def stack(monkeypatch, tmp_path):
         monkeypatch.setenv(k, v)
     with mock_aws():
         aws.reset_clients()
-        models.clear_cache()
+        model_cache.clear_cache()
         s3 = boto3.client("s3", region_name=resources.REGION)
         resources.create_resources(s3, boto3.client("dynamodb", region_name=resources.REGION))
         s3.create_bucket(Bucket=MODELS)
         for f in IMAGES.iterdir():
             s3.upload_file(str(f), IN, f"samples/{f.name}")
         yield s3
-    models.clear_cache()
+    model_cache.clear_cache()
     aws.reset_clients()
 
 
@@ -314,9 +314,9 @@ def test_model_is_downloaded_once_and_reused_warm(stack, model_path, tmp_path) -
     ref = upload_model(stack, model_path)
     pre = load_handler("preprocess")(envelope("person.jpg", model_ref=ref))
     load_handler("infer")(pre)
-    first = models.get_model(ref["uri"], str(tmp_path / "models"), version=ref["version"])
+    first = model_cache.get_model(ref["uri"], str(tmp_path / "models"), version=ref["version"])
     load_handler("infer")(pre)
-    assert models.get_model(ref["uri"], str(tmp_path / "models"),
+    assert model_cache.get_model(ref["uri"], str(tmp_path / "models"),
                             version=ref["version"]) is first
     assert len(list((tmp_path / "models").iterdir())) == 1  # one download
     # a model version nobody pinned yet (an unpinned event looks it up): missing = ModelError
@@ -328,21 +328,21 @@ def test_model_is_downloaded_once_and_reused_warm(stack, model_path, tmp_path) -
 def test_a_transient_error_fails_the_whole_stage_so_step_functions_retries_it(
         stack, model_path, monkeypatch) -> None:
     """Only per-image errors stay on an image; throttling beyond botocore's retries is the
-    stage's (Retry TransientS3Error), never recorded as that image's failure."""
-    from yolo_sfn.errors import TransientS3Error
-    from yolo_sfn.workflow import io as wio
+    stage's (Retry TransientAwsError), never recorded as that image's failure."""
+    from yolo_sfn.errors import TransientAwsError
+    from yolo_sfn.workflow import storage
 
     ref = upload_model(stack, model_path)
     load_handler("preprocess")(envelope("dog.jpg", model_ref=ref))  # metadata cached
-    real = wio.get_bytes
+    real = storage.get_bytes
 
     def flaky(bucket, key, **kw):
         if key.endswith("person.jpg"):
-            raise TransientS3Error(f"get s3://{bucket}/{key}: SlowDown")
+            raise TransientAwsError(f"get s3://{bucket}/{key}: SlowDown")
         return real(bucket, key, **kw)
 
-    monkeypatch.setattr(wio, "get_bytes", flaky)
-    with pytest.raises(TransientS3Error, match="SlowDown"):
+    monkeypatch.setattr(storage, "get_bytes", flaky)
+    with pytest.raises(TransientAwsError, match="SlowDown"):
         load_handler("preprocess")(envelope("dog.jpg", "person.jpg", model_ref=ref))
 
 
@@ -361,7 +361,7 @@ def test_model_disk_cache_is_keyed_by_etag(stack, tmp_path) -> None:
     for body in (b"version-1", b"version-2"):
         stack.put_object(Bucket=MODELS, Key="demo/model.tflite", Body=body)
         stack.put_object(Bucket=MODELS, Key="demo/model.tflite.json", Body=b"{}")
-        path = models.fetch_model(uri, str(tmp_path / "cache"))
+        path = model_cache.fetch_model(uri, str(tmp_path / "cache"))
         assert path.read_bytes() == body  # a replaced model is never served from disk
 
 
@@ -370,20 +370,20 @@ def test_model_disk_cache_keeps_the_most_recent_versions(stack, tmp_path, monkey
     import os
     import time
 
-    monkeypatch.setattr(models, "MODEL_CACHE_MIN_IDLE_S", 0.0)
-    monkeypatch.setattr(models, "MODEL_CACHE_KEEP", 2)
+    monkeypatch.setattr(model_cache, "MODEL_CACHE_MIN_IDLE_S", 0.0)
+    monkeypatch.setattr(model_cache, "MODEL_CACHE_KEEP", 2)
     cache = tmp_path / "cache"
     uri = f"s3://{MODELS}/demo/model.tflite"
     paths = []
     for i in range(4):
         stack.put_object(Bucket=MODELS, Key="demo/model.tflite", Body=f"version-{i}".encode())
         stack.put_object(Bucket=MODELS, Key="demo/model.tflite.json", Body=b"{}")
-        paths.append(models.fetch_model(uri, str(cache)))
+        paths.append(model_cache.fetch_model(uri, str(cache)))
         old = time.time() - 3600 * (4 - i)  # older versions were used longer ago
         os.utime(paths[-1].parent, (old, old))
     (cache / "not-a-model-folder").mkdir()
     stack.put_object(Bucket=MODELS, Key="demo/model.tflite", Body=b"version-4")
-    newest = models.fetch_model(uri, str(cache))
+    newest = model_cache.fetch_model(uri, str(cache))
     kept = sorted(f.name for f in cache.iterdir())
     assert newest.read_bytes() == b"version-4"
     assert kept == sorted([newest.parent.name, paths[3].parent.name, "not-a-model-folder"])
@@ -393,7 +393,7 @@ def test_model_cache_pruning_spares_recently_used_folders(tmp_path) -> None:
     cache = tmp_path / "cache"
     for name in ("0" * 16, "1" * 16, "2" * 16):
         (cache / name).mkdir(parents=True)
-    assert models.prune_model_cache(cache, max_folders=1) == []  # all used in the last 10 min
+    assert model_cache.prune_model_cache(cache, max_folders=1) == []  # all used in the last 10 min
     assert len(list(cache.iterdir())) == 3
 
 
@@ -406,5 +406,33 @@ def test_model_cache_on_lambda_keeps_only_the_model_in_use(tmp_path, monkeypatch
     for name in ("0" * 16, "1" * 16):
         (cache / name).mkdir(parents=True)
     os.utime(cache / ("0" * 16), (time.time() - 5, time.time() - 5))
-    gone = models.prune_model_cache(cache, keep=cache / ("1" * 16))
+    gone = model_cache.prune_model_cache(cache, keep=cache / ("1" * 16))
     assert gone == [cache / ("0" * 16)] and [f.name for f in cache.iterdir()] == ["1" * 16]
+
+
+def test_resize_follows_the_model_when_none_is_given(stack, model_path, tmp_path, monkeypatch):
+    """No resize in the input and RESIZE_MODE unset (template ResizeMode ``model``): Plan
+    picks letterbox for a letter_box model and stretch otherwise; Preprocess resolves a
+    ``model`` it is handed the same way. An explicit resize still wins."""
+    import shutil
+
+    monkeypatch.delenv("RESIZE_MODE", raising=False)
+    boxed = tmp_path / "boxed.tflite"
+    shutil.copyfile(model_path, boxed)
+    meta = json.loads(Path(f"{model_path}.json").read_text())
+    Path(f"{boxed}.json").write_text(json.dumps({**meta, "letter_box": True}))
+    arn = "arn:aws:states:us-east-1:1:execution:sm:"
+
+    def plan(inp: dict, name: str) -> dict:
+        return load_handler("plan")({"input": inp, "execution_name": name,
+                                     "execution_arn": arn + name})
+
+    uris = [f"s3://{IN}/samples/dog.jpg"]
+    for model, mode in ((model_path, "stretch"), (boxed, "letterbox")):
+        ref = upload_model(stack, model)
+        model_cache.clear_cache()
+        assert plan({"images": uris}, f"p-{mode}")["params"]["resize"] == mode
+        assert plan({"images": uris, "resize": "stretch"}, f"s-{mode}")["params"]["resize"] \
+            == "stretch"
+        pre = load_handler("preprocess")(envelope("dog.jpg", model_ref=ref, resize="model"))
+        assert [it["transform"]["mode"] for it in pre["items"]] == [mode]

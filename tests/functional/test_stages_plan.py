@@ -82,6 +82,17 @@ def test_prefix_is_paginated_and_skips_folders_and_non_images(s3) -> None:
     assert get_json(s3, ART, "batches/exec-1/plan.json")["skipped_non_images"] == 1
 
 
+def test_a_prefix_lists_every_extension_the_decoder_reads(s3) -> None:
+    """One extension list (contract.IMAGE_EXTENSIONS): a GIF, which OpenCV decodes, is an
+    image in a prefix as it is on the local runner's command line; a HEIC is not listed."""
+    from yolo_sfn.contract import IMAGE_EXTENSIONS
+
+    for ext in (*IMAGE_EXTENSIONS, ".heic"):
+        s3.put_object(Bucket=IN, Key=f"kinds/a{ext}", Body=b"x")
+    out = plan({"prefix": f"s3://{IN}/kinds/"})
+    assert ".gif" in IMAGE_EXTENSIONS and out["count"] == len(IMAGE_EXTENSIONS)
+    assert get_json(s3, ART, "batches/exec-1/plan.json")["skipped_non_images"] == 1
+
 def test_empty_prefix_is_an_input_error(s3) -> None:
     with pytest.raises(InputValidationError, match=r"^prefix: no image objects"):
         plan({"prefix": f"s3://{IN}/nothing-here/"})

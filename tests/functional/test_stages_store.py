@@ -103,8 +103,8 @@ def test_store_without_its_detections_file_fails_the_stage(aws_env) -> None:
 
 def test_unprocessed_items_are_retried_until_written(aws_env) -> None:
     """BatchWriteItem may return UnprocessedItems (throttling): they are sent again; what
-    stays unprocessed fails the stage (TransientS3Error, retried by Step Functions)."""
-    from yolo_sfn.errors import TransientS3Error
+    stays unprocessed fails the stage (TransientAwsError, retried by Step Functions)."""
+    from yolo_sfn.errors import TransientAwsError
     from yolo_sfn.workflow import stages
     from yolo_sfn.workflow.config import StageConfig
 
@@ -133,7 +133,7 @@ def test_unprocessed_items_are_retried_until_written(aws_env) -> None:
         def batch_write_item(self, RequestItems):
             return {"UnprocessedItems": RequestItems}
 
-    with pytest.raises(TransientS3Error, match="3 items still unprocessed after 6 attempts"):
+    with pytest.raises(TransientAwsError, match="3 items still unprocessed after 6 attempts"):
         stages.put_records(cfg, records[:3], Never(), sleep=lambda s: None)
 
 

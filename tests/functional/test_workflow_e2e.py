@@ -140,7 +140,7 @@ def test_transient_s3_error_retried_on_real_stages(e2e):
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     tries = [a for a in run.attempts if a.stage == "infer"]
     assert [(a.attempt, a.outcome, a.error_type) for a in tries] == [
-        (1, "error", "TransientS3Error"), (2, "ok", None)]
+        (1, "error", "TransientAwsError"), (2, "ok", None)]
     assert len(run.retry_waits) == 1
     assert run.summary["succeeded"] == 1
 

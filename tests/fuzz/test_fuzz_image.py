@@ -157,7 +157,7 @@ def test_preprocess_any_image_size(h: int, w: int, mode: str, size: tuple[int, i
     import json
 
     rgb = np.zeros((h, w, 3), np.uint8)
-    batch, t = preprocess_mod.preprocess(rgb, size, mode=mode)
+    batch, t = preprocess_mod.to_network_input(rgb, size, mode=mode)
     assert batch.shape == (1, *size, 3) and batch.dtype == np.uint8
     t2 = preprocess_mod.Transform.from_dict(json.loads(json.dumps(t.to_dict())))
     assert t2 == t

@@ -1,5 +1,5 @@
 """Fuzz ``yolo_sfn.model.meta.ModelMeta.from_dict``: the sidecar is user-editable JSON read
-from S3 by Preprocess/Postprocess (``workflow.models.load_meta``).
+from S3 by Preprocess/Postprocess (``workflow.model_cache.load_meta``).
 
 Contract: any JSON value -> a ``ModelMeta`` or a ``ModelError`` naming the source; and an
 accepted sidecar describes a usable detector (finite positive sizes, strides, anchors and

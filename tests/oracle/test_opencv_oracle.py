@@ -27,7 +27,7 @@ if not hasattr(cv2.dnn, "readNetFromDarknet"):  # OpenCV 5 removed it
 from yolo_sfn.core.decode import decode_heads  # noqa: E402
 from yolo_sfn.core.image import load_image_file  # noqa: E402
 from yolo_sfn.core.postprocess import postprocess  # noqa: E402
-from yolo_sfn.core.preprocess import preprocess  # noqa: E402
+from yolo_sfn.core.preprocess import to_network_input  # noqa: E402
 from yolo_sfn.core.runtime import Model  # noqa: E402
 
 IMAGES = sorted((Path(__file__).resolve().parents[2] / "testdata" / "images").iterdir())
@@ -65,7 +65,7 @@ def our_rows(model: Model, batch_u8: np.ndarray) -> np.ndarray:
 
 
 def image_batch(path: Path, hw: tuple[int, int]) -> tuple[np.ndarray, object]:
-    return preprocess(load_image_file(path), hw, "stretch")
+    return to_network_input(load_image_file(path), hw, "stretch")
 
 
 # --- (a) random weights ------------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_custom_cfg_through_the_cli_pairs_with_opencv_detections(tmp_path, capsy
 
     from yolo_sfn.cli import main
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
     from yolo_sfn.darknet.cfg import parse_cfg
     from yolo_sfn.darknet.weights import write_random_weights
 
@@ -116,7 +116,7 @@ def test_custom_cfg_through_the_cli_pairs_with_opencv_detections(tmp_path, capsy
     net = cv2.dnn.readNetFromDarknet(
         str(_write(tmp_path / "cv.cfg", zoo_check.opencv_cfg_text(cfg.read_text(), (96, 160),
                                                                     network))), str(weights))
-    batch, transform = preprocess(load_image_file(image), (96, 160), "stretch")
+    batch, transform = to_network_input(load_image_file(image), (96, 160), "stretch")
     ref = opencv_detections(net, batch, transform.src_hw, score, 0.45)
     pairs, lost, extra = pair_up(*ours, *ref)
     print(f"custom tiny-3l: ours {len(dets)}, opencv {len(ref[0])}, paired {len(pairs)}")

@@ -127,9 +127,9 @@ def needs_numpy_oracle(network) -> str:
 
 def image_batch(size_hw: tuple[int, int]) -> np.ndarray:
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
-    batch, _ = preprocess(load_image_file(IMAGE), size_hw, "stretch")
+    batch, _ = to_network_input(load_image_file(IMAGE), size_hw, "stretch")
     return batch
 
 

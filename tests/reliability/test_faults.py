@@ -42,8 +42,8 @@ TIMEOUT_STAGE = "postprocess"  # deployed with a 1 s function Timeout so the fau
 
 # image name -> (stage, fault kind, times, ASL state, error the state sees)
 STORM = {
-    "transient-then-ok": ("preprocess", "s3_transient", 2, "Preprocess", "TransientS3Error"),
-    "transient-always": ("infer", "s3_transient", None, "Infer", "TransientS3Error"),
+    "transient-then-ok": ("preprocess", "s3_transient", 2, "Preprocess", "TransientAwsError"),
+    "transient-always": ("infer", "s3_transient", None, "Infer", "TransientAwsError"),
     "throttle-then-ok": ("infer", "throttle", 5, "Infer", "Lambda.TooManyRequestsException"),
     "throttle-always": ("postprocess", "throttle", None, "Postprocess",
                         "Lambda.TooManyRequestsException"),
@@ -56,7 +56,7 @@ STORM = {
     "clean": None,
 }
 BATCH_FAULTS = [("plan", "throttle", 2, "Plan", "Lambda.TooManyRequestsException"),
-                ("summarize", "s3_transient", 1, "Summarize", "TransientS3Error")]
+                ("summarize", "s3_transient", 1, "Summarize", "TransientAwsError")]
 
 
 def key(name: str) -> str:

@@ -195,7 +195,7 @@ def test_compact_heads_give_exactly_the_same_detections(new_coords, score):
     detections, at the threshold used and any higher one."""
     from yolo_sfn.core.decode import compact_heads, expand_heads, is_compact
     from yolo_sfn.core.postprocess import postprocess
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     meta = _two_heads(new_coords)
     rng = np.random.default_rng(int(score * 100) + new_coords)
@@ -226,7 +226,7 @@ def test_compact_heads_give_exactly_the_same_detections(new_coords, score):
     got = decode_candidates(back, meta, score)
     for w, g in zip(want, got, strict=True):
         np.testing.assert_array_equal(g, w)
-    _, t = preprocess(np.zeros((60, 80, 3), np.uint8), meta.input_size)
+    _, t = to_network_input(np.zeros((60, 80, 3), np.uint8), meta.input_size)
     for w, g in zip(want, decode_candidates(packed, meta, score), strict=True):
         np.testing.assert_array_equal(g, w)  # compact rows decoded directly
     for s in {score, min(1.0, score + 0.1)}:

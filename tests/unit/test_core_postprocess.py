@@ -10,7 +10,7 @@ import pytest
 from yolo_sfn.core.boxes import iou_xyxy
 from yolo_sfn.core.decode import decode_heads
 from yolo_sfn.core.postprocess import Detection, postprocess
-from yolo_sfn.core.preprocess import Transform, preprocess
+from yolo_sfn.core.preprocess import Transform, to_network_input
 from yolo_sfn.model.meta import HeadMeta, ModelMeta
 
 BIG = 12.0  # logit -> sigmoid ~ 1
@@ -39,7 +39,7 @@ def _set(head, y, x, a, *, obj=BIG, cls=(BIG, -BIG), txy=(0.0, 0.0), twh=(0.0, 0
 
 
 def _stretch(h, w, net=(32, 32)) -> Transform:
-    return preprocess(np.zeros((h, w, 3), np.uint8), net, "stretch")[1]
+    return to_network_input(np.zeros((h, w, 3), np.uint8), net, "stretch")[1]
 
 
 def test_single_box_mapped_to_original_pixels():
@@ -116,7 +116,7 @@ def test_letterbox_mapping():
     head = _empty_head(meta)
     _set(head, 1, 1, 1)  # centre (0.75, 0.75) size 1 in the net -> net px [8, 8, 40, 40]
     rgb = np.zeros((50, 100, 3), np.uint8)
-    _, t = preprocess(rgb, (32, 32), "letterbox")  # scale 0.32, pad_y 8
+    _, t = to_network_input(rgb, (32, 32), "letterbox")  # scale 0.32, pad_y 8
     (d,) = postprocess([head], meta, t)
     np.testing.assert_allclose(d.box, [8 / 0.32, 0, 100, 50], atol=1e-3)
 
@@ -170,7 +170,7 @@ def test_matches_slow_reference(seed, mode):
     meta = _meta(classes=("a", "b", "c"))
     rng = np.random.default_rng(seed)
     head = rng.normal(0, 1.5, meta.head_shape(0)).astype(np.float32)
-    _, t = preprocess(np.zeros((30 + seed * 17, 90, 3), np.uint8), (32, 32), mode)
+    _, t = to_network_input(np.zeros((30 + seed * 17, 90, 3), np.uint8), (32, 32), mode)
     got = postprocess([head], meta, t, score=0.2, iou=0.45)
     want = _reference([head], meta, t, 0.2, 0.45)
     got_t = sorted(

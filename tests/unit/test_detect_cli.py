@@ -220,3 +220,33 @@ def test_ctrl_c_prints_the_images_done_so_far(model, images, capsys, tmp_path, m
     rc, out, err = _run(capsys, "--model", model, "--json", images["good"], images["dog"])
     assert rc == 130 and "interrupted after 1 of 2 images" in err
     assert [r["image"] for r in json.loads(out)] == [str(images["good"])]
+
+
+def _letter_box_copy(model: Path, directory: Path) -> Path:
+    """``model`` as if converted from a cfg with ``letter_box=1`` (sidecar ``letter_box: true``)."""
+    import shutil
+
+    copy = directory / "letter-box.tflite"
+    shutil.copyfile(model, copy)
+    meta = json.loads(Path(f"{model}.json").read_text())
+    Path(f"{copy}.json").write_text(json.dumps({**meta, "letter_box": True}))
+    return copy
+
+
+def test_resize_defaults_to_the_models_own(demo_model, tmp_path, capsys):
+    """No --resize: letterbox for a letter_box model, stretch for the others."""
+    from yolo_sfn.core.detector import Detector
+    from yolo_sfn.core.image import load_image_file
+
+    boxed = _letter_box_copy(Path(demo_model), tmp_path)
+    rgb = load_image_file(DOG)
+    by_mode = {mode: [d.to_dict() for d in Detector(demo_model, resize=mode).detect(rgb)]
+               for mode in ("stretch", "letterbox")}
+    assert by_mode["stretch"] != by_mode["letterbox"]
+    assert Detector(boxed).resize == "letterbox" and Detector(demo_model).resize == "stretch"
+    for model, mode in ((boxed, "letterbox"), (demo_model, "stretch")):
+        rc, out, err = _run(capsys, "--model", model, "--json", DOG)
+        assert rc == 0, err
+        assert json.loads(out)[0]["detections"] == by_mode[mode], (model, mode)
+    rc, out, err = _run(capsys, "--model", boxed, "--resize", "stretch", "--json", DOG)
+    assert rc == 0 and json.loads(out)[0]["detections"] == by_mode["stretch"]

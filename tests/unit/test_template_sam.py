@@ -272,7 +272,7 @@ def test_every_task_retries_and_every_stage_catches_into_a_failure_record(asl: d
         assert "OutputPath" in task or task.get("ResultPath"), name
         assert task["TimeoutSeconds"] > 0, name
         retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
-        assert LAMBDA_ERRORS | {"TransientS3Error"} <= retried, name
+        assert LAMBDA_ERRORS | {"TransientAwsError"} <= retried, name
         for r in task["Retry"]:
             assert r["IntervalSeconds"] >= 1 and r["BackoffRate"] >= 1 and r["MaxAttempts"] >= 1
         assert "States.ALL" not in retried, name

@@ -123,7 +123,7 @@ def max_batch() -> m.Batch:
         height=99999, transform={"mode": "letterbox", "src_hw": [99999, 99999],
                                  "dst_hw": [608, 608], "scale_xy": [0.1 / 3, 0.1 / 3],
                                  "pad_xy": [123.45678, 123.45678]},
-        timings_ms={s: 123456.7 for s in m.STAGES},
+        timings_ms={s: 123456.7 for s in m.FAILURE_STAGES},
         error=m.item_error("postprocess", "InputValidationError", "x" * 50_000))
         for i in range(m.MAX_BATCH_ITEMS))
     return m.Batch(batch_id="b" * 80, params=m.Params(0.25, 0.45, "letterbox"), items=items,
@@ -134,8 +134,8 @@ def max_batch() -> m.Batch:
                    keys={n: "tmp/" + "b" * 80 + "/0123456789abcdef/x.npz"
                          for n in ("inputs", "heads", "detections")},
                    model={"name": "n" * 100, "precision": "fp32", "weights_sha256": "0" * 64},
-                   stage_ms={s: 123456.7 for s in m.STAGES},
-                   spans_ms={s: [1796315519172.3, 1796315519277.0] for s in m.STAGES})
+                   stage_ms={s: 123456.7 for s in m.FAILURE_STAGES},
+                   spans_ms={s: [1796315519172.3, 1796315519277.0] for s in m.FAILURE_STAGES})
 
 
 def test_a_full_batch_stays_far_below_the_256_kib_state_limit() -> None:

@@ -8,6 +8,6 @@ Modules:
     machine   machine facts: sgemm GFLOP/s, OpenBLAS kernel, CPU model, load, stats helpers
     probe     the fresh-process measurement (import + load + first inference, peak RSS)
     pipeline  steady-state per-stage timing on real images, and the probe launcher
-    models    bench models (random-weights darknet -> TFLite, cached under .cache/bench)
+    built_models  the models benched (random-weights darknet -> TFLite, cached under .cache/bench)
     report    text tables, target checks
 """

@@ -2,7 +2,7 @@
 
 Stages, as the workflow runs them per image:
     decode       bytes -> (H, W, 3) uint8 RGB          (``core.image.load_image_file``)
-    preprocess   RGB -> (1, h, w, 3) uint8 + Transform  (``core.preprocess.preprocess``)
+    preprocess   RGB -> (1, h, w, 3) uint8 + Transform  (``core.preprocess.to_network_input``)
     infer        input -> heads float32                  (``core.runtime.Model.run``)
     postprocess  heads -> detections                     (``core.postprocess.postprocess``)
 """
@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from yolo_sfn.bench.machine import summary_ms
+from yolo_sfn.contract import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_IMAGES = REPO_ROOT / "testdata" / "images"
-STAGES = ("decode", "preprocess", "infer", "postprocess")
+PHASES = ("decode", "preprocess", "infer", "postprocess")  # what the bench times per image
 
 
 def find_images(paths: list[str | Path] | None = None) -> list[Path]:
@@ -33,7 +33,7 @@ def find_images(paths: list[str | Path] | None = None) -> list[Path]:
     found: list[Path] = []
     for r in roots:
         if r.is_dir():
-            found += sorted(p for p in r.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in r.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         elif r.is_file():
             found.append(r)
         else:
@@ -79,10 +79,10 @@ def _stage_times(model, images: list[Path], runs: int, resize: str, score: float
                  iou: float) -> dict:
     from yolo_sfn.core.image import load_image_file
     from yolo_sfn.core.postprocess import postprocess
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     size = tuple(model.meta.input_size)
-    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    samples: dict[str, list[float]] = {s: [] for s in PHASES}
     first_infer = None
     detections, candidates = {}, {}
     for i in range(len(images) + runs):
@@ -90,7 +90,7 @@ def _stage_times(model, images: list[Path], runs: int, resize: str, score: float
         t0 = time.perf_counter()
         rgb = load_image_file(path)
         t1 = time.perf_counter()
-        batch, transform = preprocess(rgb, size, resize)
+        batch, transform = to_network_input(rgb, size, resize)
         t2 = time.perf_counter()
         heads = model.run(batch)
         t3 = time.perf_counter()
@@ -103,12 +103,12 @@ def _stage_times(model, images: list[Path], runs: int, resize: str, score: float
             detections[path.name] = len(dets)
             candidates[path.name] = stats["candidates"]
             continue
-        for name, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        for name, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             samples[name].append(dt)
     out: dict = {"first_infer_ms": 1000.0 * first_infer, "runs": runs, "images": len(images)}
-    for name in STAGES:
+    for name in PHASES:
         out[name] = summary_ms(samples[name])
-    totals = [sum(v) for v in zip(*(samples[s] for s in STAGES), strict=True)]
+    totals = [sum(v) for v in zip(*(samples[s] for s in PHASES), strict=True)]
     out["total"] = summary_ms(totals)
     out["images_per_s"] = 1000.0 / out["total"]["median_ms"] if totals else None
     out["detections"] = detections
@@ -134,12 +134,12 @@ def write_inputs(
     import numpy as np
 
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for img in images:
-        batch, _ = preprocess(load_image_file(img), tuple(model_meta.input_size), resize)
+        batch, _ = to_network_input(load_image_file(img), tuple(model_meta.input_size), resize)
         p = directory / f"{img.stem}.npy"
         np.save(p, batch)
         paths.append(p)

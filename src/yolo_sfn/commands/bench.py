@@ -20,6 +20,7 @@ import json
 import os
 
 from yolo_sfn.commands.checks import path_arg
+from yolo_sfn.contract import RESIZE_MODES
 from yolo_sfn.errors import InputValidationError
 
 SETTLE_S = 0.25  # --settle default
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--runs", type=int, default=20, help="steady-state images timed (default 20)")
     p.add_argument("--images", nargs="+", help="image files or folders (default testdata/images)")
-    p.add_argument("--resize", choices=("stretch", "letterbox"), default="stretch")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
     p.add_argument(
         "--cold-repeats", type=int, default=3, help="fresh processes for cold load (default 3)"
     )
@@ -93,7 +94,7 @@ def measure(args: argparse.Namespace) -> dict:
     if args.model:
         model_path = Path(args.model)
     else:
-        from yolo_sfn.bench.models import demo_model
+        from yolo_sfn.bench.built_models import demo_model
 
         model_path = demo_model()
     images = pipeline.find_images(args.images)
@@ -191,10 +192,10 @@ def _vs_opencv(model, source, batch, args, threads: int) -> dict:
 
 def _inputs(model, images, resize):
     from yolo_sfn.core.image import load_image_file
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     for p in images:
-        yield preprocess(load_image_file(p), tuple(model.meta.input_size), resize)[0]
+        yield to_network_input(load_image_file(p), tuple(model.meta.input_size), resize)[0]
 
 
 def render(r: dict) -> str:

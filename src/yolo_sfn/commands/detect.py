@@ -20,10 +20,9 @@ import sys
 from pathlib import Path
 
 from yolo_sfn.commands.checks import int_in, output_dir, path_arg, unit_float
+from yolo_sfn.contract import NMS_KINDS, RESIZE_CHOICES
 from yolo_sfn.env import MAX_THREADS
 
-RESIZE_MODES = ("stretch", "letterbox")
-NMS_KINDS = ("greedy", "diou")
 _WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -39,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="M.tflite (+ M.tflite.json); default: demo model")
     p.add_argument("--score", type=unit_float, default=0.25, help="score threshold (0.25)")
     p.add_argument("--iou", type=unit_float, default=0.45, help="NMS IoU threshold (0.45)")
-    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch", help="(stretch)")
+    p.add_argument("--resize", choices=RESIZE_CHOICES,
+                   help="default (model): letterbox for a model converted from a letter_box=1 "
+                        "cfg, else stretch")
     p.add_argument("--nms", choices=NMS_KINDS, help="NMS kind (default: the model's cfg)")
     p.add_argument("--threads", type=int_in(1, MAX_THREADS), help="interpreter threads")
     p.add_argument("--annotate", type=path_arg, metavar="OUTDIR", help="write annotated images")

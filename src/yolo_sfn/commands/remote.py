@@ -18,8 +18,9 @@ import argparse
 import json
 import sys
 
+from yolo_sfn.contract import IMAGE_STAGES
+
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-STAGES = ("preprocess", "infer", "postprocess", "store")
 
 
 def _execution_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("results", help="each image's output of one stage")
     _execution_args(p)
-    p.add_argument("--stage", choices=STAGES, default="store")
+    p.add_argument("--stage", choices=IMAGE_STAGES, default="store")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("describe", help="an execution's input, output and error")

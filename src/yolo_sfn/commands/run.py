@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from yolo_sfn.commands.checks import int_in, output_dir, path_arg, unit_float
+from yolo_sfn.contract import RESIZE_CHOICES
 
 MAX_CONCURRENCY = 10_000  # a Distributed Map's MaxConcurrency limit on AWS
-RESIZE_MODES = ("stretch", "letterbox")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "are replaced, other files kept")
     p.add_argument("--score", type=unit_float, help="score threshold")
     p.add_argument("--iou", type=unit_float, help="NMS IoU threshold")
-    p.add_argument("--resize", choices=RESIZE_MODES, help="resize mode")
+    p.add_argument("--resize", choices=RESIZE_CHOICES,
+                   help="resize mode (default: the stack's ResizeMode, model: letterbox for a "
+                        "model converted from a letter_box=1 cfg, else stretch)")
     p.add_argument("--concurrency", type=int_in(1, MAX_CONCURRENCY),
                    help="Map MaxConcurrency (template parameter)")
     p.add_argument("--project", type=path_arg, help="project root holding template.yaml")

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo_sfn.contract import IMAGE_EXTENSIONS
 from yolo_sfn.convert._tf import tensorflow
 from yolo_sfn.convert.graph import BuildOptions, build_forward, load_weights, uses_winograd
 from yolo_sfn.darknet.cfg import Layer, Network, parse_cfg
 from yolo_sfn.errors import ConversionError, InputFileError
 from yolo_sfn.model.meta import PRECISIONS, HeadMeta, ModelMeta, sha256_file
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_CALIBRATION_IMAGES = 300
 
 
@@ -118,7 +118,7 @@ def calibration_images(directory: str | Path, size_hw: tuple[int, int]) -> list[
     d = Path(directory)
     if not d.is_dir():
         raise InputFileError(f"{d}: calibration directory not found")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[
         :MAX_CALIBRATION_IMAGES
     ]
     batches = []
@@ -130,7 +130,7 @@ def calibration_images(directory: str | Path, size_hw: tuple[int, int]) -> list[
         resized = cv2.resize(rgb, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_LINEAR)
         batches.append(resized[None].astype(np.float32) / 255.0)
     if not batches:
-        raise ConversionError(f"{d}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ConversionError(f"{d}: no calibration images ({', '.join(IMAGE_EXTENSIONS)})")
     return batches
 
 

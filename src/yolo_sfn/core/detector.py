@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_sfn.core.nms import NMS_KINDS
+from yolo_sfn.contract import NMS_KINDS, RESIZE_CHOICES, resolve_resize
 from yolo_sfn.core.postprocess import Detection, postprocess
-from yolo_sfn.core.preprocess import RESIZE_MODES, preprocess
+from yolo_sfn.core.preprocess import to_network_input
 from yolo_sfn.core.runtime import Model
 
 
 class Detector:
     """Load a model once, detect on many (H, W, 3) uint8 RGB images. Thread-safe.
 
+    resize: "stretch" | "letterbox" | "model" | None (None, "model" = the model's own:
+    letterbox for a letter_box=1 cfg, ``meta.letter_box``, else stretch).
     nms_kind: "greedy" | "diou" | None (= the model's cfg choice, ``meta.nms_kind``).
     ``last_timings_ms`` holds {"preprocess", "infer", "postprocess"} of the latest call.
     """
@@ -31,11 +33,11 @@ class Detector:
         threads: int | None = None,
         score: float = 0.25,
         iou: float = 0.45,
-        resize: str = "stretch",
+        resize: str | None = None,
         nms_kind: str | None = None,
     ) -> None:
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"resize {resize!r} not in {RESIZE_MODES}")
+        if resize is not None and resize not in RESIZE_CHOICES:
+            raise ValueError(f"resize {resize!r} not in {RESIZE_CHOICES}")
         if nms_kind is not None and nms_kind not in NMS_KINDS:
             raise ValueError(f"nms_kind {nms_kind!r} not in {NMS_KINDS}")
         if not 0.0 <= score <= 1.0 or not 0.0 <= iou <= 1.0:
@@ -44,7 +46,7 @@ class Detector:
         self.meta = self.model.meta
         self.score = score
         self.iou = iou
-        self.resize = resize
+        self.resize = resolve_resize(resize, self.meta.letter_box)
         self.nms_kind = nms_kind
         self.last_timings_ms: dict[str, float] = {}
 
@@ -57,7 +59,7 @@ class Detector:
         (``yolo_sfn.core.image.full_size_hw``); None = ``rgb`` is the original.
         """
         t0 = time.perf_counter()
-        batch, transform = preprocess(rgb, self.meta.input_size, self.resize, src_hw=src_hw)
+        batch, transform = to_network_input(rgb, self.meta.input_size, self.resize, src_hw=src_hw)
         t1 = time.perf_counter()
         heads = self.model.run(batch)
         t2 = time.perf_counter()

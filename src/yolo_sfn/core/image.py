@@ -35,15 +35,13 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
+from yolo_sfn.contract import RAW_EXTENSIONS
 from yolo_sfn.errors import ImageDecodeError, ImageTooLargeError, InputFileError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 JPEG_MAX_REDUCTION = 4  # JPEG headers up to 16 x max_pixels decode at 1/2 or 1/4 scale
 _JPEG_REDUCED = {1: 0, 2: 16, 4: 32, 8: 64}  # scale -> OpenCV's IMREAD_REDUCED_* bits
 _IMREAD_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11
-RAW_EXTENSIONS = (".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2",
-                  ".orf", ".rw2", ".raf", ".pef", ".srw", ".3fr", ".erf", ".kdc", ".mrw",
-                  ".x3f", ".raw", ".rwl", ".iiq")
 RAW_MESSAGE = ("camera raw file: OpenCV decodes no raw sensor data, at most a small preview "
                "(convert it to JPEG)")
 # ISO BMFF brands of formats OpenCV does not decode (iPhone photos are HEIC)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from yolo_sfn.contract import NMS_KINDS
 from yolo_sfn.core.boxes import diou_xyxy, iou_xyxy
-
-NMS_KINDS = ("greedy", "diou")
-
 
 BLOCK = 256  # boxes taken from the front of the score order per round
 TILE = 8192  # later boxes tested per overlap matrix (BLOCK x TILE float32 = 8 MiB)

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from yolo_sfn.contract import NMS_KINDS
 from yolo_sfn.core.boxes import clip_boxes_xyxy, xywh_to_xyxy
 from yolo_sfn.core.decode import Heads, decode_candidates_uc, uncertainty
-from yolo_sfn.core.nms import NMS_KINDS, nms
+from yolo_sfn.core.nms import nms
 from yolo_sfn.core.preprocess import Transform
 from yolo_sfn.model.meta import ModelMeta
 

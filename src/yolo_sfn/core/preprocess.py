@@ -10,8 +10,8 @@ Modes:
 Coordinates: boxes are continuous pixel coordinates (edges, not pixel centres), so
 ``x_net = x_src * scale_x + pad_x`` and ``x_src = (x_net - pad_x) / scale_x``.
 
-cv2 is imported inside :func:`preprocess` only: :class:`Transform` (all that Postprocess needs)
-is numpy-only, so the Postprocess Lambda carries no OpenCV layer.
+cv2 is imported inside :func:`to_network_input` only: :class:`Transform` (all that
+Postprocess needs) is numpy-only, so the Postprocess Lambda carries no OpenCV layer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RESIZE_MODES = ("stretch", "letterbox")
+from yolo_sfn.contract import RESIZE_MODES
+
 LETTERBOX_FILL = 128
 
 
@@ -98,7 +99,7 @@ def letterbox_geometry(
     return new_w, new_h, (dw - new_w) // 2, (dh - new_h) // 2
 
 
-def preprocess(
+def to_network_input(
     rgb: np.ndarray,
     size_hw: tuple[int, int],
     mode: str = "stretch",

@@ -35,7 +35,7 @@ ACTIVATIONS = (
     "hard_mish", "loggy", "relu6", "elu", "selu", "gelu", "relie", "ramp", "revleaky", "tanh",
     "hardtan", "lhtan", "plse",
 )  # darknet's others: stair and normalize_channels* are not supported
-NMS_KINDS = {"default": "greedy", "greedynms": "greedy", "diounms": "diou"}
+DARKNET_NMS_KINDS = {"default": "greedy", "greedynms": "greedy", "diounms": "diou"}  # -> ours
 HEAD_SECTIONS = ("yolo", "Gaussian_yolo", "region")  # detection heads (cfg section names)
 
 
@@ -84,9 +84,9 @@ def _activation(s: str) -> str:
 
 def _nms_kind(s: str) -> str:
     # darknet maps any other name to its default (greedy) NMS; we reject it: a typo
-    if s not in NMS_KINDS:
-        raise ValueError(f"unsupported nms_kind (supported: {', '.join(NMS_KINDS)})")
-    return NMS_KINDS[s]
+    if s not in DARKNET_NMS_KINDS:
+        raise ValueError(f"unsupported nms_kind (supported: {', '.join(DARKNET_NMS_KINDS)})")
+    return DARKNET_NMS_KINDS[s]
 
 
 def _batch_normalize(s: str) -> int:

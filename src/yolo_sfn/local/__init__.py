@@ -10,7 +10,7 @@ with LocalEngine(retry_scale=0.0, faults=[Fault("infer", "s3_transient", match="
     run.counts, run.cost                 # billable operations, counted; the cost.json shape
 ```
 
-Modules: ``compat`` (moto pin + patched internals), ``template`` (CFN YAML + ASL reader),
+Modules: ``motohooks`` (moto pin + patched internals), ``template`` (CFN YAML + ASL reader),
 ``deploy`` (five-step SAM -> moto CloudFormation), ``aslext`` (ItemBatcher, EXPRESS children,
 ToleratedFailure* around moto's interpreter), ``invoke`` (in-process Lambda routing, faults,
 attempt log), ``meter`` (AWS requests counted at moto's botocore hook), ``spool`` (S3 bodies
@@ -21,7 +21,7 @@ without an open file each), ``taskclock`` (Task timeouts without local queuing),
 ``tests/fixtures/toy``.
 """
 
-from yolo_sfn.local.compat import LocalEngineError
+from yolo_sfn.errors import LocalEngineError
 from yolo_sfn.local.engine import LocalEngine, LocalRun, Progress
 from yolo_sfn.local.invoke import Attempt, Fault
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from yolo_sfn.local.compat import LocalEngineError
+from yolo_sfn.errors import LocalEngineError
 from yolo_sfn.local.invoke import images_of
 
 PARSER = "moto.stepfunctions.parser.asl.parse.asl_parser"

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolo_sfn.local.compat import LocalEngineError, executing_cloudformation_state_machines
+from yolo_sfn.errors import LocalEngineError
+from yolo_sfn.local.motohooks import executing_cloudformation_state_machines
 from yolo_sfn.local.template import (
     BUCKET_ID,
     FUNCTION_IDS,

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolo_sfn.local import aslext, compat, features, taskclock
+from yolo_sfn.local import aslext, features, motohooks, taskclock
 from yolo_sfn.local.deploy import Stack, create_stack, package, translate
-from yolo_sfn.local.invoke import Attempt, Fault, Router, set_environ
+from yolo_sfn.local.invoke import Attempt, Fault, LambdaRouter, set_environ
 from yolo_sfn.local.meter import Meter, difference, tag_client
 from yolo_sfn.local.spool import path_spooled_s3
 from yolo_sfn.local.template import Template, find_project_root, read_template
+from yolo_sfn.workflow.s3uri import split_s3_uri
 
 INPUT_BUCKET = "yolo-sfn-input"
 MODEL_BUCKET = "yolo-sfn-local-models"
@@ -92,7 +93,7 @@ class LocalEngine:
         self.root = find_project_root(Path(root) if root else None)
         self.template: Template = read_template(self.root / "template.yaml")
         self.region = region
-        self.router = Router(faults, log_stream=function_logs)
+        self.router = LambdaRouter(faults, log_stream=function_logs)
         self.retry_scale = retry_scale
         self.stack_name = stack_name
         self.input_bucket = input_bucket
@@ -100,14 +101,14 @@ class LocalEngine:
         self.stack: Stack | None = None
         self._exit: ExitStack | None = None
         self._clients: dict[str, Any] = {}
-        self.clock: compat.RecordingClock | None = None
+        self.clock: motohooks.RecordingClock | None = None
         self.meter = Meter()
         self._first_attempt = 0  # the current execution's first entry in router.attempts
         self._totals: dict[str, int] = {}  # execution ARN -> items its Map run read
 
     # --- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
-        compat.check_moto()
+        motohooks.check_moto()
         from moto import mock_aws
 
         stack = ExitStack()
@@ -127,12 +128,12 @@ class LocalEngine:
             stack.enter_context(path_spooled_s3())
             # (not lambda use_docker=False: that swaps in moto's echo backend)
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
-            stack.enter_context(compat.quiet_interpreter_logs())
+            stack.enter_context(motohooks.quiet_interpreter_logs())
             stack.enter_context(aslext.installed())
             stack.enter_context(taskclock.installed())
             stack.enter_context(self.meter.installed())
-            stack.enter_context(compat.cached_jsonpath_parsing())
-            self.clock = stack.enter_context(compat.retry_clock(self.retry_scale))
+            stack.enter_context(motohooks.cached_jsonpath_parsing())
+            self.clock = stack.enter_context(motohooks.retry_clock(self.retry_scale))
             stack.enter_context(self.router.installed())
             stack.callback(_reset_handler_clients)
             _reset_handler_clients()  # clients cached by the stages belong to this moto session
@@ -268,13 +269,14 @@ class LocalEngine:
         it stored, plus one-image invokes whose last attempt at a stage failed for good."""
         last: dict[tuple, Attempt] = {}
         stored: dict[tuple, int] = {}
+        retried = features.retried_errors(self.template.asl)
         for a in self.router.attempts[self._first_attempt:]:
             if a.failed_images is not None:
                 stored[a.images] = a.failed_images
             elif a.image is not None:
                 last[(a.stage, a.image)] = a
         singles = {img for (_, img), a in last.items()
-                   if a.outcome != "ok" and a.error_type not in _RETRIED}
+                   if a.outcome != "ok" and a.error_type not in retried}
         return len(singles) + sum(stored.values())
 
     def wait(
@@ -403,12 +405,6 @@ def _child_seconds(children: list, attempts: list[Attempt], billed_s: dict) -> l
     return [s if ok else c.duration_s for s, ok, c in zip(seconds, found, children, strict=True)]
 
 
-_RETRIED = {
-    "TransientS3Error", "Lambda.TooManyRequestsException", "Lambda.ServiceException",
-    "Lambda.AWSLambdaException", "Lambda.SdkClientException",
-}
-
-
 def _reset_handler_clients() -> None:
     try:
         from yolo_sfn.workflow.aws import reset_clients
@@ -427,15 +423,6 @@ def _find_summary_uri(output: Any) -> str | None:
             if found:
                 return found
     return None
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        from yolo_sfn.errors import S3UriError
-
-        raise S3UriError(f"{uri}: not an s3://bucket/key URI")
-    bucket, key = uri[5:].split("/", 1)
-    return bucket, key
 
 
 def _stage_timeouts(tpl: Template, by_state: dict[str, tuple[int, str]]) -> dict[str, float]:

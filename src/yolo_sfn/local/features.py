@@ -93,6 +93,13 @@ def scan(asl: dict) -> list[str]:
     return notes
 
 
+def retried_errors(asl: dict) -> frozenset[str]:
+    """Every error name a Task's ``Retry`` lists (``ErrorEquals``): what the state machine
+    retries rather than records as the image's failure."""
+    return frozenset(name for _, state in _walk(asl.get("States") or {})
+                     for rule in state.get("Retry") or () for name in rule.get("ErrorEquals", ()))
+
+
 def task_timeouts(asl: dict) -> dict[str, tuple[int, str]]:
     """``{state name: (TimeoutSeconds, function reference)}`` for Tasks with a fixed timeout."""
     out = {}

@@ -1,9 +1,10 @@
 """In-process Lambda invokes for moto, with fault injection and an attempt log.
 
-moto's ``LambdaFunction._invoke_lambda(self, event)`` would start Docker. ``Router.install()``
-replaces it with a call of ``functions/<stage>/app.py:handler`` in this process: each module is
-imported once, exceptions become ``{"errorType", "errorMessage"}`` payloads (the error type is
-the exception class name, as on AWS), and every attempt is recorded.
+moto's ``LambdaFunction._invoke_lambda(self, event)`` would start Docker.
+``LambdaRouter.install()`` replaces it with a call of ``functions/<stage>/app.py:handler`` in
+this process: each module is imported once, exceptions become ``{"errorType", "errorMessage"}``
+payloads (the error type is the exception class name, as on AWS), and every attempt is
+recorded.
 
 Environment: moto resolves each function's template ``Environment`` at deploy time. Values that
 are the same for every function are put into ``os.environ`` once before the execution starts
@@ -27,13 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from yolo_sfn.errors import TransientS3Error, error_payload
+from yolo_sfn.contract import IMAGE_STAGES
+from yolo_sfn.errors import LocalEngineError, TransientAwsError, error_payload
 from yolo_sfn.local import taskclock
-from yolo_sfn.local.compat import LAMBDA_MODELS, LocalEngineError
+from yolo_sfn.local.motohooks import LAMBDA_MODELS
 from yolo_sfn.local.template import FunctionSpec
+from yolo_sfn.workflow.handlers import import_path
 
 FAULT_KINDS = ("s3_transient", "throttle", "crash", "timeout")
-IMAGE_STAGES = ("preprocess", "infer", "postprocess", "store")  # per image or batch of images
 # Locally one process is one container of each function: the stage holding the loaded model
 # runs one invoke at a time (its stage code serialises on the model anyway). Each invoke's wait
 # for its turn counts neither as Task time (taskclock) nor as its duration: on AWS every
@@ -201,8 +203,11 @@ def split_environment(envs: dict[str, dict[str, str]]) -> tuple[dict, dict[str, 
     return common, per_fn
 
 
-class Router:
-    """Maps moto Lambda functions to ``functions/<stage>/app.py`` and runs them in-process."""
+class LambdaRouter:
+    """moto's Lambda service, served in-process: routes each invoke of a moto function to its
+    ``functions/<stage>/app.py`` handler (imported once), with that function's environment, a
+    Lambda-like context and its Task timeout, one container for the model stage, injected
+    faults, and a record of every attempt (``attempts``)."""
 
     def __init__(self, faults: list[Fault] | tuple = (), log_stream: Any = None) -> None:
         self.faults = list(faults)
@@ -250,7 +255,7 @@ class Router:
             set_environ(saved)
 
     @contextmanager
-    def installed(self) -> Iterator[Router]:
+    def installed(self) -> Iterator[LambdaRouter]:
         router = self
 
         def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
@@ -368,7 +373,7 @@ class Router:
 
     def _call(self, spec: FunctionSpec, fn: Any, event: Any, injected: str | None) -> Any:
         if injected == "s3_transient":
-            raise TransientS3Error(f"injected transient S3 error in {spec.stage}")
+            raise TransientAwsError(f"injected transient S3 error in {spec.stage}")
         if injected == "crash":
             raise RuntimeError(f"injected crash in {spec.stage}")
         if self.out_of_process is not None:
@@ -433,17 +438,7 @@ def load_handler(spec: FunctionSpec, log_stream: Any = None, restore: list | Non
     path = Path(spec.code_dir) / f"{module_name.replace('.', '/')}.py"
     if not path.is_file():
         raise LocalEngineError(f"{spec.logical_id}: handler file {path} does not exist")
-    unique = f"yolo_sfn_local_fn_{spec.stage}"
-    mod_spec = importlib.util.spec_from_file_location(unique, path)
-    module = importlib.util.module_from_spec(mod_spec)
-    import sys
-
-    sys.modules[unique] = module
-    try:
-        mod_spec.loader.exec_module(module)
-    except Exception:
-        sys.modules.pop(unique, None)
-        raise
+    module = import_path(f"yolo_sfn_local_fn_{spec.stage}", path)
     if log_stream is not None:
         changed = redirect_stdout_loggers(module, log_stream)
         if restore is not None:

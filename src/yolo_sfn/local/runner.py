@@ -35,12 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yolo_sfn.contract import (
+    IMAGE_EXTENSIONS,
+    IMAGE_STAGES,
+    RAW_EXTENSIONS,
+    RESULTS_PREFIX,
+    UNDECODED_IMAGE_EXTENSIONS,
+)
 from yolo_sfn.errors import InputFileError, InputValidationError
-from yolo_sfn.local.engine import INPUT_BUCKET, LocalEngine, LocalRun, Progress, split_s3_uri
+from yolo_sfn.local.engine import INPUT_BUCKET, LocalEngine, LocalRun, Progress
 from yolo_sfn.local.invoke import Fault
 from yolo_sfn.outputs import RECORD, OutputRecord, shown, unsafe_char
-
-STAGES = ("preprocess", "infer", "postprocess", "store")
+from yolo_sfn.workflow.s3uri import split_s3_uri
 
 
 @dataclass
@@ -97,7 +103,6 @@ def _unique_uri(inputs: Inputs, f: Path) -> str:
 
 
 # --- which files are images ----------------------------------------------------------------
-NAMED_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif")  # beyond the workflow's list
 _APPLEDOUBLE = b"\x00\x05\x16\x07"  # macOS "._name" metadata files, whatever their extension
 
 
@@ -126,8 +131,7 @@ class _Skipped:
 def _classify(path: Path, skipped: _Skipped, outputs: set[Path]) -> str | None:
     """-> "image" (submit), None (skipped, noted) or why the file cannot be read (submit it
     as a failed input)."""
-    from yolo_sfn.core.image import RAW_EXTENSIONS, image_format
-    from yolo_sfn.workflow.stages import IMAGE_EXTENSIONS
+    from yolo_sfn.core.image import image_format
 
     if path.is_symlink() and not path.exists():
         skipped.broken_links.append(f"{path} -> {os.readlink(path)}")
@@ -150,7 +154,7 @@ def _classify(path: Path, skipped: _Skipped, outputs: set[Path]) -> str | None:
         skipped.non_images.append(str(path))
         return None
     if image_format(head) or path.suffix.lower() in (
-            IMAGE_EXTENSIONS + NAMED_IMAGE_EXTENSIONS + RAW_EXTENSIONS):
+            IMAGE_EXTENSIONS + UNDECODED_IMAGE_EXTENSIONS + RAW_EXTENSIONS):
         return "image"  # by name but not by content (empty, corrupt, raw): submitted, it fails
     skipped.non_images.append(str(path))
     return None
@@ -427,7 +431,7 @@ def _stored_results(eng: LocalEngine) -> dict[str, tuple[str, dict]]:
     s3 = eng.client("s3")
     found: dict[str, tuple[str, dict]] = {}
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=eng.stack.bucket,
-                                                         Prefix="results/")
+                                                         Prefix=RESULTS_PREFIX)
     for page in pages:
         for obj in page.get("Contents", []):
             key = obj["Key"]
@@ -654,7 +658,7 @@ def table_rows(run: LocalRun) -> list[dict]:
             "status": img["status"],
             "detections": img.get("num_detections", 0),
             "top_labels": ", ".join(f"{k}x{v}" if v > 1 else k for k, v in top),
-            "ms": {s: (result.get("timings_ms") or {}).get(s) for s in STAGES},
+            "ms": {s: (result.get("timings_ms") or {}).get(s) for s in IMAGE_STAGES},
             "error": _error_text(img.get("error"), uri, local),
         })
     return rows
@@ -662,7 +666,8 @@ def table_rows(run: LocalRun) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """Aligned columns; the error comes last and whole (never cut)."""
-    head = ["image", "status", "#det", "top labels", *[f"{s[:5]} ms" for s in STAGES], "error"]
+    head = ["image", "status", "#det", "top labels",
+            *[f"{s[:5]} ms" for s in IMAGE_STAGES], "error"]
     body = []
     for r in rows:
         ms = [f"{v:.0f}" if isinstance(v, int | float) else "-" for v in r["ms"].values()]

@@ -1,8 +1,9 @@
 """Task timeouts that do not count local queuing.
 
 On AWS every concurrent Lambda invoke has a container of its own. Locally the Infer function's
-invokes share this process's one loaded model, so they take turns (``Router`` queues them), and
-a batch waiting for another batch's inference must not run into its Task's ``TimeoutSeconds``.
+invokes share this process's one loaded model, so they take turns (``LambdaRouter`` queues
+them), and a batch waiting for another batch's inference must not run into its Task's
+``TimeoutSeconds``.
 
 moto's ``ExecutionState._evaluate_with_timeout`` creates a ``threading.Event``, starts the
 state's work on a new ``Thread`` and waits on the event for ``TimeoutSeconds``. ``installed()``

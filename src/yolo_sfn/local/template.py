@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from yolo_sfn.local.compat import LocalEngineError
+from yolo_sfn.errors import LocalEngineError
 
 STATE_MACHINE_ID = "DetectStateMachine"
 FUNCTION_IDS = {

@@ -5,7 +5,7 @@ layers on ``sys.path``, against the parent's moto backends served over HTTP.
 ```python
 with WorkerPool(functions, python="python3.12", runtime_dir=boto3_dir, endpoint=url,
                 logs=log_dir) as pool:
-    engine.router.out_of_process = pool.invoke       # see Router._call
+    engine.router.out_of_process = pool.invoke       # see LambdaRouter._call
 ```
 
 ``functions``: stage -> ``BuiltFunction``. The parent's moto server is moto's
@@ -136,7 +136,7 @@ def merge_layers(layers: list[Path], merged: Path) -> None:
 
 
 class WorkerPool:
-    """One worker per function, started on its first invoke (``invoke`` is the Router's
+    """One worker per function, started on its first invoke (``invoke`` is the LambdaRouter's
     ``out_of_process`` hook). ``logs``: a folder for each worker's stderr (its logs)."""
 
     def __init__(self, functions: dict[str, BuiltFunction], *, python: str, runtime_dir: Path,

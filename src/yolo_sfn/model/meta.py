@@ -27,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from yolo_sfn.contract import NMS_KINDS
 from yolo_sfn.errors import ModelError
 
 
@@ -139,7 +140,7 @@ class ModelMeta:
             problems.append("no heads")
         for i, h in enumerate(self.heads):
             problems += [f"head {i}: {p}" for p in h.problems()]
-        if self.nms_kind not in ("greedy", "diou"):
+        if self.nms_kind not in NMS_KINDS:
             problems.append(f"nms_kind {self.nms_kind!r} not greedy|diou")
         if not _pos_float(self.beta_nms):
             problems.append(f"beta_nms {self.beta_nms!r} is not a positive number")

@@ -27,17 +27,25 @@ import json
 import re
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from yolo_sfn import env
+from yolo_sfn.contract import (
+    IMAGE_STAGES,
+    INTERMEDIATE_PREFIX,
+    INTERMEDIATES,
+    RESULTS_PREFIX,
+    as_prefix,
+    intermediate_key,
+)
 from yolo_sfn.errors import InputValidationError, S3UriError, YoloSfnError
-from yolo_sfn.workflow.stages import plain
+from yolo_sfn.workflow.s3uri import split_s3_uri
+from yolo_sfn.workflow.stages import decimals_to_numbers
 
-STAGES = ("preprocess", "infer", "postprocess", "store")
 MAX_INLINE_INPUT = 200 * 1024  # Step Functions input limit is 256 KiB; keep a margin
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-INTERMEDIATES = {"preprocess": "inputs.npz", "infer": "heads.npz",
-                 "postprocess": "detections.json"}
 
 
 class RemoteError(YoloSfnError):
@@ -48,15 +56,6 @@ def client(service: str) -> Any:
     import boto3
 
     return boto3.client(service)
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not isinstance(uri, str) or not uri.startswith("s3://") or len(uri) <= 5:
-        raise S3UriError(f"{uri!r}: not an s3:// URI")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket:
-        raise S3UriError(f"{uri!r}: no bucket")
-    return bucket, key
 
 
 # --- stack ---------------------------------------------------------------------------------
@@ -263,13 +262,15 @@ def records(ev: ExecutionView) -> list[dict]:
         pages = client("dynamodb").get_paginator("query").paginate(
             TableName=ev.table, KeyConditionExpression="batch_id = :b",
             ExpressionAttributeValues={":b": {"S": ev.batch_id}}, ConsistentRead=True)
-        return [plain({k: des.deserialize(v) for k, v in raw.items()})
+        return [decimals_to_numbers({k: des.deserialize(v) for k, v in raw.items()})
                 for page in pages for raw in page.get("Items", [])]
     if not ev.bucket:
         return []
     s3 = client("s3")
     out = []
-    prefix = f"results/{ev.batch_id}/"
+    prefix = f"{_prefixes(ev)[1]}{ev.batch_id}/"
+    with suppress(ValueError, TypeError, AttributeError):  # the key Summarize reported
+        prefix = split_s3_uri(ev.output["results_prefix"])[1] or prefix
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=ev.bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             if obj["Key"].endswith(".json") and not obj["Key"].endswith("/summary.json"):
@@ -291,12 +292,12 @@ def split_by_execution(recs: list[dict], arn: str) -> tuple[list[dict], list[dic
 
 def stage_counts(recs: list[dict]) -> dict[str, dict[str, int]]:
     """Per stage: how many images passed it and how many failed at it."""
-    counts = {s: {"passed": 0, "failed": 0} for s in STAGES}
+    counts = {s: {"passed": 0, "failed": 0} for s in IMAGE_STAGES}
     for rec in recs:
         err = rec.get("error") or None
         failed_at = err.get("stage") if isinstance(err, dict) else None
         timings = rec.get("timings_ms") or {}
-        for stage in STAGES:
+        for stage in IMAGE_STAGES:
             if stage == failed_at:
                 counts[stage]["failed"] += 1
             elif stage in timings and (stage != "store" or rec.get("status") == "succeeded"):
@@ -423,9 +424,33 @@ def _image_part(data: bytes, stage: str, image_id: str) -> dict:
                           if n.startswith("head_")}, "compact": "compact" in names}
 
 
+def _stage_environment(bucket: str) -> dict:
+    """The environment of the stack's functions, found as the functions whose ``RESULTS_BUCKET``
+    is ``bucket`` (every stage shares template.yaml ``Globals``); ``{}`` if none can be read."""
+    with suppress(Exception):
+        for page in client("lambda").get_paginator("list_functions").paginate():
+            for fn in page.get("Functions", []):
+                variables = (fn.get("Environment") or {}).get("Variables") or {}
+                if variables.get(env.BUCKET) == bucket:
+                    return variables
+    return {}
+
+
+def _prefixes(ev: ExecutionView) -> tuple[str, str]:
+    """``(intermediate, results)`` prefixes the stack's functions were deployed with
+    (``INTERMEDIATE_PREFIX`` / ``RESULTS_PREFIX``, template.yaml ``Globals``); where they
+    cannot be read, the template's defaults. Asked once per view."""
+    if "prefixes" not in ev.extra:
+        variables = _stage_environment(ev.bucket) if ev.bucket else {}
+        ev.extra["prefixes"] = (
+            as_prefix(variables.get(env.INTERMEDIATE_PREFIX, INTERMEDIATE_PREFIX)),
+            as_prefix(variables.get(env.RESULTS_PREFIX, RESULTS_PREFIX)))
+    return ev.extra["prefixes"]
+
+
 def _intermediate(s3: Any, ev: ExecutionView, rec: dict, stage: str) -> dict:
     child = _child_id(rec)
-    key = f"tmp/{ev.batch_id}/{child}/{INTERMEDIATES[stage]}"
+    key = intermediate_key(_prefixes(ev)[0], ev.batch_id, child, INTERMEDIATES[stage])
     data = _get(s3, ev.bucket, key) if ev.bucket and child else None
     part = _image_part(data, stage, rec["image_id"]) if data is not None else {}
     return {"artifact": f"s3://{ev.bucket}/{key}", "artifact_present": bool(part), **part}
@@ -442,8 +467,8 @@ def _result_detections(s3: Any, rec: dict) -> list | None:
 
 def results(execution: str, stack: str | None = None, stage: str = "store") -> list[dict]:
     """Each image's output of ``stage`` (see the module doc for the sources)."""
-    if stage not in STAGES:
-        raise InputValidationError(f"--stage {stage!r} not in {STAGES}")
+    if stage not in IMAGE_STAGES:
+        raise InputValidationError(f"--stage {stage!r} not in {IMAGE_STAGES}")
     ev = view(execution, stack)
     s3 = client("s3")
     rows = []

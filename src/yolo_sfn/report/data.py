@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from yolo_sfn.workflow.messages import STAGES as _ALL_STAGES
+from yolo_sfn.contract import IMAGE_STAGES
+from yolo_sfn.workflow.messages import FAILURE_STAGES
 
-STAGES = tuple(s for s in _ALL_STAGES if s != "unknown")  # the per-image stages, in order
 MAX_TAGGED = 4  # detections per thumbnail that get a label tag (the best ones)
 
 
@@ -156,7 +156,7 @@ def _row(entry: Mapping, result: Mapping | None) -> ImageRow:
         error = {"stage": "unknown", "type": "MissingResult",
                  "message": "the summary lists this image but no result was found"}
     timings = {k: float(v) for k, v in (src.get("timings_ms") or {}).items()
-               if k in STAGES and isinstance(v, int | float) and math.isfinite(v)}
+               if k in IMAGE_STAGES and isinstance(v, int | float) and math.isfinite(v)}
     child = src.get("child") if isinstance(src.get("child"), dict) else None
     return ImageRow(
         image_id=str(src.get("image_id") or entry.get("image_id") or "?"),
@@ -180,7 +180,7 @@ def _add_spans(children: dict[str, Child], result: Mapping, row: ImageRow) -> No
     c.images += 1
     c.failed += row.failed
     for stage, span in (spans or {}).items():
-        if stage in STAGES and isinstance(span, list | tuple) and len(span) == 2:
+        if stage in IMAGE_STAGES and isinstance(span, list | tuple) and len(span) == 2:
             s, e = float(span[0]), float(span[1])
             old = c.spans.get(stage)
             c.spans[stage] = [min(s, old[0]), max(e, old[1])] if old else [s, e]
@@ -193,7 +193,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def _stage_stats(durations: dict[str, list[float]]) -> list[StageStats]:
     out = []
-    for stage in STAGES:
+    for stage in IMAGE_STAGES:
         v = sorted(durations.get(stage, []))
         if v:
             out.append(StageStats(stage, len(v), _percentile(v, 0.5), _percentile(v, 0.9),
@@ -211,7 +211,7 @@ def _sort_key(row: ImageRow) -> tuple:
     if not row.failed:
         return (1, 0, "", row.name, row.image_id)
     stage = (row.error or {}).get("stage")
-    order = _ALL_STAGES.index(stage) if stage in _ALL_STAGES else len(_ALL_STAGES)
+    order = FAILURE_STAGES.index(stage) if stage in FAILURE_STAGES else len(FAILURE_STAGES)
     return (0, order, str((row.error or {}).get("type")), row.name, row.image_id)
 
 

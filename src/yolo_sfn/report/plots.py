@@ -16,8 +16,9 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from yolo_sfn.contract import IMAGE_STAGES
 from yolo_sfn.core.annotate import class_color_rgb
-from yolo_sfn.report.data import STAGES, Child
+from yolo_sfn.report.data import Child
 
 STAGE_COLORS = {"preprocess": "#0082c8", "infer": "#e6194b", "postprocess": "#3cb44b",
                 "store": "#f58230"}
@@ -75,7 +76,7 @@ def duration_chart(durations: dict[str, list[float]]) -> Plot | None:
     """One histogram per stage (log-spaced bins), so a slow stage or a long tail shows."""
     import numpy as np
 
-    stages = [s for s in STAGES if durations.get(s)]
+    stages = [s for s in IMAGE_STAGES if durations.get(s)]
     if not stages:
         return None
     with matplotlib.rc_context(_RC):
@@ -108,7 +109,7 @@ def timeline_chart(children: list[Child]) -> Plot | None:
         fig = _figure(7.5, min(12.0, 1.4 + 0.16 * n))
         ax = fig.add_subplot()
         lw = max(0.5, min(8.0, 600 / n))
-        for stage in STAGES:
+        for stage in IMAGE_STAGES:
             rows = [(i, c.spans[stage]) for i, c in enumerate(children) if stage in c.spans]
             if rows:
                 ax.hlines([i for i, _ in rows], [(s - t0) / 1000 for _, (s, _e) in rows],
@@ -120,6 +121,6 @@ def timeline_chart(children: list[Child]) -> Plot | None:
         else:
             ax.set_ylabel(f"{n} children, by start time")
         ax.set_xlabel("seconds since the first child started")
-        fig.legend(loc="outside upper center", fontsize=8, ncols=len(STAGES), frameon=False)
+        fig.legend(loc="outside upper center", fontsize=8, ncols=len(IMAGE_STAGES), frameon=False)
     fmt = "svg" if n <= SVG_TIMELINE_ROWS else "png"
     return _encode(fig, fmt, f"Timeline of {n} Map children, each stage's start and end")

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from yolo_sfn.report import data as report_data
 from yolo_sfn.report.html import Link, Page, render
 from yolo_sfn.report.thumbs import Source, ordered_map
+from yolo_sfn.workflow.s3uri import split_s3_uri
 
 MAX_THUMB_SOURCE_BYTES = 50 * 1024 * 1024  # larger inputs get no thumbnail
 
@@ -34,7 +35,7 @@ def _get_json(s3: Any, uri: str | None) -> Any:
 
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         return None
-    body = api._get(s3, *api.split_s3_uri(uri))
+    body = api._get(s3, *split_s3_uri(uri))
     try:
         return json.loads(body) if body else None
     except ValueError:
@@ -101,7 +102,7 @@ def report_for_execution(
     def source(row: report_data.ImageRow) -> Source | None:
         if not thumbnails or not row.uri.startswith("s3://"):
             return None
-        bucket, key = api.split_s3_uri(row.uri)
+        bucket, key = split_s3_uri(row.uri)
         try:
             head = s3.head_object(Bucket=bucket, Key=key)
             if head.get("ContentLength", 0) > MAX_THUMB_SOURCE_BYTES:

@@ -13,7 +13,7 @@ import boto3
 from botocore.config import Config
 
 # Standard retry mode: botocore retries throttling/5xx a few times itself before we map
-# what is left to TransientS3Error and let Step Functions retry the whole stage.
+# what is left to TransientAwsError and let Step Functions retry the whole stage.
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5,
                        read_timeout=30)
 

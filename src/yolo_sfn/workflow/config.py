@@ -8,25 +8,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from yolo_sfn import env
+from yolo_sfn.contract import (
+    INTERMEDIATE_PREFIX,
+    NMS_KINDS,
+    RESIZE_CHOICES,
+    RESIZE_FROM_MODEL,
+    RESULTS_PREFIX,
+    as_prefix,
+)
 from yolo_sfn.errors import InputValidationError
 from yolo_sfn.workflow.s3uri import AllowEntry, parse_allow_list, validate_bucket
 
 DEFAULT_SCORE = 0.25
 DEFAULT_IOU = 0.45
-DEFAULT_RESIZE = "stretch"
-RESIZE_MODES = ("stretch", "letterbox")
-NMS_KINDS = ("greedy", "diou")
+DEFAULT_RESIZE = RESIZE_FROM_MODEL  # letterbox for letter_box models, else stretch
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MODEL_CACHE_DIR = "/tmp/yolo-sfn-models"
-DEFAULT_INTERMEDIATE_PREFIX = "tmp/"
-DEFAULT_RESULTS_PREFIX = "results/"
-BATCHES_PREFIX = "batches/"
-
-
-def _prefix(value: str) -> str:
-    value = value.strip("/")
-    return value + "/" if value else ""
 
 
 def _number(environ: Mapping[str, str], name: str, default, kind=float):
@@ -55,8 +53,8 @@ class StageConfig:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     infer_threads: int | None = None
     model_cache_dir: str = DEFAULT_MODEL_CACHE_DIR
-    intermediate_prefix: str = DEFAULT_INTERMEDIATE_PREFIX
-    results_prefix: str = DEFAULT_RESULTS_PREFIX
+    intermediate_prefix: str = INTERMEDIATE_PREFIX
+    results_prefix: str = RESULTS_PREFIX
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> StageConfig:
@@ -65,9 +63,9 @@ class StageConfig:
         if nms is not None and nms not in NMS_KINDS:
             raise InputValidationError(f"environment {env.NMS_KIND}: {nms!r} not in {NMS_KINDS}")
         resize = e.get(env.RESIZE_MODE, "").strip() or DEFAULT_RESIZE
-        if resize not in RESIZE_MODES:
+        if resize not in RESIZE_CHOICES:
             raise InputValidationError(
-                f"environment {env.RESIZE_MODE}: {resize!r} not in {RESIZE_MODES}")
+                f"environment {env.RESIZE_MODE}: {resize!r} not in {RESIZE_CHOICES}")
         threads = _number(e, env.INFER_THREADS, 0, int)
         cfg = cls(
             bucket=e.get(env.BUCKET, "").strip(),
@@ -82,9 +80,9 @@ class StageConfig:
             max_image_pixels=_number(e, env.MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_PIXELS, int),
             infer_threads=threads if threads > 0 else None,
             model_cache_dir=e.get(env.MODEL_CACHE_DIR, "").strip() or DEFAULT_MODEL_CACHE_DIR,
-            intermediate_prefix=_prefix(
-                e.get(env.INTERMEDIATE_PREFIX, DEFAULT_INTERMEDIATE_PREFIX)),
-            results_prefix=_prefix(e.get(env.RESULTS_PREFIX, DEFAULT_RESULTS_PREFIX)),
+            intermediate_prefix=as_prefix(
+                e.get(env.INTERMEDIATE_PREFIX, INTERMEDIATE_PREFIX)),
+            results_prefix=as_prefix(e.get(env.RESULTS_PREFIX, RESULTS_PREFIX)),
         )
         return replace(cfg, **overrides) if overrides else cfg
 

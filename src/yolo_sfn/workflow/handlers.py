@@ -12,31 +12,38 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
+from yolo_sfn.contract import WORKFLOW_STAGES
 from yolo_sfn.errors import YoloSfnError
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[3] / "functions"
-STAGES = ("plan", "preprocess", "infer", "postprocess", "store", "summarize")
-LOGICAL_IDS = {s: s.capitalize() + "Function" for s in STAGES}  # PlanFunction, ...
+LOGICAL_IDS = {s: s.capitalize() + "Function" for s in WORKFLOW_STAGES}  # PlanFunction, ...
 
 
 def load_handler(stage: str, functions_dir: str | Path | None = None) -> Callable:
     """``load_handler("store")`` -> ``functions/store/app.py:handler`` (imported once)."""
-    if stage not in STAGES:
-        raise ValueError(f"stage {stage!r} not in {STAGES}")
+    if stage not in WORKFLOW_STAGES:
+        raise ValueError(f"stage {stage!r} not in {WORKFLOW_STAGES}")
     name = f"yolo_sfn_functions.{stage}"
     module = sys.modules.get(name)
     if module is None:
-        path = Path(functions_dir or FUNCTIONS_DIR) / stage / "app.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
+        module = import_path(name, Path(functions_dir or FUNCTIONS_DIR) / stage / "app.py")
     return module.handler
+
+
+def import_path(name: str, path: Path) -> ModuleType:
+    """Import the file ``path`` as module ``name`` (registered in ``sys.modules``, so a
+    second import of the same name is the same module; removed again if it fails)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
 
 
 def log_keys(logger, context, batch=None, **keys) -> None:

@@ -29,8 +29,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from yolo_sfn.contract import IMAGE_STAGES, RESIZE_CHOICES, UNKNOWN_STAGE
 from yolo_sfn.errors import InputValidationError
-from yolo_sfn.workflow.config import RESIZE_MODES
 from yolo_sfn.workflow.s3uri import S3Uri, parse_s3_uri, validate_bucket, validate_key
 
 BATCH_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")  # use .fullmatch
@@ -40,7 +40,7 @@ MAX_ITEM_ERROR_MESSAGE = 1000  # per image inside a batch message (the 256 KiB p
 MAX_BATCH_ITEMS = 40  # template.yaml BatchSize MaxValue
 CHILD_ID_HEX = 16
 CHILD_ID_RE = re.compile(r"[0-9a-f]{16}")  # child_id_for; use .fullmatch
-STAGES = ("preprocess", "infer", "postprocess", "store", "unknown")
+FAILURE_STAGES = (*IMAGE_STAGES, UNKNOWN_STAGE)  # what an image failure may name
 
 _MISSING = object()
 
@@ -96,8 +96,8 @@ def _fraction(event: dict, name: str, *, prefix: str = "", default=_MISSING) -> 
 
 def _resize(event: dict, name: str = "resize", *, prefix: str = "", default=_MISSING):
     value = _field(event, name, str, prefix=prefix, default=default)
-    if value is not None and value not in RESIZE_MODES:
-        raise InputValidationError(f"{prefix}{name}: {value!r} not in {RESIZE_MODES}")
+    if value is not None and value not in RESIZE_CHOICES:
+        raise InputValidationError(f"{prefix}{name}: {value!r} not in {RESIZE_CHOICES}")
     return value
 
 
@@ -232,7 +232,9 @@ class PlanEvent:
 
 @dataclass(frozen=True)
 class Params:
-    """Per-batch detection settings, resolved by Plan (input, then env, then defaults)."""
+    """Per-batch detection settings, resolved by Plan (input, then env, then defaults).
+    ``resize`` is ``"stretch"`` or ``"letterbox"``; ``"model"`` (the model's own) only when
+    Plan had no model to ask, and Preprocess resolves it."""
 
     score: float
     iou: float
@@ -349,7 +351,7 @@ class ImageItem:
 
 def item_error(stage: str, etype: str, message: str) -> dict:
     """A per-image error record, small enough to travel in a batch message."""
-    return {"stage": stage if stage in STAGES else "unknown", "type": etype,
+    return {"stage": stage if stage in FAILURE_STAGES else UNKNOWN_STAGE, "type": etype,
             "message": message[:MAX_ITEM_ERROR_MESSAGE]}
 
 
@@ -495,8 +497,8 @@ class BatchFailure:
     def from_event(cls, event: Any) -> BatchFailure:
         event = _obj(event, "failure event")
         stage = _string(event, "stage")
-        if stage not in STAGES:
-            raise InputValidationError(f"stage: {stage!r} not in {STAGES}")
+        if stage not in FAILURE_STAGES:
+            raise InputValidationError(f"stage: {stage!r} not in {FAILURE_STAGES}")
         rest = {k: v for k, v in event.items() if k not in ("stage", "error")}
         return cls(Batch.from_event(rest), stage,
                    CaughtError.from_event(_field(event, "error", dict)))

@@ -78,6 +78,18 @@ def parse_s3_uri(uri: object, *, field: str = "uri", allow_empty_key: bool = Fal
     return S3Uri(bucket, key)
 
 
+def split_s3_uri(uri: object) -> tuple[str, str]:
+    """``"s3://bucket/key"`` -> ``("bucket", "key")``, leniently: any non-empty bucket, the key
+    may be empty (``s3://bucket`` or a prefix). For URIs this program made or that AWS checks;
+    :func:`parse_s3_uri` is the validating parser for input."""
+    if not isinstance(uri, str) or not uri.startswith(SCHEME) or len(uri) <= len(SCHEME):
+        raise S3UriError(f"{uri!r}: not an s3:// URI")
+    bucket, _, key = uri[len(SCHEME):].partition("/")
+    if not bucket:
+        raise S3UriError(f"{uri!r}: no bucket")
+    return bucket, key
+
+
 def format_s3_uri(bucket: str, key: str) -> str:
     return f"{SCHEME}{bucket}/{key}"
 

@@ -34,16 +34,27 @@ from dataclasses import replace
 from decimal import Decimal
 from time import perf_counter
 
+from yolo_sfn.contract import (
+    BATCHES_PREFIX,
+    IMAGE_EXTENSIONS,
+    INTERMEDIATES,
+    MANIFESTS_PREFIX,
+    RESIZE_FROM_MODEL,
+    intermediate_key,
+    resolve_resize,
+    result_key_in,
+    summary_key_in,
+)
 from yolo_sfn.errors import (
     InputValidationError,
     ModelError,
     ObjectNotFoundError,
     S3UriError,
-    TransientS3Error,
+    TransientAwsError,
     YoloSfnError,
 )
-from yolo_sfn.workflow import aws, io, models
-from yolo_sfn.workflow.config import BATCHES_PREFIX, StageConfig
+from yolo_sfn.workflow import aws, model_cache, storage
+from yolo_sfn.workflow.config import StageConfig
 from yolo_sfn.workflow.messages import (
     Batch,
     BatchFailure,
@@ -66,10 +77,7 @@ from yolo_sfn.workflow.s3uri import (
     parse_s3_uri,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm",
-                    ".pgm", ".ppm")
 MAX_MANIFEST_BYTES = 50 * 1024 * 1024
-MANIFESTS_PREFIX = "manifests/"  # s3://<artifacts>/manifests/: where `yolo-sfn submit` writes
 MAX_FAILURES_IN_OUTPUT = 25
 MAX_CLASSES_IN_OUTPUT = 200
 IMAGE_ID_HEX = 20
@@ -100,15 +108,15 @@ def plan_key(batch_id: str) -> str:
 
 def tmp_key(cfg: StageConfig, batch_id: str, child_id: str, name: str) -> str:
     """A per-batch intermediate: deterministic, so a rerun child overwrites its own files."""
-    return f"{cfg.intermediate_prefix}{batch_id}/{child_id}/{name}"
+    return intermediate_key(cfg.intermediate_prefix, batch_id, child_id, name)
 
 
 def result_key(cfg: StageConfig, batch_id: str, image_id: str) -> str:
-    return f"{cfg.results_prefix}{batch_id}/{image_id}.json"
+    return result_key_in(cfg.results_prefix, batch_id, image_id)
 
 
 def summary_key(cfg: StageConfig, batch_id: str) -> str:
-    return f"{cfg.results_prefix}{batch_id}/summary.json"
+    return summary_key_in(cfg.results_prefix, batch_id)
 
 
 # --- Plan ----------------------------------------------------------------------------------
@@ -161,7 +169,7 @@ def _list_prefix(loc: S3Uri, cfg: StageConfig, s3) -> tuple[list[tuple[str, str]
     """Image objects under the prefix (paginated); returns (uris, skipped non-images)."""
     _prefix_allowed(loc, cfg)
     out, skipped = [], 0
-    with io.s3_errors(loc.bucket, loc.key, "list"):
+    with storage.s3_errors(loc.bucket, loc.key, "list"):
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key)
         for page in pages:
             for obj in page.get("Contents", []):
@@ -190,7 +198,7 @@ def _collect(event: PlanEvent, cfg: StageConfig, s3) -> tuple[list[tuple[str, st
     loc = parse_s3_uri(inp.manifest, field="manifest")
     if not (loc.bucket == cfg.bucket and loc.key.startswith(MANIFESTS_PREFIX)):
         check_allowed(loc, cfg.input_buckets, field="manifest")
-    data = io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=MAX_MANIFEST_BYTES)
+    data = storage.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=MAX_MANIFEST_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -225,7 +233,12 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
         items.append({"image_id": image_id_for(uri), "uri": uri, "bucket": loc.bucket,
                       "key": loc.key})
     items_loc = S3Uri(cfg.bucket, items_key(batch_id))
-    io.put_json(items_loc.bucket, items_loc.key, items, s3=s3)
+    storage.put_json(items_loc.bucket, items_loc.key, items, s3=s3)
+    ref = None
+    if cfg.model_uri:  # one model version for the whole execution, checked before any child
+        ref = ModelRef(cfg.model_uri, *model_cache.pin(cfg.model_uri, s3=s3))
+        if params.resize == RESIZE_FROM_MODEL:
+            params = _resize_of_model(params, ref, s3)
     source = {k: v for k, v in (("prefix", inp.prefix), ("manifest", inp.manifest)) if v}
     plan_doc = {"batch_id": batch_id, "execution_arn": event.execution_arn or "",
                 "source": source or {"images": len(inp.images or ())},
@@ -233,25 +246,33 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
                 "skipped_non_images": skipped, "params": params.to_dict(),
                 "items_uri": str(items_loc),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    plan_uri = io.put_json(cfg.bucket, plan_key(batch_id), plan_doc, s3=s3)
-    ref = None
-    if cfg.model_uri:  # one model version for the whole execution, checked before any child
-        ref = ModelRef(cfg.model_uri, *models.pin(cfg.model_uri, s3=s3))
+    plan_uri = storage.put_json(cfg.bucket, plan_key(batch_id), plan_doc, s3=s3)
     return PlanResult(batch_id=batch_id, items=items_loc, count=len(items),
                       submitted=len(entries), duplicates=len(duplicates), params=params,
                       plan_uri=plan_uri, execution_arn=event.execution_arn or "",
                       model_ref=ref, timings_ms={"plan": round_ms(perf_counter() - t0)})
 
 
+def _resize_of_model(params: Params, ref: ModelRef, s3) -> Params:
+    """``params`` with the pinned model's own resize (its sidecar's ``letter_box``). A sidecar
+    that cannot be read keeps ``"model"``: Preprocess fails every image on it, naming it,
+    as for any unusable model (a missing one already failed the pin)."""
+    try:
+        meta = model_cache.load_meta(ref.uri, s3=s3, version=ref.meta_version)
+    except ModelError:
+        return params
+    return replace(params, resize=resolve_resize(params.resize, meta.letter_box))
+
+
 # --- per-batch stages (one Lambda invoke per ItemBatcher batch) ----------------------------
 # Errors that belong to one image (its object is missing, denied, too large, not an image,
 # outside the allow-list...) stay on that image; these fail the whole stage instead, so Step
 # Functions retries it (transient) or records every pending image (the model is unusable).
-STAGE_ERRORS = (TransientS3Error, ModelError)
+STAGE_ERRORS = (TransientAwsError, ModelError)
 FETCH_WORKERS = 4  # image GETs in flight per Preprocess invoke (bounds memory: 4 x 50 MB)
 WRITE_WORKERS = 8  # result PUTs in flight per Store invoke
 DDB_BATCH = 25  # BatchWriteItem limit
-DDB_ATTEMPTS = 6  # UnprocessedItems retried with 50 ms x 2^n backoff, then TransientS3Error
+DDB_ATTEMPTS = 6  # UnprocessedItems retried with 50 ms x 2^n backoff, then TransientAwsError
 
 
 def _now_ms() -> float:
@@ -287,7 +308,7 @@ def _model_uri(batch: Batch, cfg: StageConfig) -> str:
 
 def _meta(batch: Batch, cfg: StageConfig, s3):
     ref = batch.model_ref
-    return models.load_meta(_model_uri(batch, cfg), s3=s3,
+    return model_cache.load_meta(_model_uri(batch, cfg), s3=s3,
                             version=ref.meta_version if ref else None)
 
 
@@ -297,7 +318,7 @@ def _fetch(item: ImageItem, cfg: StageConfig, s3) -> tuple[bytes | None, Excepti
     try:
         loc = parse_s3_uri(item.uri, field="uri")
         check_allowed(loc, cfg.input_buckets, field="uri")  # Plan leaves this per image
-        return io.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=cfg.max_image_bytes), None, \
+        return storage.get_bytes(loc.bucket, loc.key, s3=s3, max_bytes=cfg.max_image_bytes), None, \
             perf_counter() - t
     except YoloSfnError as e:
         if not _per_image(e):
@@ -313,12 +334,13 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
     import numpy as np
 
     from yolo_sfn.core.image import decode_image, full_size_hw
-    from yolo_sfn.core.preprocess import preprocess as make_input
+    from yolo_sfn.core.preprocess import to_network_input
 
     t0, start = perf_counter(), _now_ms()
     cfg.require("bucket")
     s3 = s3 or aws.client("s3")
-    size = tuple(_meta(batch, cfg, s3).input_size)
+    meta = _meta(batch, cfg, s3)
+    size, resize = tuple(meta.input_size), resolve_resize(batch.params.resize, meta.letter_box)
     pending = batch.pending
     updated, ids, tensors = {}, [], []
     with ThreadPoolExecutor(FETCH_WORKERS) as pool:
@@ -332,7 +354,7 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
                         raise err
                     rgb = decode_image(data, name=item.uri, max_pixels=cfg.max_image_pixels)
                     src_hw = full_size_hw(data, rgb)  # a JPEG over the limit decodes reduced
-                    x, transform = make_input(rgb, size, mode=batch.params.resize,
+                    x, transform = to_network_input(rgb, size, mode=resize,
                                               src_hw=src_hw)
                 except Exception as e:  # whatever one image's bytes cause is its own
                     if isinstance(e, STAGE_ERRORS):
@@ -345,8 +367,8 @@ def preprocess(batch: Batch, cfg: StageConfig, *, s3=None) -> Batch:
                                                 height=src_hw[0], transform=transform.to_dict())
     keys = dict(batch.keys)
     if ids:
-        keys["inputs"] = tmp_key(cfg, batch.batch_id, batch.child_id, "inputs.npz")
-        io.put_npz(cfg.bucket, keys["inputs"], {"image_ids": np.array(ids),
+        keys["inputs"] = tmp_key(cfg, batch.batch_id, batch.child_id, INTERMEDIATES["preprocess"])
+        storage.put_npz(cfg.bucket, keys["inputs"], {"image_ids": np.array(ids),
                                                 "inputs": np.stack(tensors)}, s3=s3)
     return _finish(batch, "preprocess", t0, start, updated, keys=keys)
 
@@ -392,13 +414,13 @@ def infer(batch: Batch, cfg: StageConfig, *, s3=None, model=None) -> Batch:
         return _finish(batch, "infer", t0, start, {})
     if model is None:
         ref = batch.model_ref
-        model = models.get_model(_model_uri(batch, cfg), cfg.model_cache_dir,
+        model = model_cache.get_model(_model_uri(batch, cfg), cfg.model_cache_dir,
                                  threads=cfg.infer_threads, s3=s3,
                                  version=ref.version if ref else None)
     meta = model.meta
     info = {"name": meta.name, "precision": meta.precision, "weights_sha256": meta.weights_sha256}
     key = _require_key(batch, "inputs", "infer")
-    npz = io.get_npz(cfg.bucket, key, s3=s3)
+    npz = storage.get_npz(cfg.bucket, key, s3=s3)
     _check_ids(npz["image_ids"], pending, key)
     inputs = npz["inputs"]  # (n, h, w, 3) uint8
     updated, arrays = {}, {}
@@ -412,8 +434,9 @@ def infer(batch: Batch, cfg: StageConfig, *, s3=None, model=None) -> Batch:
             if kept is None:  # most rows pass (untrained weights), or score 0: the full heads
                 kept = {f"head_{j}": h for j, h in enumerate(heads)}
             arrays.update({f"{item.image_id}.{name}": a for name, a in kept.items()})
-    keys = {**batch.keys, "heads": tmp_key(cfg, batch.batch_id, batch.child_id, "heads.npz")}
-    io.put_npz(cfg.bucket, keys["heads"], arrays, s3=s3)
+    heads_key = tmp_key(cfg, batch.batch_id, batch.child_id, INTERMEDIATES["infer"])
+    keys = {**batch.keys, "heads": heads_key}
+    storage.put_npz(cfg.bucket, keys["heads"], arrays, s3=s3)
     return _finish(batch, "infer", t0, start, updated, keys=keys, model=info)
 
 
@@ -459,7 +482,7 @@ def postprocess(batch: Batch, cfg: StageConfig, *, s3=None, meta=None) -> Batch:
     if meta is None:
         meta = _meta(batch, cfg, s3)
     key = _require_key(batch, "heads", "postprocess")
-    npz = io.get_npz(cfg.bucket, key, s3=s3)
+    npz = storage.get_npz(cfg.bucket, key, s3=s3)
     updated, detections = {}, {}
     for item in pending:
         t = perf_counter()
@@ -481,8 +504,9 @@ def postprocess(batch: Batch, cfg: StageConfig, *, s3=None, meta=None) -> Batch:
         updated[item.image_id] = _timed(item, "postprocess", t)
     keys = dict(batch.keys)
     if detections:
-        keys["detections"] = tmp_key(cfg, batch.batch_id, batch.child_id, "detections.json")
-        io.put_json(cfg.bucket, keys["detections"], detections, s3=s3)
+        keys["detections"] = tmp_key(cfg, batch.batch_id, batch.child_id,
+                                     INTERMEDIATES["postprocess"])
+        storage.put_json(cfg.bucket, keys["detections"], detections, s3=s3)
     return _finish(batch, "postprocess", t0, start, updated, keys=keys)
 
 
@@ -505,11 +529,11 @@ def _ddb_value(v):
 
 @contextmanager
 def _ddb_errors(what: str) -> Iterator[None]:
-    """DynamoDB throttling/5xx/connection errors -> TransientS3Error (the retryable class)."""
+    """DynamoDB throttling/5xx/connection errors -> TransientAwsError (the retryable class)."""
     try:
         yield
     except Exception as e:
-        mapped = io.map_error(e, what=what)
+        mapped = storage.map_error(e, what=what)
         if mapped is e:
             raise
         raise mapped from e
@@ -517,7 +541,7 @@ def _ddb_errors(what: str) -> Iterator[None]:
 
 def put_records(cfg: StageConfig, records: list[dict], ddb, *, sleep=time.sleep) -> None:
     """One item per record with BatchWriteItem (25 a call); ``UnprocessedItems`` are retried
-    with backoff, and what is still unprocessed after ``DDB_ATTEMPTS`` is a TransientS3Error
+    with backoff, and what is still unprocessed after ``DDB_ATTEMPTS`` is a TransientAwsError
     (Step Functions retries the stage; every write overwrites, so that is safe)."""
     requests = [{"PutRequest": {"Item": {k: _ddb_value(v) for k, v in r.items()}}}
                 for r in records]
@@ -532,7 +556,7 @@ def put_records(cfg: StageConfig, records: list[dict], ddb, *, sleep=time.sleep)
             if attempt < DDB_ATTEMPTS - 1:
                 sleep(0.05 * 2 ** attempt)
         if todo:
-            raise TransientS3Error(f"dynamodb batch_write_item {cfg.table}: {len(todo)} items "
+            raise TransientAwsError(f"dynamodb batch_write_item {cfg.table}: {len(todo)} items "
                                    f"still unprocessed after {DDB_ATTEMPTS} attempts")
 
 
@@ -555,7 +579,7 @@ def _write_results(cfg: StageConfig, batch: Batch, results: list[dict], *, s3,
     """PUT each result JSON (overlapping) and one table item per image (BatchWriteItem)."""
     def put(result: dict) -> str:
         key = result_key(cfg, batch.batch_id, result["image_id"])
-        return io.put_json(cfg.bucket, key, result, s3=s3)
+        return storage.put_json(cfg.bucket, key, result, s3=s3)
 
     with ThreadPoolExecutor(WRITE_WORKERS) as pool:
         uris = list(pool.map(put, results))
@@ -587,7 +611,7 @@ def store(batch: Batch, cfg: StageConfig, *, s3=None, ddb=None) -> ChildResult:
     dets = {}
     if batch.pending:
         key = _require_key(batch, "detections", "store")
-        dets = io.get_json(cfg.bucket, key, s3=s3)
+        dets = storage.get_json(cfg.bucket, key, s3=s3)
         missing = [it.image_id for it in batch.pending if it.image_id not in dets]
         if missing:
             raise InputValidationError(f"{key}: no detections for {', '.join(missing[:3])}")
@@ -660,14 +684,14 @@ def query_batch(cfg: StageConfig, batch_id: str, *, ddb=None,
     return out
 
 
-def plain(v):
+def decimals_to_numbers(v):
     """A deserialized DynamoDB value with Decimals turned back into int/float (recursively)."""
     if isinstance(v, Decimal):
         return int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, dict):
-        return {k: plain(x) for k, x in v.items()}
+        return {k: decimals_to_numbers(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [plain(x) for x in v]
+        return [decimals_to_numbers(x) for x in v]
     return v
 
 
@@ -690,7 +714,7 @@ def build_summary(batch_id: str, items: list[dict], records: dict[str, dict],
                            "result_uri": None, "num_detections": 0,
                            "error": dict(MISSING_ERROR)})
             continue
-        rec = plain(rec)
+        rec = decimals_to_numbers(rec)
         ok = rec.get("status") == "succeeded"
         if ok:
             classes.update(rec.get("class_counts") or {})
@@ -713,11 +737,11 @@ def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> Su
     t0 = perf_counter()
     cfg.require("bucket", "table")
     s3 = s3 or aws.client("s3")
-    items = io.get_json(msg.items.bucket, msg.items.key, s3=s3)
+    items = storage.get_json(msg.items.bucket, msg.items.key, s3=s3)
     if not isinstance(items, list):
         raise InputValidationError(f"items: {msg.items} is not a JSON array")
     try:
-        plan_doc = io.get_json(cfg.bucket, plan_key(msg.batch_id), s3=s3)
+        plan_doc = storage.get_json(cfg.bucket, plan_key(msg.batch_id), s3=s3)
     except ObjectNotFoundError:
         plan_doc = {}
     records = query_batch(cfg, msg.batch_id, ddb=ddb, fields=SUMMARY_FIELDS)
@@ -730,7 +754,7 @@ def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> Su
                **{k: v for k, v in summary.items() if k != "batch_id"},
                "summary_uri": summary_uri, "results_prefix": results_prefix}
     summary["images"] = summary.pop("images")  # keep the long list last
-    io.put_json(cfg.bucket, s_key, summary, s3=s3)
+    storage.put_json(cfg.bucket, s_key, summary, s3=s3)
     failures = [i for i in summary["images"] if i["status"] == "failed"]
     top_classes = dict(list(summary["class_counts"].items())[:MAX_CLASSES_IN_OUTPUT])
     return SummarizeResult(

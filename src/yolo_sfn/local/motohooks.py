@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from yolo_sfn.errors import YoloSfnError
+from yolo_sfn.errors import LocalEngineError
 
 MOTO_VERSION = "5.2.5"
 
@@ -29,10 +29,6 @@ JSONPATH_USERS = (  # modules that call jsonpath_ng's parse() on every evaluatio
     "moto.stepfunctions.parser.asl.utils.json_path",
     "moto.stepfunctions.parser.asl.component.common.path.result_path",
 )
-
-
-class LocalEngineError(YoloSfnError):
-    """The local engine cannot run (moto missing/moved, template unreadable, deploy failed)."""
 
 
 def _require(module: str, attr: str) -> Any:

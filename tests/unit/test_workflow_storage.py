@@ -14,9 +14,9 @@ from yolo_sfn.errors import (
     AccessDeniedError,
     ImageTooLargeError,
     ObjectNotFoundError,
-    TransientS3Error,
+    TransientAwsError,
 )
-from yolo_sfn.workflow import io
+from yolo_sfn.workflow import storage
 
 
 @pytest.fixture
@@ -33,33 +33,33 @@ def client_error(code: str, status: int) -> ClientError:
 @pytest.mark.parametrize(("code", "status", "expected"), [
     ("NoSuchKey", 404, ObjectNotFoundError), ("404", 404, ObjectNotFoundError),
     ("NoSuchBucket", 404, ObjectNotFoundError), ("AccessDenied", 403, AccessDeniedError),
-    ("403", 403, AccessDeniedError), ("SlowDown", 503, TransientS3Error),
-    ("InternalError", 500, TransientS3Error), ("ServiceUnavailable", 503, TransientS3Error),
-    ("Whatever", 502, TransientS3Error), ("RequestTimeout", 400, TransientS3Error),
+    ("403", 403, AccessDeniedError), ("SlowDown", 503, TransientAwsError),
+    ("InternalError", 500, TransientAwsError), ("ServiceUnavailable", 503, TransientAwsError),
+    ("Whatever", 502, TransientAwsError), ("RequestTimeout", 400, TransientAwsError),
 ])
 def test_client_errors_are_mapped(code: str, status: int, expected: type) -> None:
-    mapped = io.map_error(client_error(code, status), what="get s3://b/k")
+    mapped = storage.map_error(client_error(code, status), what="get s3://b/k")
     assert type(mapped) is expected
     assert str(mapped).startswith("get s3://b/k")
 
 
 def test_unknown_client_errors_pass_through() -> None:
     err = client_error("InvalidArgument", 400)
-    assert io.map_error(err, what="x") is err
+    assert storage.map_error(err, what="x") is err
 
 
 @pytest.mark.parametrize("err", [
     EndpointConnectionError(endpoint_url="https://s3"),
     ReadTimeoutError(endpoint_url="https://s3"), ConnectionResetError("reset")])
 def test_connection_errors_are_transient(err: Exception) -> None:
-    assert isinstance(io.map_error(err, what="x"), TransientS3Error)
+    assert isinstance(storage.map_error(err, what="x"), TransientAwsError)
 
 
 def test_get_bytes_maps_errors_and_names_the_object(s3) -> None:
     with Stubber(s3) as stub:
         stub.add_client_error("get_object", "NoSuchKey", http_status_code=404)
         with pytest.raises(ObjectNotFoundError, match=r"s3://bkt/a b/ü\.jpg"):
-            io.get_bytes("bkt", "a b/ü.jpg", s3=s3)
+            storage.get_bytes("bkt", "a b/ü.jpg", s3=s3)
 
 
 class Body(StreamingBody):
@@ -81,7 +81,7 @@ def test_size_limit_is_checked_from_the_get_response_before_reading(s3) -> None:
         stub.add_response("get_object", {"Body": body, "ContentLength": 11},
                           {"Bucket": "b", "Key": "k"})
         with pytest.raises(ImageTooLargeError, match="11 bytes, limit 10"):
-            io.get_bytes("b", "k", s3=s3, max_bytes=10)
+            storage.get_bytes("b", "k", s3=s3, max_bytes=10)
     assert Body.read_calls == 0
 
 
@@ -90,15 +90,15 @@ def test_get_bytes_within_limit(s3) -> None:
     with Stubber(s3) as stub:
         stub.add_response("get_object", {"Body": body, "ContentLength": 3},
                           {"Bucket": "b", "Key": "k"})
-        assert io.get_bytes("b", "k", s3=s3, max_bytes=10) == b"abc"
+        assert storage.get_bytes("b", "k", s3=s3, max_bytes=10) == b"abc"
 
 
 def test_npz_bytes_are_deterministic_and_readable() -> None:
     import numpy as np
 
     arrays = {"image_ids": np.array(["a", "bb"]), "inputs": np.arange(24, dtype=np.uint8)}
-    data = io.npz_bytes(arrays)
-    assert data == io.npz_bytes(dict(arrays))  # np.savez would stamp the current time
+    data = storage.npz_bytes(arrays)
+    assert data == storage.npz_bytes(dict(arrays))  # np.savez would stamp the current time
     with np.load(_io.BytesIO(data), allow_pickle=False) as z:
         assert list(z["image_ids"]) == ["a", "bb"] and z["inputs"].tolist() == list(range(24))
 
@@ -106,11 +106,11 @@ def test_npz_bytes_are_deterministic_and_readable() -> None:
 def test_throttled_put_is_transient(s3) -> None:
     with Stubber(s3) as stub:
         stub.add_client_error("put_object", "SlowDown", http_status_code=503)
-        with pytest.raises(TransientS3Error, match="put s3://b/k"):
-            io.put_bytes("b", "k", b"x", s3=s3)
+        with pytest.raises(TransientAwsError, match="put s3://b/k"):
+            storage.put_bytes("b", "k", b"x", s3=s3)
 
 
 def test_dynamodb_throttling_is_transient() -> None:
     err = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "m"},
                        "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutItem")
-    assert isinstance(io.map_error(err, what="dynamodb put_item t"), TransientS3Error)
+    assert isinstance(storage.map_error(err, what="dynamodb put_item t"), TransientAwsError)

@@ -8,7 +8,7 @@ the versions up once per execution (:func:`pin`) and every stage loads exactly t
 execution uses one model version and a warm container makes no model request; a model
 replaced under the same URI is picked up by the next execution, never served stale. Missing or
 unreadable model objects are :class:`ModelError` (naming the URI), not generic S3 errors;
-throttling stays :class:`TransientS3Error` so the stage is retried.
+throttling stays :class:`TransientAwsError` so the stage is retried.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from yolo_sfn.errors import AccessDeniedError, ModelError, ObjectNotFoundError
 from yolo_sfn.model.meta import ModelMeta, meta_path_for
-from yolo_sfn.workflow import aws, io
+from yolo_sfn.workflow import aws, storage
 from yolo_sfn.workflow.s3uri import SCHEME, parse_s3_uri
 
 _metas: dict[str, tuple[str, ModelMeta]] = {}  # uri -> (version, meta)
@@ -58,7 +58,7 @@ def version_of(model_uri: str, suffix: str = "", *, s3=None) -> str:
     if model_uri.startswith(SCHEME):
         loc = parse_s3_uri(target, field="MODEL_URI")
         s3 = s3 or aws.client("s3")
-        with _model_errors(target), io.s3_errors(loc.bucket, loc.key, "head"):
+        with _model_errors(target), storage.s3_errors(loc.bucket, loc.key, "head"):
             return str(s3.head_object(Bucket=loc.bucket, Key=loc.key).get("ETag", ""))
     try:
         st = os.stat(target)
@@ -79,7 +79,7 @@ def load_meta(model_uri: str, *, s3=None, version: str | None = None) -> ModelMe
         loc = parse_s3_uri(model_uri + ".json", field="MODEL_URI")
         with _model_errors(model_uri + ".json"):
             try:
-                d = io.get_json(loc.bucket, loc.key, s3=s3, max_bytes=10 * 1024 * 1024)
+                d = storage.get_json(loc.bucket, loc.key, s3=s3, max_bytes=10 * 1024 * 1024)
             except ValueError as e:
                 raise ModelError(f"{model_uri}.json: unreadable model metadata ({e})") from e
         meta = ModelMeta.from_dict(d, source=model_uri + ".json")
@@ -116,7 +116,7 @@ def fetch_model(model_uri: str, cache_dir: str, *, s3=None, version: str | None 
     for key, target in ((loc.key + ".json", meta_path), (loc.key, path)):
         part = target.with_name(target.name + f".part{os.getpid()}")
         with _model_errors(f"s3://{loc.bucket}/{key}"):
-            io.download_file(loc.bucket, key, str(part), s3=s3)
+            storage.download_file(loc.bucket, key, str(part), s3=s3)
         part.replace(target)  # atomic: a crashed download never looks complete
     prune_model_cache(Path(cache_dir), keep=folder)
     return path

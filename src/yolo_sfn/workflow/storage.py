@@ -5,7 +5,7 @@ Every function takes an optional ``s3`` client (default: :func:`yolo_sfn.workflo
 Mapping (the class name is what Step Functions ``Retry``/``Catch`` see):
     NoSuchKey / NoSuchBucket / 404        -> ObjectNotFoundError   (permanent)
     AccessDenied / 403                    -> AccessDeniedError     (permanent)
-    throttling / 5xx / connection errors  -> TransientS3Error      (the stage is retried)
+    throttling / 5xx / connection errors  -> TransientAwsError     (the stage is retried)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from yolo_sfn.errors import (
     AccessDeniedError,
     ImageTooLargeError,
     ObjectNotFoundError,
-    TransientS3Error,
+    TransientAwsError,
     YoloSfnError,
 )
 from yolo_sfn.workflow import aws
@@ -63,12 +63,12 @@ def map_error(err: Exception, *, what: str) -> Exception:
         if code in DENIED_CODES or status == 403:
             return AccessDeniedError(f"{what}: access denied ({code or status})")
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
-            return TransientS3Error(f"{what}: {code or status}: {msg}")
+            return TransientAwsError(f"{what}: {code or status}: {msg}")
         return err
     if isinstance(err, CONNECTION_ERRORS):
-        return TransientS3Error(f"{what}: {type(err).__name__}: {err}")
+        return TransientAwsError(f"{what}: {type(err).__name__}: {err}")
     if isinstance(err, BotoCoreError | ConnectionError | TimeoutError):
-        return TransientS3Error(f"{what}: {type(err).__name__}: {err}")
+        return TransientAwsError(f"{what}: {type(err).__name__}: {err}")
     return err
 
 
