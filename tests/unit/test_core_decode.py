@@ -312,7 +312,7 @@ def test_compact_heads_decode_bit_for_bit_for_every_head_kind(kind, score):
     and detections, bit for bit, as the dense heads, for each head kind the converter writes."""
     from yolo_sfn.core.decode import compact_heads, decode_candidates_uc, expand_heads
     from yolo_sfn.core.postprocess import postprocess
-    from yolo_sfn.core.preprocess import preprocess
+    from yolo_sfn.core.preprocess import to_network_input
 
     kw = {"kind": "region", "softmax": True} if kind == "region-softmax" else {"kind": kind}
     meta = _meta(grid=(6, 8), net=(48, 64), c=4, **kw)
@@ -326,7 +326,7 @@ def test_compact_heads_decode_bit_for_bit_for_every_head_kind(kind, score):
         for w, g in zip(want, got, strict=True):
             if w is not None:
                 np.testing.assert_array_equal(g, w)
-    _, t = preprocess(np.zeros((60, 80, 3), np.uint8), meta.input_size)
+    _, t = to_network_input(np.zeros((60, 80, 3), np.uint8), meta.input_size)
     dense = postprocess([head], meta, t, score=score)
     assert postprocess(packed, meta, t, score=score) == dense
     assert dense or score == 0.9  # not only empty lists compared
