@@ -114,3 +114,21 @@ def test_dynamodb_throttling_is_transient() -> None:
     err = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "m"},
                        "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutItem")
     assert isinstance(storage.map_error(err, what="dynamodb put_item t"), TransientAwsError)
+
+
+def test_model_download_is_few_large_ranged_gets(monkeypatch, tmp_path):
+    """A cold Infer container fetches the model in parts of MODEL_PART_BYTES (one GET each),
+    not boto3's default 8 MiB: the GET count is ceil(size / part), and the bytes arrive whole."""
+    moto = pytest.importorskip("moto")
+    part = 5 * 1024 * 1024  # boto3's smallest part; 12 MiB is 3 parts here, 2 at the default
+    monkeypatch.setattr(storage, "MODEL_PART_BYTES", part)
+    body = bytes(range(256)) * (12 * 1024 * 1024 // 256)
+    with moto.mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="models")
+        client.put_object(Bucket="models", Key="m.tflite", Body=body)
+        gets = []
+        client.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append(1))
+        storage.download_file("models", "m.tflite", str(tmp_path / "m"), s3=client)
+    assert (tmp_path / "m").read_bytes() == body
+    assert len(gets) == -(-len(body) // part) == 3

@@ -118,10 +118,19 @@ def put_bytes(bucket: str, key: str, data: bytes, *, s3=None,
     return format_s3_uri(bucket, key)
 
 
+MODEL_PART_BYTES = 64 * 1024 * 1024  # ranged GETs of a model download (boto3's default: 8 MiB)
+
+
 def download_file(bucket: str, key: str, path: str, *, s3=None) -> str:
+    """``s3://bucket/key`` -> the local file ``path``, in parallel ranged GETs of
+    ``MODEL_PART_BYTES``: a 400 MB model is 7 GET requests per cold container, not 50."""
+    from boto3.s3.transfer import TransferConfig
+
     s3 = s3 or aws.client("s3")
+    config = TransferConfig(multipart_threshold=MODEL_PART_BYTES,
+                            multipart_chunksize=MODEL_PART_BYTES)
     with s3_errors(bucket, key, "download"):
-        s3.download_file(bucket, key, path)
+        s3.download_file(bucket, key, path, Config=config)
     return path
 
 
