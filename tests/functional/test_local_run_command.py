@@ -396,3 +396,27 @@ def test_a_file_that_cannot_be_read_fails_alone(toy, tmp_path, capsys, monkeypat
     assert by_name["dog.jpg"]["status"] == "succeeded"
     assert by_name["kite.jpg"]["error"]["stage"] == "upload"
     assert f"{images[1]}: cannot read (Permission denied)" in out
+
+
+def test_batch_size_option_sets_the_children_and_cost_json_counts_them(tmp_path, capsys):
+    """`run --batch-size 2` on the real template: 5 images in children of 2, 2 and 1 (a size
+    that does not divide the count), every image once; cost.json's counts follow the batches
+    (4 invokes per child + Plan + Summarize; one EXPRESS request per child)."""
+    from yolo_sfn.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["run", "--batch-size", "2", "--out", str(out), "--json",
+               str(REPO / "testdata" / "images")])
+    assert rc == 0
+    capsys.readouterr()
+    results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    sizes = {r["child"]["id"]: r["child"]["size"] for r in results}
+    assert sorted(sizes.values()) == [1, 2, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(i["uri"].rsplit("/", 1)[-1] for i in summary["images"]) == IMAGES
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["images"] == len(IMAGES)
+    assert cost["counts"]["lambda_invocations"] == 4 * 3 + 2
+    assert cost["counts"]["sfn_express_requests"] == 3
+    assert cost["usd"]["total"] == pytest.approx(sum(
+        cost["usd"][k] for k in ("lambda", "step_functions", "s3", "dynamodb")))

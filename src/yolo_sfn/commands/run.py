@@ -18,6 +18,8 @@ MAX_CONCURRENCY = 10_000  # a Distributed Map's MaxConcurrency limit on AWS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from yolo_sfn.workflow.messages import MAX_BATCH_ITEMS  # template.yaml BatchSize MaxValue
+
     p = sub.add_parser(
         "run",
         help="run a batch locally on the real state machine (moto, in-process)",
@@ -39,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model converted from a letter_box=1 cfg, else stretch)")
     p.add_argument("--concurrency", type=int_in(1, MAX_CONCURRENCY),
                    help="Map MaxConcurrency (template parameter)")
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH_ITEMS),
+                   help="images per Distributed Map child (template parameter BatchSize)")
     p.add_argument("--project", type=path_arg, help="project root holding template.yaml")
     p.add_argument("--fault", action="append", default=[], metavar="STAGE:KIND[:GLOB[:TIMES]]",
                    help="inject a fault before a handler runs (repeatable); KIND: s3_transient, "
@@ -139,7 +143,8 @@ def main(args: argparse.Namespace) -> int:
     check_model(args.model)
     output_dir(args.out, "--out")  # the last check: it creates the folder
     opts = RunOptions(model=args.model, out_dir=args.out, score=args.score, iou=args.iou,
-                      resize=args.resize, concurrency=args.concurrency, root=root,
+                      resize=args.resize, concurrency=args.concurrency,
+                      batch_size=args.batch_size, root=root,
                       faults=faults,
                       retry_scale=0.0 if args.fast_retries else 1.0)
     shown: list[str] = []

@@ -244,6 +244,7 @@ class RunOptions:
     iou: float | None = None
     resize: str | None = None
     concurrency: int | None = None
+    batch_size: int | None = None
     faults: tuple[Fault, ...] = ()
     retry_scale: float = 1.0
     root: Path | None = None
@@ -345,11 +346,14 @@ def _deploy(eng: LocalEngine, model: Path, inputs: Inputs, opts: RunOptions) -> 
     from yolo_sfn.local.engine import _make_bucket
 
     params = {"InputBucketNames": ",".join(sorted(inputs.buckets))}
-    if opts.concurrency is not None:
-        if "MapConcurrency" not in eng.template.parameters:
-            eng.notes.append("template has no MapConcurrency parameter: --concurrency ignored")
+    for name, option, value in (("MapConcurrency", "--concurrency", opts.concurrency),
+                                ("BatchSize", "--batch-size", opts.batch_size)):
+        if value is None:
+            continue
+        if name not in eng.template.parameters:
+            eng.notes.append(f"template has no {name} parameter: {option} ignored")
         else:
-            params["MapConcurrency"] = opts.concurrency
+            params[name] = value
     eng.deploy(model, **params)
     s3 = eng.client("s3")
     for bucket in inputs.buckets:
