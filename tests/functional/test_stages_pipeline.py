@@ -272,12 +272,14 @@ def test_each_log_line_names_its_invocation_batch_and_image(stack, model_path) -
     logged = io.StringIO()
     preprocess = load_handler("preprocess")
     handler = sys.modules["yolo_sfn_functions.preprocess"].logger.registered_handler
-    old = handler.setStream(logged)
+    # swapped without setStream, which flushes the old stream: the module may have bound an
+    # earlier test's captured stdout, closed by now
+    old, handler.stream = handler.stream, logged
     try:
         first = preprocess(envelope("missing-1.jpg", model_ref=ref))
         second = preprocess(envelope("dog.jpg", model_ref=ref))
     finally:
-        handler.setStream(old)
+        handler.stream = old
     lines = [json.loads(line) for line in logged.getvalue().splitlines()]
     failed, done, done2 = lines
     assert failed["message"] == "preprocess failed for one image"

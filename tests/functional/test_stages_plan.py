@@ -54,7 +54,9 @@ def test_images_are_deduplicated_and_written_as_the_items_manifest(s3) -> None:
     out = plan({"images": uris, "score": 0.4})
     assert out["batch_id"] == "exec-1"
     assert (out["count"], out["submitted"], out["duplicates"]) == (2, 4, 2)
-    assert out["params"] == {"score": 0.4, "iou": 0.45, "resize": "stretch"}
+    # no model deployed here: the template's ResizeMode "model" stays unresolved (Plan resolves
+    # it from a readable sidecar: test_resize_follows_the_model_when_none_is_given)
+    assert out["params"] == {"score": 0.4, "iou": 0.45, "resize": "model"}
     assert out["items"] == {"bucket": ART, "key": "batches/exec-1/items.json"}
     items = get_json(s3, ART, out["items"]["key"])
     assert items == [{"image_id": image_id_for(u), "uri": u, "bucket": IN, "key": u[len(IN) + 6:]}

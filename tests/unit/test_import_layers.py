@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "yolo_sfn"
 LAYERS = [  # bottom first
-    {"errors", "env"},
+    {"errors", "env", "contract"},
     {"model", "darknet", "outputs"},
     {"core", "convert"},
     {"workflow", "demo"},
