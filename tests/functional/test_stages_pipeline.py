@@ -19,7 +19,7 @@ from moto import mock_aws
 from yolo_sfn import env
 from yolo_sfn.errors import ImageTooLargeError, ModelError
 from yolo_sfn.local.invoke import LambdaContext
-from yolo_sfn.workflow import aws, handlers, model_cache
+from yolo_sfn.workflow import aws, handlers, model_cache, storage
 from yolo_sfn.workflow.events import load_event
 from yolo_sfn.workflow.stages import image_id_for
 
@@ -312,6 +312,27 @@ def test_an_unexpected_decoder_error_stays_on_its_image(stack, model_path, monke
     assert errors[1] is None
 
 
+def test_an_unnamed_s3_client_error_stays_on_its_image(stack, model_path, monkeypatch) -> None:
+    """A 4xx S3 answers for one object that no project error names (an SSE-C object read
+    without its key: 400 InvalidRequest) fails that image alone; its batch-mates succeed."""
+    from botocore.exceptions import ClientError
+
+    ref = upload_model(stack, model_path)
+    real = storage.get_bytes
+
+    def sse_c(bucket, key, **kw):
+        if key.endswith("kite.jpg"):
+            raise ClientError({"Error": {"Code": "InvalidRequest", "Message": "SSE-C key needed"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetObject")
+        return real(bucket, key, **kw)
+
+    monkeypatch.setattr(storage, "get_bytes", sse_c)
+    pre = load_handler("preprocess")(envelope("kite.jpg", "dog.jpg", model_ref=ref))
+    errors = [it.get("error") for it in pre["items"]]
+    assert errors[0]["type"] == "ClientError" and "InvalidRequest" in errors[0]["message"]
+    assert errors[0]["stage"] == "preprocess" and errors[1] is None
+
+
 def test_model_is_downloaded_once_and_reused_warm(stack, model_path, tmp_path) -> None:
     ref = upload_model(stack, model_path)
     pre = load_handler("preprocess")(envelope("person.jpg", model_ref=ref))
@@ -332,7 +353,6 @@ def test_a_transient_error_fails_the_whole_stage_so_step_functions_retries_it(
     """Only per-image errors stay on an image; throttling beyond botocore's retries is the
     stage's (Retry TransientAwsError), never recorded as that image's failure."""
     from yolo_sfn.errors import TransientAwsError
-    from yolo_sfn.workflow import storage
 
     ref = upload_model(stack, model_path)
     load_handler("preprocess")(envelope("dog.jpg", model_ref=ref))  # metadata cached

@@ -34,6 +34,8 @@ from dataclasses import replace
 from decimal import Decimal
 from time import perf_counter
 
+from botocore.exceptions import ClientError
+
 from yolo_sfn.contract import (
     BATCHES_PREFIX,
     IMAGE_EXTENSIONS,
@@ -323,6 +325,10 @@ def _fetch(item: ImageItem, cfg: StageConfig, s3) -> tuple[bytes | None, Excepti
     except YoloSfnError as e:
         if not _per_image(e):
             raise
+        return None, e, perf_counter() - t
+    except ClientError as e:
+        # a 4xx that storage.map_error leaves as it is (an SSE-C object, a disabled KMS key):
+        # this object's error, not the batch's (5xx and throttling are TransientAwsError)
         return None, e, perf_counter() - t
 
 
