@@ -63,3 +63,14 @@ def test_deeply_nested_json_manifest(depth: int) -> None:
 def test_csv_manifest_with_cr_line_endings(body: str) -> None:
     """F13 (fixed): csv.reader raised _csv.Error on bare CR line endings."""
     check(body, "list.csv")
+
+
+def test_csv_header_is_skipped_but_a_malformed_first_uri_is_kept() -> None:
+    """A header row (no '/') is skipped; a header-less CSV whose first row is a malformed
+    URI keeps it, so it is validated and named like any other row instead of dropped."""
+    from yolo_sfn.workflow.stages import parse_manifest
+
+    assert parse_manifest("uri\ns3://b/a.jpg\n", name="l.csv") == [
+        ("s3://b/a.jpg", "manifest line 2")]
+    assert parse_manifest("S3://b/x.jpg\ns3://b/a.jpg\n", name="l.csv") == [
+        ("S3://b/x.jpg", "manifest line 1"), ("s3://b/a.jpg", "manifest line 2")]

@@ -126,7 +126,8 @@ def parse_manifest(text: str, *, name: str = "manifest") -> list[tuple[str, str]
     """Manifest body -> ``[(uri, field_label)]``.
 
     ``[...]``: a JSON array of URI strings (or ``{"uri": ...}`` objects). Otherwise one URI
-    per line; a ``.csv`` name reads the first column and skips a header row. Blank lines and
+    per line; a ``.csv`` name reads the first column and skips a header row (a first cell
+without ``/``). Blank lines and
     ``#`` comments are skipped. URIs are returned unvalidated (the caller names the line).
     """
     body = text.lstrip("\ufeff")
@@ -151,8 +152,9 @@ def parse_manifest(text: str, *, name: str = "manifest") -> list[tuple[str, str]
                     for n, row in enumerate(csv.reader(body.splitlines()), start=1)]
         except csv.Error as e:
             raise InputValidationError(f"manifest {name}: unreadable CSV ({e})") from None
-        if rows and rows[0][0] and not rows[0][0].startswith("s3://"):
-            rows = rows[1:]  # header
+        if rows and rows[0][0] and "/" not in rows[0][0]:
+            rows = rows[1:]  # a header (`uri`, `s3_uri`, ...); a path-like first row (even a
+            # malformed one, `S3://b/x.jpg`) is data, validated and named like every other
     else:
         rows = [(line.strip(), n) for n, line in enumerate(body.splitlines(), start=1)]
     return [(v, f"manifest line {n}") for v, n in rows if v and not v.startswith("#")]
