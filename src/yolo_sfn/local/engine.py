@@ -170,9 +170,17 @@ class LocalEngine:
         s3 = self.client("s3")
         _make_bucket(s3, MODEL_BUCKET, self.region)
         key = f"models/{model_path.name}"
-        s3.upload_file(str(model_path), MODEL_BUCKET, key)
-        s3.upload_file(str(sidecar), MODEL_BUCKET, key + ".json")
+        self.put_file(model_path, MODEL_BUCKET, key)
+        self.put_file(sidecar, MODEL_BUCKET, key + ".json")
         return f"s3://{MODEL_BUCKET}/{key}"
+
+    def put_file(self, path: Path, bucket: str, key: str) -> None:
+        """One local file into moto's S3 in one PutObject (the runner's own upload: not
+        billed). boto3's ``upload_file`` would start a transfer manager and its threads per
+        file and split a model into parts that moto joins again; a single PUT takes up to
+        5 GB on S3, far above any image or model here. Raises OSError when unreadable."""
+        with Path(path).open("rb") as body:
+            self.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
 
     def deploy(self, model_path: Path | str | None = None, **parameters: Any) -> Stack:
         """Create the stack from template.yaml. ``parameters`` override template defaults."""
@@ -213,7 +221,6 @@ class LocalEngine:
         Returns ``(uris, missing)``; ``missing`` has ``{"path", "uri", "error"}`` for files
         that do not exist: their URIs are still returned so the workflow records them failed.
         """
-        s3 = self.client("s3")
         uris, missing = [], []
         for item in paths:
             path = Path(item)
@@ -221,7 +228,7 @@ class LocalEngine:
             for f in files:
                 uri = f"s3://{self.input_bucket}/{f.name}"
                 if f.is_file():
-                    s3.upload_file(str(f), self.input_bucket, f.name)
+                    self.put_file(f, self.input_bucket, f.name)
                 else:
                     missing.append({"path": str(f), "uri": uri, "error": "local file not found"})
                 uris.append(uri)

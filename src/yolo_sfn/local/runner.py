@@ -362,12 +362,10 @@ def _deploy(eng: LocalEngine, model: Path, inputs: Inputs, opts: RunOptions) -> 
 
 def _upload(eng: LocalEngine, inputs: Inputs) -> None:
     """Upload every input file; one that cannot be read now fails alone (``missing``)."""
-    s3 = eng.client("s3")
     for uri, path in list(inputs.uploads.items()):
         bucket, key = split_s3_uri(uri)
         try:
-            with path.open("rb") as f:
-                s3.upload_fileobj(f, bucket, key)
+            eng.put_file(path, bucket, key)
         except OSError as e:
             del inputs.uploads[uri]
             inputs.missing.append({"path": os.fsdecode(path), "uri": uri,
@@ -469,9 +467,7 @@ def write_outputs(eng: LocalEngine, run: LocalRun, inputs: Inputs, opts: RunOpti
         rec.claim(out / name)
     rec.save()  # the names about to be written, before any is
     try:
-        _write_results(eng, run, plan, inputs, written)
-        if opts.annotate:
-            _write_annotated(eng, run, plan, inputs, written)
+        _write_results(eng, run, plan, inputs, written, opts.annotate)
         if run.cost is not None:
             _write(out / "cost.json", json.dumps(run.cost, indent=2), written, "cost")
         if run.summary is not None:
@@ -559,40 +555,40 @@ def _write(path: Path, text: str, written: dict, what: str) -> bool:
     return True
 
 
-def _write_results(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
-                   written: dict) -> None:
-    results = run.extra.setdefault("results", {})
-    for img in (run.summary or {}).get("images", []):
-        img["result_path"] = img["annotated_path"] = None
-        if not img.get("result_uri"):
-            continue
-        result = results.get(img["image_id"])
-        if result is None:
-            result = results[img["image_id"]] = eng.get_json(img["result_uri"])
-        result["local_path"] = img.get("local_path")
-        path = plan[img["image_id"]]["result"]
-        if path is not None and _write(path, json.dumps(result, indent=2), written, "results"):
-            img["result_path"] = path.relative_to(path.parent.parent).as_posix()
-
-
 ANNOTATE_WORKERS = 2  # decode, draw and encode release the GIL: one per core here
 
 
-def _write_annotated(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
-                     written: dict) -> None:
-    """The annotated copy of every succeeded image, ``ANNOTATE_WORKERS`` at a time; what
-    failed is in ``written["errors"]``, in summary order either way."""
+def _write_results(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
+                   written: dict, annotate: bool) -> None:
+    """DIR/results/<image_id>.json for every stored result and, with ``annotate``, the
+    annotated copy of every succeeded image. One pass in summary order: this thread GETs
+    and writes each result while ``ANNOTATE_WORKERS`` threads draw the images already
+    fetched (their decode, draw and encode release the GIL). Failures are in
+    ``written["errors"]``: the results' first, then the annotated copies', in summary order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    results = run.extra.get("results", {})
-    todo = [(img, plan[img["image_id"]]["annotated"], results.get(img["image_id"]))
-            for img in (run.summary or {}).get("images", [])]
-    todo = [(img, path, result) for img, path, result in todo
-            if path is not None and result is not None and result.get("status") == "succeeded"]
+    results = run.extra.setdefault("results", {})
     s3 = eng.client("s3")
+    jobs = []
     with ThreadPoolExecutor(ANNOTATE_WORKERS) as pool:
-        errors = pool.map(lambda job: _annotate_one(s3, inputs, *job), todo)
-        for (img, path, _), error in zip(todo, errors, strict=True):
+        for img in (run.summary or {}).get("images", []):
+            img["result_path"] = img["annotated_path"] = None
+            if not img.get("result_uri"):
+                continue
+            result = results.get(img["image_id"])
+            if result is None:
+                result = results[img["image_id"]] = eng.get_json(img["result_uri"])
+            result["local_path"] = img.get("local_path")
+            target = plan[img["image_id"]]["annotated"] if annotate else None
+            if target is not None and result.get("status") == "succeeded":
+                jobs.append((img, target,
+                             pool.submit(_annotate_one, s3, inputs, img, target, result)))
+            path = plan[img["image_id"]]["result"]
+            if path is not None and _write(path, json.dumps(result, indent=2), written,
+                                           "results"):
+                img["result_path"] = path.relative_to(path.parent.parent).as_posix()
+        for img, path, job in jobs:
+            error = job.result()
             if error is not None:
                 written["errors"].append(error)
                 continue
