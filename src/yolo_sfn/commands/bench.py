@@ -194,7 +194,9 @@ def _default_value(tpl, value, what: str) -> int:
     """A template number as deployed with default parameters: a literal, or ``!Ref`` to a
     parameter with a numeric ``Default``."""
     if isinstance(value, dict) and set(value) == {"Ref"}:
-        value = (tpl.parameters.get(value["Ref"]) or {}).get("Default")
+        if value["Ref"] not in tpl.parameters:
+            raise LocalEngineError(f"{tpl.path}: no parameter {value['Ref']} (for {what})")
+        value = tpl.parameters[value["Ref"]].get("Default")
     try:
         return int(value)
     except (TypeError, ValueError):
