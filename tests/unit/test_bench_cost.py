@@ -57,7 +57,7 @@ def test_estimate_ms_combines_single_and_multi_threaded_stages():
 
 
 def test_cost_per_1000_matches_hand_arithmetic():
-    gb_s, usd, req = cost.cost_per_1000(500.0, 2048, invocations_per_image=4)
+    gb_s, usd, req = cost.cost_per_1000(500.0, 2048, invocations_per_image=4)  # batch of 1
     assert gb_s == pytest.approx(1000 * 0.5 * 2.0)  # 1000 GB-s
     assert req == pytest.approx(4000 * 0.20 / 1e6)  # $0.0008
     assert usd["x86_64"] == pytest.approx(1000 * 0.0000166667 + 0.0008)
@@ -69,7 +69,7 @@ def test_cost_table_rows_have_the_fields_and_cheaper_per_image_time_at_more_memo
     t = cost.StageTimes(
         preprocess_ms=10.0, infer_1t_ms=700.0, postprocess_ms=5.0, infer_efficiency=0.9
     )
-    rows = cost.cost_table(t, [1769, 3008, 10240])
+    rows = cost.cost_table(t, [1769, 3008, 10240], cost.invocations_per_image(24))
     assert [r.memory_mb for r in rows] == [1769, 3008, 10240]
     times = [r.est_ms_per_image for r in rows]
     assert times == sorted(times, reverse=True)
@@ -148,3 +148,80 @@ def test_aws_cost_prices_lambda_per_architecture():
     assert cost.aws_cost({"lambda_gb_s": 100.0}, 10, arch="arm64")["usd"]["lambda"] == \
         pytest.approx(100 * 0.0000133334)
     assert cost.aws_cost({}, 0)["usd_per_1000_images"] is None
+
+
+# --- batches: one invoke per stage per batch, each stage at its own MemorySize ---------------
+TEMPLATE_MEMORY = {"preprocess": 1024, "infer": 3008, "postprocess": 1024, "store": 256}
+
+
+def test_four_invocations_per_batch_are_four_over_the_batch_size_per_image():
+    from yolo_sfn.contract import IMAGE_STAGES
+
+    assert cost.INVOCATIONS_PER_BATCH == len(IMAGE_STAGES) == 4
+    assert cost.invocations_per_image(24) == pytest.approx(4 / 24)
+    assert cost.invocations_per_image(10) == pytest.approx(0.4)
+    assert cost.invocations_per_image(1) == 4
+    assert cost.Deployment(10, TEMPLATE_MEMORY).invocations_per_image == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        cost.invocations_per_image(0)
+
+
+@pytest.mark.parametrize(
+    ("batch", "memory"),
+    [(0, TEMPLATE_MEMORY), (24, {**TEMPLATE_MEMORY, "infer": 64}),
+     (24, {k: v for k, v in TEMPLATE_MEMORY.items() if k != "store"})],
+)
+def test_deployment_refuses_a_bad_batch_size_or_memory(batch, memory):
+    with pytest.raises(ValueError):
+        cost.Deployment(batch, memory)
+
+
+def test_requests_per_1000_images_at_a_batch_size():
+    t = cost.StageTimes(10.0, 700.0, 5.0, 0.8)
+    (row,) = cost.cost_table(t, [1769], cost.invocations_per_image(24))
+    # 1,000 images in full batches of 24: 1000 x 4 / 24 = 166.7 requests at $0.20 per 1M
+    assert row.request_usd_per_1000 == pytest.approx(1000 * 4 / 24 * 0.20 / 1e6)
+    assert row.usd_per_1000["x86_64"] == pytest.approx(
+        715.0 * 1769 / 1024 * 0.0000166667 + 1000 * 4 / 24 * 0.20 / 1e6)
+
+
+def test_deployed_estimate_prices_each_stage_at_its_own_memory_against_hand_arithmetic():
+    t = cost.StageTimes(
+        preprocess_ms=10.0, infer_1t_ms=700.0, postprocess_ms=5.0, infer_efficiency=0.8
+    )
+    d = cost.deployed_estimate(t, cost.Deployment(24, TEMPLATE_MEMORY))
+    by = {s["stage"]: s for s in d["stages"]}
+    assert list(by) == ["preprocess", "infer", "postprocess", "store"]
+    share = 1024 / 1769  # 0.579 vCPU: single-threaded stages take 1 / share longer
+    pre, post = 10.0 / share, 5.0 / share
+    infer = 700.0 / (1 + (3008 / 1769 - 1) * 0.8)  # 1.70 vCPU, efficiency 0.8
+    assert by["preprocess"]["est_ms_per_image"] == pytest.approx(pre)
+    assert by["infer"]["est_ms_per_image"] == pytest.approx(infer)
+    assert by["postprocess"]["est_ms_per_image"] == pytest.approx(post)
+    assert by["infer"]["threads"] == 2 and by["preprocess"]["vcpus"] == pytest.approx(0.579)
+    assert by["store"]["memory_mb"] == 256
+    assert by["store"]["est_ms_per_image"] is None and by["store"]["gb_s_per_1000"] is None
+    gb_s = (pre + post) * 1024 / 1024 + infer * 3008 / 1024  # per 1,000 images: ms -> s x 1000
+    assert d["gb_s_per_1000"] == pytest.approx(gb_s)
+    assert d["est_ms_per_image"] == pytest.approx(pre + infer + post)
+    req = 1000 * 4 / 24 * 0.20 / 1e6
+    assert d["request_usd_per_1000"] == pytest.approx(req)
+    assert d["usd_per_1000"]["x86_64"] == pytest.approx(gb_s * 0.0000166667 + req)
+    assert d["usd_per_1000"]["arm64"] == pytest.approx(gb_s * 0.0000133334 + req)
+
+
+def test_bench_estimate_keeps_the_old_keys_and_says_what_it_leaves_out():
+    t = cost.StageTimes(10.0, 700.0, 5.0, 0.8)
+    out = cost.bench_estimate(t, [1769, 3008], cost.Deployment(10, TEMPLATE_MEMORY))
+    # keys of the per-image design, kept: invocations_per_image is now 4 / batch size
+    for key in ("rows", "prices", "price_per_request", "invocations_per_image", "price_note",
+                "scaling_note"):
+        assert key in out, key
+    assert out["invocations_per_image"] == pytest.approx(0.4)
+    assert out["batch_size"] == 10 and out["invocations_per_batch"] == 4
+    assert [r["memory_mb"] for r in out["rows"]] == [1769, 3008]
+    assert all(r["request_usd_per_1000"] == pytest.approx(1000 * 0.4 * 0.20 / 1e6)
+               for r in out["rows"])
+    assert out["deployed"]["request_usd_per_1000"] == pytest.approx(1000 * 0.4 * 0.20 / 1e6)
+    assert "one memory size" in out["rows_note"] and "DIR/cost.json" in out["scope_note"]
+    assert "Store's compute" in out["scope_note"]

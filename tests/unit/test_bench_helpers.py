@@ -86,3 +86,41 @@ def test_sgemm_env_drops_the_slow_kernel_overrides_only(monkeypatch):
     import os
 
     assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"  # this process untouched
+
+
+# --- what `yolo-sfn bench` prices: template.yaml's defaults --------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_prices_the_template_defaults_batch_size_and_each_stage_memory():
+    from yolo_sfn.commands.bench import deployed_design
+    from yolo_sfn.contract import IMAGE_STAGES
+    from yolo_sfn.local.template import FUNCTION_IDS, load_cfn_yaml
+
+    doc = load_cfn_yaml(ROOT / "template.yaml")
+    params = doc["Parameters"]
+
+    def default(value):
+        return int(params[value["Ref"]]["Default"]) if isinstance(value, dict) else int(value)
+
+    d = deployed_design(ROOT)
+    assert d.batch_size == default({"Ref": "BatchSize"})
+    assert d.memory_mb == {
+        st: default(doc["Resources"][FUNCTION_IDS[st]]["Properties"]["MemorySize"])
+        for st in IMAGE_STAGES
+    }
+    assert d.invocations_per_image == pytest.approx(4 / d.batch_size)
+    assert d.memory_mb["infer"] > d.memory_mb["store"]  # not one size for every stage
+    d10 = deployed_design(ROOT, 10)
+    assert d10.batch_size == 10 and d10.memory_mb == d.memory_mb
+    assert d10.invocations_per_image == pytest.approx(0.4)
+
+
+def test_a_template_without_batch_size_is_one_clean_error_unless_given():
+    from yolo_sfn.commands.bench import deployed_design
+    from yolo_sfn.errors import LocalEngineError
+
+    toy = ROOT / "tests" / "fixtures" / "toy"
+    with pytest.raises(LocalEngineError, match="no parameter BatchSize"):
+        deployed_design(toy)
+    assert deployed_design(toy, 5).batch_size == 5

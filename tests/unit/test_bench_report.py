@@ -77,12 +77,9 @@ def _fake_result() -> dict:
         "infer_1thread_median_ms": 700.0,
         "parallel_efficiency": 0.9,
         "cost": {
-            "rows": [r.to_dict() for r in cost.cost_table(t, [1769, 3008])],
-            "prices": cost.PRICE_PER_GB_S,
-            "price_per_request": cost.PRICE_PER_REQUEST,
-            "invocations_per_image": 4,
-            "price_note": cost.PRICE_NOTE,
-            "scaling_note": cost.SCALING_NOTE,
+            **cost.bench_estimate(t, [1769, 3008], cost.Deployment(
+                24, {"preprocess": 1024, "infer": 3008, "postprocess": 1024, "store": 256})),
+            "batch_size_from": bench_cmd.BATCH_SIZE_FROM_TEMPLATE,
         },
     }
 

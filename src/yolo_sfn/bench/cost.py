@@ -1,4 +1,14 @@
-"""AWS Lambda cost estimate for a per-image pipeline, and the vCPU scaling it relies on.
+"""AWS Lambda cost estimates, and the vCPU scaling they rely on.
+
+Two estimates live here, and they answer different questions:
+
+* ``yolo-sfn bench`` (``cost_table``, ``deployed_estimate``): the Lambda bill per 1,000
+  images from this machine's per-image stage times (decode + preprocess, infer, postprocess),
+  with the workflow's batching: one invoke per stage per batch of ``batch_size`` images, so
+  ``INVOCATIONS_PER_BATCH / batch_size`` requests per image. Compute only: the stages' S3 and
+  DynamoDB time, per-batch intermediates and cold starts are not in it.
+* ``aws_cost``: the whole bill of one run (Lambda, Step Functions, S3, DynamoDB) from the
+  operations the local engine counted, written to ``DIR/cost.json`` by ``yolo-sfn run``.
 
 Prices (AWS Lambda, us-east-1, first tier): x86_64 $0.0000166667 per GB-s, arm64
 $0.0000133334 per GB-s, $0.20 per 1M requests. Lambda allocates CPU in proportion to memory:
@@ -20,6 +30,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from yolo_sfn.contract import IMAGE_STAGES
+
 PRICES_AS_OF = "2026-11-25"
 PRICE_NOTE = (
     f"prices as published for us-east-1, first tier, as of {PRICES_AS_OF} "
@@ -33,13 +45,26 @@ MAX_MEMORY_MB = 10240
 MIN_MEMORY_MB = 128
 MAX_VCPUS = 6.0
 DEFAULT_MEMORY_SIZES = (1769, 3008, 10240)
-# Lambda invocations per image in the workflow: Preprocess, Infer, Postprocess, Store.
-INVOCATIONS_PER_IMAGE = 4
+# Lambda invocations per batch (one EXPRESS child): Preprocess, Infer, Postprocess, Store,
+# each invoked once with the whole batch. Per image: INVOCATIONS_PER_BATCH / batch size.
+INVOCATIONS_PER_BATCH = len(IMAGE_STAGES)
 SCALING_NOTE = (
     "ESTIMATE: Lambda CPU scales with memory (1769 MB = 1 vCPU, 10240 MB = 6 vCPU); time at a "
     "memory size = this machine's measured time scaled by the vCPU share (1 Lambda vCPU assumed "
     "= 1 core here; inference speed-up past 1 vCPU = 1 + (vCPUs - 1) x measured parallel "
     "efficiency; pre/post single-threaded). Not measured on Lambda."
+)
+ROWS_NOTE = (
+    "each --memory-sizes row prices every measured stage (decode + preprocess, infer, "
+    "postprocess) at that one memory size; the table above prices each stage at its own "
+    "template MemorySize"
+)
+SCOPE_NOTE = (
+    "Lambda only, from this machine's per-image stage times: each stage's S3 and DynamoDB time, "
+    "Store's compute, per-batch work (the batch's intermediate files, cold starts, the model "
+    "download) and per-invoke rounding to the started ms are not in it; requests assume full "
+    "batches. The whole bill of a run (Lambda, Step Functions, S3, DynamoDB, from the "
+    "operations it counted and each invoke's measured time) is yolo-sfn run's DIR/cost.json"
 )
 
 
@@ -75,12 +100,22 @@ def speedup(vcpus: float, efficiency: float, *, parallel: bool) -> float:
 @dataclass(frozen=True)
 class StageTimes:
     """Per-image milliseconds measured on one core of this machine (``infer_1t``) and
-    ``infer_efficiency`` from the n-thread run; pre/post are single-threaded."""
+    ``infer_efficiency`` from the n-thread run; pre/post are single-threaded.
+    ``preprocess_ms`` is decode + resize (the Preprocess stage's CPU work)."""
 
     preprocess_ms: float
     infer_1t_ms: float
     postprocess_ms: float
     infer_efficiency: float = 1.0
+
+
+# The stages the bench times: stage -> (StageTimes field, multi-threaded). Store is not timed
+# (its work is S3 PUTs and a DynamoDB batch write, nothing this machine can stand in for).
+MEASURED_STAGES = {
+    "preprocess": ("preprocess_ms", False),
+    "infer": ("infer_1t_ms", True),
+    "postprocess": ("postprocess_ms", False),
+}
 
 
 @dataclass(frozen=True)
@@ -97,29 +132,68 @@ class CostRow:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """What the stack runs: ``batch_size`` images per child (template ``BatchSize``) and each
+    image stage's ``MemorySize`` in MB, ``{stage: MB}`` for every ``IMAGE_STAGES`` entry."""
+
+    batch_size: int
+    memory_mb: dict
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if set(self.memory_mb) != set(IMAGE_STAGES):
+            raise ValueError(f"memory sizes for {sorted(self.memory_mb)}, need {IMAGE_STAGES}")
+        for m in self.memory_mb.values():
+            vcpus_for_memory(m)  # range check
+
+    @property
+    def invocations_per_image(self) -> float:
+        return invocations_per_image(self.batch_size)
+
+
+def invocations_per_image(batch_size: int) -> float:
+    """Lambda requests per image: one per stage per batch, ``4 / batch_size`` (full batches)."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    return INVOCATIONS_PER_BATCH / batch_size
+
+
+def stage_ms(times: StageTimes, stage: str, memory_mb: int) -> float | None:
+    """Estimated per-image ms of one stage at ``memory_mb``; None for a stage not measured."""
+    if stage not in MEASURED_STAGES:
+        return None
+    field_name, parallel = MEASURED_STAGES[stage]
+    return getattr(times, field_name) / speedup(
+        vcpus_for_memory(memory_mb), times.infer_efficiency, parallel=parallel
+    )
+
+
 def estimate_ms(times: StageTimes, memory_mb: int) -> float:
-    """Estimated per-image compute ms at ``memory_mb`` (pre + infer + post)."""
-    v = vcpus_for_memory(memory_mb)
-    single = speedup(v, times.infer_efficiency, parallel=False)
-    multi = speedup(v, times.infer_efficiency, parallel=True)
-    return (times.preprocess_ms + times.postprocess_ms) / single + times.infer_1t_ms / multi
+    """Estimated per-image compute ms with every measured stage at ``memory_mb``
+    (pre + infer + post)."""
+    return sum(stage_ms(times, st, memory_mb) for st in MEASURED_STAGES)
+
+
+def gb_s_per_1000(ms_per_image: float, memory_mb: int) -> float:
+    return 1000 * (ms_per_image / 1000.0) * (memory_mb / 1024.0)
 
 
 def cost_per_1000(
-    ms_per_image: float, memory_mb: int, invocations_per_image: int = INVOCATIONS_PER_IMAGE
+    ms_per_image: float, memory_mb: int, invocations_per_image: float
 ) -> tuple[float, dict, float]:
     """(GB-s, {arch: USD incl. requests}, request USD) for 1,000 images."""
-    gb_s = 1000 * (ms_per_image / 1000.0) * (memory_mb / 1024.0)
+    gb_s = gb_s_per_1000(ms_per_image, memory_mb)
     req = 1000 * invocations_per_image * PRICE_PER_REQUEST
     usd = {arch: gb_s * price + req for arch, price in PRICE_PER_GB_S.items()}
     return gb_s, usd, req
 
 
 def cost_table(
-    times: StageTimes,
-    memory_sizes=DEFAULT_MEMORY_SIZES,
-    invocations_per_image: int = INVOCATIONS_PER_IMAGE,
+    times: StageTimes, memory_sizes, invocations_per_image: float
 ) -> list[CostRow]:
+    """One row per memory size, every measured stage priced at that one size."""
     rows = []
     for m in memory_sizes:
         ms = estimate_ms(times, m)
@@ -128,6 +202,53 @@ def cost_table(
             CostRow(m, round(vcpus_for_memory(m), 3), threads_for_memory(m), ms, gb_s, usd, req)
         )
     return rows
+
+
+def deployed_estimate(times: StageTimes, deployment: Deployment) -> dict:
+    """Each image stage at its own MemorySize, requests at ``4 / batch_size`` per image.
+
+    ``{"stages": [{"stage", "memory_mb", "vcpus", "threads", "est_ms_per_image",
+    "gb_s_per_1000"}] (None for Store: not measured), "est_ms_per_image", "gb_s_per_1000",
+    "request_usd_per_1000", "usd_per_1000": {arch: USD incl. requests}}`` for 1,000 images.
+    """
+    stages = []
+    for st in IMAGE_STAGES:
+        m = deployment.memory_mb[st]
+        ms = stage_ms(times, st, m)
+        stages.append({
+            "stage": st, "memory_mb": m, "vcpus": round(vcpus_for_memory(m), 3),
+            "threads": threads_for_memory(m), "est_ms_per_image": ms,
+            "gb_s_per_1000": None if ms is None else gb_s_per_1000(ms, m),
+        })
+    measured = [s for s in stages if s["est_ms_per_image"] is not None]
+    gb_s = sum(s["gb_s_per_1000"] for s in measured)
+    req = 1000 * deployment.invocations_per_image * PRICE_PER_REQUEST
+    return {
+        "stages": stages,
+        "est_ms_per_image": sum(s["est_ms_per_image"] for s in measured),
+        "gb_s_per_1000": gb_s,
+        "request_usd_per_1000": req,
+        "usd_per_1000": {arch: gb_s * price + req for arch, price in PRICE_PER_GB_S.items()},
+    }
+
+
+def bench_estimate(times: StageTimes, memory_sizes, deployment: Deployment) -> dict:
+    """The ``cost`` object of ``yolo-sfn bench --json``: the deployed estimate, the
+    one-memory-size rows and the notes that say what both leave out."""
+    per_image = deployment.invocations_per_image
+    return {
+        "batch_size": deployment.batch_size,
+        "invocations_per_batch": INVOCATIONS_PER_BATCH,
+        "invocations_per_image": per_image,
+        "deployed": deployed_estimate(times, deployment),
+        "rows": [r.to_dict() for r in cost_table(times, memory_sizes, per_image)],
+        "prices": dict(PRICE_PER_GB_S),
+        "price_per_request": PRICE_PER_REQUEST,
+        "price_note": PRICE_NOTE,
+        "scaling_note": SCALING_NOTE,
+        "rows_note": ROWS_NOTE,
+        "scope_note": SCOPE_NOTE,
+    }
 
 
 def parse_memory_sizes(text: str) -> list[int]:

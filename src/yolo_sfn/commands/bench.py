@@ -5,7 +5,10 @@ Measures, on real images (testdata/images or ``--images``):
   * first inference and steady-state median/min per stage (decode, preprocess, infer,
     postprocess), images/s,
   * peak RSS of the infer stage (in the fresh process),
-  * a Lambda cost estimate per 1,000 images at ``--memory-sizes`` (see yolo_sfn.bench.cost),
+  * a Lambda cost estimate per 1,000 images (yolo_sfn.bench.cost): as deployed, one invoke
+    per stage (Preprocess, Infer, Postprocess, Store) per batch of BatchSize images (the
+    template's default, or ``--batch-size``) with each stage at its template MemorySize; and
+    with every stage at each of ``--memory-sizes``,
   * with ``--vs-opencv``: OpenCV DNN on the darknet cfg + weights the model was converted from
     (the sidecar's source, or ``--darknet``), same input and threads, runs alternating with
     the model's, and the machine's sgemm-bound limit (conv GFLOP / numpy float32 matmul
@@ -19,14 +22,17 @@ import argparse
 import json
 import os
 
-from yolo_sfn.commands.checks import path_arg
+from yolo_sfn.commands.checks import int_in, path_arg
 from yolo_sfn.contract import RESIZE_MODES
-from yolo_sfn.errors import InputValidationError
+from yolo_sfn.errors import InputValidationError, LocalEngineError
 
 SETTLE_S = 0.25  # --settle default
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from yolo_sfn.bench.cost import DEFAULT_MEMORY_SIZES
+    from yolo_sfn.workflow.messages import MAX_BATCH_ITEMS  # template.yaml BatchSize MaxValue
+
     p = sub.add_parser(
         "bench",
         help="measure a model: cold load, per-stage times, RSS, Lambda cost",
@@ -50,11 +56,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cold-repeats", type=int, default=3, help="fresh processes for cold load (default 3)"
     )
+    sizes = ",".join(map(str, DEFAULT_MEMORY_SIZES))
     p.add_argument(
         "--memory-sizes",
-        default="1769,3008,10240",
-        help="Lambda memory sizes (MB) for the cost estimate (default 1769,3008,10240)",
+        default=sizes,
+        help="Lambda memory sizes (MB) for the cost estimate with every stage at one size "
+        f"(default {sizes})",
     )
+    p.add_argument(
+        "--batch-size",
+        type=int_in(1, MAX_BATCH_ITEMS),
+        help="images per Distributed Map child for the cost estimate, as yolo-sfn run "
+        "--batch-size (default: template.yaml's BatchSize default)",
+    )
+    p.add_argument("--project", type=path_arg, help="project root holding template.yaml")
     p.add_argument(
         "--vs-opencv",
         action="store_true",
@@ -91,6 +106,7 @@ def measure(args: argparse.Namespace) -> dict:
         sizes = cost.parse_memory_sizes(args.memory_sizes)
     except ValueError as e:
         raise InputValidationError(f"--memory-sizes {args.memory_sizes!r}: {e}") from None
+    deployment = deployed_design(args.project, args.batch_size)
     if args.model:
         model_path = Path(args.model)
     else:
@@ -125,7 +141,6 @@ def measure(args: argparse.Namespace) -> dict:
         postprocess_ms=steady["postprocess"]["median_ms"],
         infer_efficiency=eff,
     )
-    rows = cost.cost_table(times, sizes)
     vs = None
     if rival_source is not None:
         vs = _vs_opencv(model, rival_source, batches[0], args, threads)
@@ -144,15 +159,50 @@ def measure(args: argparse.Namespace) -> dict:
         "infer_1thread_median_ms": infer_1t,
         "parallel_efficiency": eff,
         "cost": {
-            "rows": [r.to_dict() for r in rows],
-            "prices": cost.PRICE_PER_GB_S,
-            "price_per_request": cost.PRICE_PER_REQUEST,
-            "invocations_per_image": cost.INVOCATIONS_PER_IMAGE,
-            "price_note": cost.PRICE_NOTE,
-            "scaling_note": cost.SCALING_NOTE,
+            **cost.bench_estimate(times, sizes, deployment),
+            "batch_size_from": "--batch-size" if args.batch_size else BATCH_SIZE_FROM_TEMPLATE,
         },
         "vs_opencv": vs,
     }
+
+
+BATCH_SIZE_FROM_TEMPLATE = "template.yaml BatchSize default"
+
+
+def deployed_design(project=None, batch_size: int | None = None):
+    """``cost.Deployment`` of template.yaml with its default parameters: ``BatchSize`` (or
+    ``batch_size``) and each image stage's ``MemorySize``, as ``yolo-sfn run`` deploys it."""
+    from yolo_sfn.bench.cost import Deployment
+    from yolo_sfn.contract import IMAGE_STAGES
+    from yolo_sfn.local.template import find_project_root, read_template
+
+    tpl = read_template(find_project_root(project) / "template.yaml")
+    if batch_size is None:
+        batch_size = _default_value(tpl, {"Ref": "BatchSize"}, "BatchSize")
+    memory = {
+        st: _default_value(tpl, tpl.functions[st].memory,
+                           f"{tpl.functions[st].logical_id} MemorySize")
+        for st in IMAGE_STAGES
+    }
+    try:
+        return Deployment(batch_size, memory)
+    except ValueError as e:
+        raise LocalEngineError(f"{tpl.path}: {e}") from None
+
+
+def _default_value(tpl, value, what: str) -> int:
+    """A template number as deployed with default parameters: a literal, or ``!Ref`` to a
+    parameter with a numeric ``Default``."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        if value["Ref"] not in tpl.parameters:
+            raise LocalEngineError(f"{tpl.path}: no parameter {value['Ref']} (for {what})")
+        value = tpl.parameters[value["Ref"]].get("Default")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise LocalEngineError(
+            f"{tpl.path}: {what} is {value!r}, not a number or a parameter with a numeric Default"
+        ) from None
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -242,9 +292,40 @@ def render(r: dict) -> str:
         f"(parallel efficiency {r['parallel_efficiency']:.2f} at {r['threads']} threads)",
         *_candidate_note(s),
         "",
-        f"Lambda cost per 1,000 images ({co['invocations_per_image']} invocations per image; "
+        *_render_cost(co),
+        "arm64 times are assumed equal to x86 (not measured; Graviton speed differs).",
+    ]
+    if r.get("vs_opencv"):
+        lines += ["", *_render_vs(r["vs_opencv"], m, r["threads"])]
+    return "\n".join(lines)
+
+
+def _render_cost(co: dict) -> list[str]:
+    """The deployed estimate (each stage at its MemorySize) and the one-memory-size rows."""
+    from yolo_sfn.bench.report import table
+
+    dep = co["deployed"]
+    usd, req = dep["usd_per_1000"], dep["request_usd_per_1000"]
+    return [
+        f"Lambda cost per 1,000 images as deployed: {co['batch_size']} images per batch "
+        f"({co['batch_size_from']}), {co['invocations_per_batch']} invocations per batch "
+        f"(Preprocess, Infer, Postprocess, Store) = {co['invocations_per_image']:.4g} "
+        "invocations per image; each stage at its template MemorySize; "
         f"x86 ${co['prices']['x86_64']}/GB-s, arm64 ${co['prices']['arm64']}/GB-s, "
-        f"${co['price_per_request'] * 1e6:.2f} per 1M requests)",
+        f"${co['price_per_request'] * 1e6:.2f} per 1M requests",
+        table(
+            ["stage", "memory MB", "vCPU", "threads", "est ms/image", "GB-s"],
+            [[st["stage"], st["memory_mb"], st["vcpus"], st["threads"],
+              st["est_ms_per_image"], st["gb_s_per_1000"]] for st in dep["stages"]]
+            + [["total", None, None, None, dep["est_ms_per_image"], dep["gb_s_per_1000"]]],
+            floatfmt="{:.4g}",
+        ),
+        f"x86 USD {usd['x86_64']:.4g}, arm64 USD {usd['arm64']:.4g} per 1,000 images (of "
+        f"which requests {req:.4g}); store not measured (S3 PUTs and a DynamoDB batch write): "
+        "its requests are priced, its GB-s are not",
+        "",
+        f"Lambda cost per 1,000 images with every stage at one memory size (--memory-sizes; "
+        f"{co['invocations_per_image']:.4g} invocations per image as above)",
         table(
             ["memory MB", "vCPU", "threads", "est ms/image", "GB-s", "x86 USD", "arm64 USD"],
             [
@@ -261,13 +342,11 @@ def render(r: dict) -> str:
             ],
             floatfmt="{:.4g}",
         ),
+        co["rows_note"],
         co["price_note"],
         co["scaling_note"],
-        "arm64 times are assumed equal to x86 (not measured; Graviton speed differs).",
+        co["scope_note"],
     ]
-    if r.get("vs_opencv"):
-        lines += ["", *_render_vs(r["vs_opencv"], m, r["threads"])]
-    return "\n".join(lines)
 
 
 def _candidate_note(s: dict) -> list[str]:
