@@ -24,9 +24,16 @@ from fixtures.toystack import write_toy_project
 
 from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault
+from yolo_sfn.local.template import load_cfn_yaml
 
 REPO = Path(__file__).resolve().parents[2]
-INIT_MARGIN_S = 12  # template.yaml: every Lambda Task's clock = the function's Timeout + 12 s
+
+
+def init_margin_s() -> int:
+    """How much longer template.yaml's Infer Task waits than its function may run (12 s)."""
+    doc = load_cfn_yaml(REPO / "template.yaml")
+    subs = doc["Resources"]["DetectStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    return int(subs["InferTaskTimeout"]) - doc["Parameters"]["InferTimeout"]["MaxValue"]
 
 
 def test_task_timeout_is_caught(tmp_path):
@@ -45,9 +52,11 @@ def test_task_timeout_is_caught(tmp_path):
 
 def test_a_function_past_its_timeout_ends_before_its_task(tmp_path):
     """As the real template is set: the function (2 s Timeout) times out itself, inside its
-    Task's clock (2 + 12 s), so RecordBatchFailure only starts once Infer has ended, and the
-    image records Lambda's own error, not a Task timeout."""
-    toy = write_toy_project(tmp_path / "toy", infer_timeout_s=2 + INIT_MARGIN_S)
+    Task's clock (2 s + the template's margin), so RecordBatchFailure only starts once Infer
+    has ended, and the image records Lambda's own error, not a Task timeout."""
+    margin = init_margin_s()
+    assert margin >= 10  # Lambda's Init limit
+    toy = write_toy_project(tmp_path / "toy", infer_timeout_s=2 + margin)
     template = toy / "template.yaml"
     text = template.read_text(encoding="utf-8")
     assert text.count("    Timeout: 30\n") == 1  # the toy's Globals
@@ -57,7 +66,7 @@ def test_a_function_past_its_timeout_ends_before_its_task(tmp_path):
         uris, _ = eng.upload_inputs([REPO / "testdata" / "images" / "girl.png"])
         eng.router.faults = [Fault("infer", "timeout", match="girl.png")]
         run = eng.execute({"images": uris, "batch_id": "fn-timeout"}, timeout_s=60)
-        assert eng.router.task_timeouts["infer"] == 2 + INIT_MARGIN_S
+        assert eng.router.task_timeouts["infer"] == 2 + margin
         infers = eng.router.attempts_for("infer")
     assert run.status == "SUCCEEDED", (run.error, run.cause)
     assert [a.outcome for a in infers] == ["timeout"]

@@ -638,8 +638,8 @@ def store(batch: Batch, cfg: StageConfig, *, s3=None, ddb=None) -> ChildResult:
 
 # Step Functions' own errors may come without a Cause: say what happened instead of nothing
 CAUSELESS = {"States.Timeout": "{stage} got no answer from Lambda within its TimeoutSeconds "
-                               "(the function's largest Timeout + 12 s; a function past its "
-                               "own Timeout fails with Sandbox.Timedout instead)",
+                               "(the function's largest Timeout plus a cold start; a function "
+                               "past its own Timeout fails with Sandbox.Timedout instead)",
              "States.HeartbeatTimeout": "{stage} sent no heartbeat in time"}
 
 
