@@ -1,5 +1,6 @@
-"""Plan: validate the execution input, expand prefix/manifest, de-duplicate, write the
-items manifest for the Distributed Map. Event: ``{"input", "execution_name", "execution_arn"}``
+"""Plan: validate the execution input, expand prefix/manifest, de-duplicate, take the batch
+id (refused while another running execution holds it), write the items manifest for the
+Distributed Map. Event: ``{"input", "execution_name", "execution_arn"}``
 or a bare execution input; returns :class:`PlanResult`."""
 
 from aws_lambda_powertools import Logger
@@ -17,7 +18,8 @@ logger = Logger()  # service: POWERTOOLS_SERVICE_NAME (template.yaml Globals)
 def handler(event: dict, context: LambdaContext) -> dict:
     log_keys(logger, context)  # the batch id is known once the input is planned
     with logged_failure(logger, "plan"):
-        out = stages.plan(PlanEvent.from_event(event), StageConfig.from_env(), s3=aws.client("s3"))
+        out = stages.plan(PlanEvent.from_event(event), StageConfig.from_env(), s3=aws.client("s3"),
+                          ddb=aws.client("dynamodb"), sfn=aws.client("stepfunctions"))
     logger.info("planned", extra={"batch_id": out.batch_id, "count": out.count,
                                   "duplicates": out.duplicates})
     return out.to_dict()

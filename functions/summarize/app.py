@@ -1,4 +1,5 @@
-"""Summarize: items manifest + results table -> ``results/<batch>/summary.json``.
+"""Summarize: items manifest + results table -> ``results/<batch>/summary.json``; frees the
+batch id (drops the lock Plan took).
 Event: :class:`SummarizeEvent`; returns :class:`SummarizeResult` (counts, capped failures)."""
 
 from aws_lambda_powertools import Logger

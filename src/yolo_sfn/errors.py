@@ -69,6 +69,11 @@ class TransientAwsError(YoloSfnError):
     retryable = True
 
 
+class BatchInUseError(YoloSfnError):
+    """Another execution running now holds the batch id (Plan refuses a second one: they would
+    share the batch's manifest, intermediates, results and table items)."""
+
+
 class LocalEngineError(YoloSfnError):
     """The local engine cannot run (moto missing/moved, template unreadable, deploy failed)."""
 

@@ -1,4 +1,10 @@
-"""An Infer Task past its TimeoutSeconds, on a toy stack of its own.
+"""An Infer Task past its TimeoutSeconds, and an Infer function past its own Timeout, on toy
+stacks of their own.
+
+The first toy's Infer Task clock (2 s) is shorter than its function's Timeout (30 s): it
+exercises the engine's Task clock, in a configuration the real template never has (there every
+Task outlasts its function by 12 s, tests/unit/test_template_batching.py), because on AWS the
+function would go on running after the Catch. The second toy is shaped like the real template.
 
 A module of its own: the toy's 2 s Infer ``TimeoutSeconds`` would bound every other test's
 Infer calls (a loaded machine can stall a Map thread that long), and two engines cannot run
@@ -18,8 +24,16 @@ from fixtures.toystack import write_toy_project
 
 from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault
+from yolo_sfn.local.template import load_cfn_yaml
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def init_margin_s() -> int:
+    """How much longer template.yaml's Infer Task waits than its function may run (12 s)."""
+    doc = load_cfn_yaml(REPO / "template.yaml")
+    subs = doc["Resources"]["DetectStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    return int(subs["InferTaskTimeout"]) - doc["Parameters"]["InferTimeout"]["MaxValue"]
 
 
 def test_task_timeout_is_caught(tmp_path):
@@ -34,3 +48,29 @@ def test_task_timeout_is_caught(tmp_path):
     (img,) = run.summary["images"]
     assert img["status"] == "failed"
     assert img["error"]["stage"] == "infer" and img["error"]["type"] == "States.Timeout"
+
+
+def test_a_function_past_its_timeout_ends_before_its_task(tmp_path):
+    """As the real template is set: the function (2 s Timeout) times out itself, inside its
+    Task's clock (2 s + the template's margin), so RecordBatchFailure only starts once Infer
+    has ended, and the image records Lambda's own error, not a Task timeout."""
+    margin = init_margin_s()
+    assert margin >= 10  # Lambda's Init limit
+    toy = write_toy_project(tmp_path / "toy", infer_timeout_s=2 + margin)
+    template = toy / "template.yaml"
+    text = template.read_text(encoding="utf-8")
+    assert text.count("    Timeout: 30\n") == 1  # the toy's Globals
+    template.write_text(text.replace("    Timeout: 30\n", "    Timeout: 2\n"), encoding="utf-8")
+    with LocalEngine(toy, retry_scale=0.0) as eng:
+        eng.deploy()
+        uris, _ = eng.upload_inputs([REPO / "testdata" / "images" / "girl.png"])
+        eng.router.faults = [Fault("infer", "timeout", match="girl.png")]
+        run = eng.execute({"images": uris, "batch_id": "fn-timeout"}, timeout_s=60)
+        assert eng.router.task_timeouts["infer"] == 2 + margin
+        infers = eng.router.attempts_for("infer")
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    assert [a.outcome for a in infers] == ["timeout"]
+    (img,) = run.summary["images"]
+    assert img["status"] == "failed"
+    assert img["error"]["stage"] == "infer" and img["error"]["type"] == "Sandbox.Timedout"
+    assert "2.00 seconds" in img["error"]["message"]

@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from yolo_sfn.workflow import batchlock
+
 ROOT = Path(__file__).resolve().parents[2]
 STAGE_STATES = {"preprocess": "Preprocess", "infer": "Infer", "postprocess": "Postprocess",
                 "store": "Store", "plan": "Plan", "summarize": "Summarize"}
@@ -77,14 +79,17 @@ def retry_plan(state_name: str, error: str, failures: int | None) -> dict:
 
 
 # --- reading what a run left behind ------------------------------------------------------
-def table_items(eng, batch_id: str) -> list[dict]:
+def table_items(eng, batch_id: str, *, lock: bool = False) -> list[dict]:
+    """The batch's image items (raw DynamoDB form); ``lock``: its lock item too (taken by
+    Plan, freed by Summarize: ``yolo_sfn.workflow.batchlock``)."""
     ddb = eng.client("dynamodb")
     items = []
     pages = ddb.get_paginator("query").paginate(
         TableName=eng.stack.table, KeyConditionExpression="batch_id = :b",
         ExpressionAttributeValues={":b": {"S": batch_id}}, ConsistentRead=True)
     for page in pages:
-        items.extend(page.get("Items", []))
+        items.extend(i for i in page.get("Items", [])
+                     if lock or i["image_id"]["S"] != batchlock.LOCK_ID)
     return items
 
 

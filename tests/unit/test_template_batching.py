@@ -1,6 +1,7 @@
-"""The batching arithmetic of template.yaml + statemachine/detect.asl.json: an EXPRESS child
-fits in its 5 minutes whatever the template accepts, and the largest batch it accepts fits
-in Infer's timeout for YOLOv4-608 at the default Infer memory."""
+"""The batching arithmetic of template.yaml + statemachine/detect.asl.json: no Lambda Task
+times out while its function can still run, an EXPRESS child fits in its 5 minutes whatever
+the template accepts, and the largest batch it accepts fits in Infer's timeout for YOLOv4-608
+at the default Infer memory."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ EXPRESS_LIMIT_S = 300  # "Express workflows can run for up to five minutes" (AWS
 # Lambda throttling is answered by the Invoke API (429) before the function runs, so a
 # throttled attempt costs only its retry interval, never a TimeoutSeconds.
 NOT_RUN = {"Lambda.TooManyRequestsException"}
+# "The Init phase is limited to 10 seconds. If all three tasks do not complete within 10
+# seconds, Lambda retries the Init phase at the time of the first function invocation with the
+# configured function timeout" (Lambda developer guide, "Understanding the Lambda execution
+# environment lifecycle", Init phase): a cold invoke can last 10 s + the function's Timeout.
+# The rest of a cold start (placement, code download) and the Invoke round trip: "from under
+# 100 ms to over 1 second" (same guide, "Cold starts and latency"); 2 s is allowed for them.
+LAMBDA_INIT_LIMIT_S = 10
+INVOKE_OVERHEAD_S = 2
 
 # YOLOv4-608 fp32 per image, from measured YOLOv4-416 figures (BENCHMARKS.md, "Scale on
 # paper": 490 ms on one core, parallel efficiency ~0.9) scaled by pixels (608/416)^2, and
@@ -41,7 +50,9 @@ def asl_at(template: dict, bound: str) -> dict:
     values = {}
     for name, ref in subs.items():
         p = params.get(ref.get("Ref")) if isinstance(ref, dict) else None
-        if p is None:
+        if not isinstance(ref, dict):  # a literal (the Task clocks)
+            values[name] = str(ref)
+        elif p is None:
             values[name] = f"arn:aws:lambda:us-east-1:1:function:{name}"
         else:
             values[name] = str(p.get(bound, p["Default"]) if p["Type"] == "Number"
@@ -73,6 +84,32 @@ def worst_path_s(states: dict, name: str) -> float:
 
 def child(asl: dict) -> dict:
     return asl["States"]["DetectImages"]["ItemProcessor"]
+
+
+def lambda_tasks(asl: dict) -> dict[str, dict]:
+    """Every Task of the parent and the child that invokes a Lambda function, by state name."""
+    states = {**asl["States"], **child(asl)["States"]}
+    return {name: s for name, s in states.items()
+            if s["Type"] == "Task" and s["Resource"] == "arn:aws:states:::lambda:invoke"}
+
+
+def test_no_lambda_task_times_out_while_its_function_may_still_run(template) -> None:
+    """Step Functions starts a Task's clock at the Invoke call, so the clock must outlast the
+    function's longest life: Init (<= 10 s) + its Timeout, at the largest Timeout the
+    template accepts, + the invoke's round trip. A shorter clock lets States.Timeout send a
+    batch to RecordBatchFailure while Store still writes its results (the two race)."""
+    asl = asl_at(template, "MaxValue")
+    subs = template["Resources"]["DetectStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    tasks = lambda_tasks(asl)
+    assert {"Plan", "Preprocess", "Infer", "Postprocess", "Store", "RecordBatchFailure",
+            "Summarize"} <= set(tasks)
+    for name, task in tasks.items():
+        sub = task["Parameters"]["FunctionName"].rsplit(":", 1)[-1]  # the fake ARN's name
+        function = subs[sub]["Fn::GetAtt"][0]
+        timeout = template["Resources"][function]["Properties"]["Timeout"]
+        longest = template["Parameters"][timeout["Ref"]]["MaxValue"]
+        need = longest + LAMBDA_INIT_LIMIT_S + INVOKE_OVERHEAD_S
+        assert task["TimeoutSeconds"] >= need, (name, task["TimeoutSeconds"], need)
 
 
 def test_an_express_child_ends_within_5_minutes_at_every_accepted_timeout(template) -> None:

@@ -41,6 +41,7 @@ from yolo_sfn.contract import (
     intermediate_key,
 )
 from yolo_sfn.errors import InputValidationError, S3UriError, YoloSfnError
+from yolo_sfn.workflow import batchlock
 from yolo_sfn.workflow.s3uri import split_s3_uri
 from yolo_sfn.workflow.stages import decimals_to_numbers
 
@@ -262,8 +263,9 @@ def records(ev: ExecutionView) -> list[dict]:
         pages = client("dynamodb").get_paginator("query").paginate(
             TableName=ev.table, KeyConditionExpression="batch_id = :b",
             ExpressionAttributeValues={":b": {"S": ev.batch_id}}, ConsistentRead=True)
-        return [decimals_to_numbers({k: des.deserialize(v) for k, v in raw.items()})
-                for page in pages for raw in page.get("Items", [])]
+        items = ({k: des.deserialize(v) for k, v in raw.items()}
+                 for page in pages for raw in page.get("Items", []))
+        return [decimals_to_numbers(i) for i in items if not batchlock.is_lock(i)]
     if not ev.bucket:
         return []
     s3 = client("s3")

@@ -55,7 +55,7 @@ from yolo_sfn.errors import (
     TransientAwsError,
     YoloSfnError,
 )
-from yolo_sfn.workflow import aws, model_cache, storage
+from yolo_sfn.workflow import aws, batchlock, model_cache, storage
 from yolo_sfn.workflow.config import StageConfig
 from yolo_sfn.workflow.messages import (
     Batch,
@@ -213,8 +213,10 @@ def _collect(event: PlanEvent, cfg: StageConfig, s3) -> tuple[list[tuple[str, st
     return entries, 0
 
 
-def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
-    """Validate the execution input, expand it, de-duplicate, write the items manifest."""
+def plan(event: PlanEvent, cfg: StageConfig, *, s3=None, ddb=None, sfn=None) -> PlanResult:
+    """Validate the execution input, expand it, de-duplicate, take the batch id's lock (an
+    execution, i.e. ``event.execution_arn``, with a results table: ``batchlock``), write the
+    items manifest."""
     t0 = perf_counter()
     cfg.require("bucket")
     s3 = s3 or aws.client("s3")
@@ -236,6 +238,10 @@ def plan(event: PlanEvent, cfg: StageConfig, *, s3=None) -> PlanResult:
         seen.add(uri)
         items.append({"image_id": image_id_for(uri), "uri": uri, "bucket": loc.bucket,
                       "key": loc.key})
+    if cfg.table and event.execution_arn:  # before the first write under the batch id
+        batchlock.acquire(cfg.table, batch_id, event.execution_arn,
+                          ddb=ddb or aws.client("dynamodb"),
+                          sfn=sfn or aws.client("stepfunctions"))
     items_loc = S3Uri(cfg.bucket, items_key(batch_id))
     storage.put_json(items_loc.bucket, items_loc.key, items, s3=s3)
     ref = None
@@ -631,8 +637,9 @@ def store(batch: Batch, cfg: StageConfig, *, s3=None, ddb=None) -> ChildResult:
 
 
 # Step Functions' own errors may come without a Cause: say what happened instead of nothing
-CAUSELESS = {"States.Timeout": "{stage} did not finish within its TimeoutSeconds "
-                               "(the whole batch; see the function's Timeout)",
+CAUSELESS = {"States.Timeout": "{stage} got no answer from Lambda within its TimeoutSeconds "
+                               "(the function's largest Timeout plus a cold start; a function "
+                               "past its own Timeout fails with Sandbox.Timedout instead)",
              "States.HeartbeatTimeout": "{stage} sent no heartbeat in time"}
 
 
@@ -670,8 +677,8 @@ SUMMARY_FIELDS = ("image_id", "status", "result_uri", "num_detections", "class_c
 
 def query_batch(cfg: StageConfig, batch_id: str, *, ddb=None,
                 fields: tuple[str, ...] | None = None) -> dict[str, dict]:
-    """Every table item of the batch (paginated), keyed by image_id; with ``fields``, only
-    those attributes (``image_id`` is always included)."""
+    """Every image's table item of the batch (paginated; not its lock), keyed by image_id;
+    with ``fields``, only those attributes (``image_id`` is always included)."""
     from boto3.dynamodb.types import TypeDeserializer
 
     ddb = ddb or aws.client("dynamodb")
@@ -688,7 +695,8 @@ def query_batch(cfg: StageConfig, batch_id: str, *, ddb=None,
         for page in pages:
             for raw in page.get("Items", []):
                 item = {k: des.deserialize(v) for k, v in raw.items()}
-                out[item["image_id"]] = item
+                if not batchlock.is_lock(item):
+                    out[item["image_id"]] = item
     return out
 
 
@@ -741,7 +749,8 @@ def build_summary(batch_id: str, items: list[dict], records: dict[str, dict],
 
 
 def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> SummarizeResult:
-    """Items manifest + table -> ``results/<batch>/summary.json``; returns only counts."""
+    """Items manifest + table -> ``results/<batch>/summary.json``, then release the batch id's
+    lock (``batchlock``) if this execution holds it; returns only counts."""
     t0 = perf_counter()
     cfg.require("bucket", "table")
     s3 = s3 or aws.client("s3")
@@ -763,6 +772,9 @@ def summarize(msg: SummarizeEvent, cfg: StageConfig, *, s3=None, ddb=None) -> Su
                "summary_uri": summary_uri, "results_prefix": results_prefix}
     summary["images"] = summary.pop("images")  # keep the long list last
     storage.put_json(cfg.bucket, s_key, summary, s3=s3)
+    if msg.execution_arn:  # the batch id is free again (Plan took it: batchlock)
+        batchlock.release(cfg.table, msg.batch_id, msg.execution_arn,
+                          ddb=ddb or aws.client("dynamodb"))
     failures = [i for i in summary["images"] if i["status"] == "failed"]
     top_classes = dict(list(summary["class_counts"].items())[:MAX_CLASSES_IN_OUTPUT])
     return SummarizeResult(
