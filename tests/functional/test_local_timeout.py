@@ -74,3 +74,32 @@ def test_a_function_past_its_timeout_ends_before_its_task(tmp_path):
     assert img["status"] == "failed"
     assert img["error"]["stage"] == "infer" and img["error"]["type"] == "Sandbox.Timedout"
     assert "2.00 seconds" in img["error"]["message"]
+
+
+def test_a_handler_running_past_its_timeout_answers_sandbox_timedout(tmp_path):
+    """No injected fault: the toy's Infer handler really sleeps 4 s past a 2 s Timeout. The
+    invoke answers Lambda's own error at the function's Timeout, long before its Task clock,
+    and the batch is recorded failed at infer while the stuck handler is left to finish."""
+    margin = init_margin_s()
+    # one environment for all functions (as template.yaml's): per-function values would make
+    # every invoke wait for the stuck handler's turn on os.environ
+    toy = write_toy_project(tmp_path / "toy", infer_timeout_s=2 + margin, per_function_env=False)
+    template = toy / "template.yaml"
+    text = template.read_text(encoding="utf-8")
+    template.write_text(text.replace("    Timeout: 30\n", "    Timeout: 2\n"), encoding="utf-8")
+    app = toy / "functions" / "infer" / "app.py"
+    app.write_text("import time\n" + app.read_text(encoding="utf-8").replace(
+        "    batch_id, items, batched = unpack(event)\n",
+        "    batch_id, items, batched = unpack(event)\n    time.sleep(4)\n"), encoding="utf-8")
+    with LocalEngine(toy, retry_scale=0.0) as eng:
+        eng.deploy()
+        uris, _ = eng.upload_inputs([REPO / "testdata" / "images" / "girl.png"])
+        run = eng.execute({"images": uris, "batch_id": "real-timeout"}, timeout_s=60)
+        infers = eng.router.attempts_for("infer")
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    assert [(a.outcome, a.error_type) for a in infers] == [("timeout", "Sandbox.Timedout")]
+    assert 2000 <= infers[0].duration_ms < 2000 + margin * 1000
+    (img,) = run.summary["images"]
+    assert img["status"] == "failed"
+    assert img["error"]["stage"] == "infer" and img["error"]["type"] == "Sandbox.Timedout"
+    assert "2.00 seconds" in img["error"]["message"]

@@ -87,7 +87,9 @@ def scan(asl: dict) -> list[str]:
     timed = [w for w, s in _walk(asl.get("States") or {}) if "TimeoutSeconds" in s]
     if timed:
         notes.append(
-            "On States.Timeout moto stops waiting but the in-process handler call keeps running "
+            "A function past its Timeout answers Sandbox.Timedout and a Task past its "
+            "TimeoutSeconds fails with States.Timeout, as on AWS, but the in-process handler "
+            "cannot be stopped: it runs on, unrecorded, until it returns "
             f"({len(timed)} Task(s) with TimeoutSeconds)."
         )
     return notes

@@ -127,6 +127,10 @@ class HandlerImportError(Exception):
     """The function's module could not be imported (Lambda: Runtime.ImportModuleError)."""
 
 
+class FunctionTimedOut(Exception):
+    """The handler ran past the function's Timeout (Lambda: Sandbox.Timedout)."""
+
+
 def images_of(event: Any) -> list[str]:
     """The images an event is about: one per entry of a batch's ``Items``/``items`` list,
     else the one ``image_of`` finds."""
@@ -308,11 +312,12 @@ class LambdaRouter:
         return None
 
     def _record(self, stage, images, attempt, outcome, error_type, start, injected,
-                fn: Any = None, result: Any = None) -> None:
-        """``start``: ``(perf_counter, thread_time)`` when the invoke began."""
+                fn: Any = None, result: Any = None, cpu_s: float | None = None) -> None:
+        """``start``: ``(perf_counter, thread_time)`` when the invoke began; ``cpu_s``: the
+        CPU seconds of the thread that ran the handler (None: it did not finish, and the
+        invoke is billed its wall time, as Lambda bills a timed-out invoke its Timeout)."""
         failed = result.get("failed") if isinstance(result, dict) and "size" in result else None
-        cpu_ms = None if injected == "timeout" else round(
-            (time.thread_time() - start[1]) * 1000, 3)
+        cpu_ms = None if cpu_s is None else round(cpu_s * 1000, 3)
         rec = Attempt(stage, images[0] if len(images) == 1 else None, attempt, outcome,
                       error_type, round((time.perf_counter() - start[0]) * 1000, 3), injected,
                       _int_or_none(getattr(fn, "memory_size", None)),
@@ -326,18 +331,23 @@ class LambdaRouter:
         spec = self.functions.get(fn.function_name)
         container = self._containers.get(spec.stage) if spec is not None else None
         if container is None:
-            return self._invoke(spec, fn, event)
+            return self._invoke(spec, fn, event, {})
         # a holder past its function Timeout is hung (or abandoned by a Task timeout and still
         # running): Lambda would have stopped it, so stop waiting for it
         with taskclock.queued():
             held = container.acquire(timeout=float(fn.timeout) + 1.0)
+        # a handler that outlives its Timeout keeps the container until it ends (AWS would
+        # start a fresh one: the next invoke waits, queued, rather than share the model)
+        handoff = {"release": container.release} if held else {}
         try:
-            return self._invoke(spec, fn, event)
+            return self._invoke(spec, fn, event, handoff)
         finally:
-            if held:
-                container.release()
+            release = handoff.pop("release", None)
+            if release is not None:
+                release()
 
-    def _invoke(self, spec: FunctionSpec | None, fn: Any, event: Any) -> tuple[str, bool, str]:
+    def _invoke(self, spec: FunctionSpec | None, fn: Any, event: Any,
+                handoff: dict) -> tuple[str, bool, str]:
         if spec is None:
             raise LocalEngineError(f"no local code bound to Lambda function {fn.function_name}")
         if isinstance(event, str):
@@ -349,16 +359,22 @@ class LambdaRouter:
         injected = fault.kind if fault else None
         if injected == "throttle":
             self._record(spec.stage, image, attempt, "throttled",
-                         "Lambda.TooManyRequestsException", start, injected, fn)
+                         "Lambda.TooManyRequestsException", start, injected, fn, cpu_s=0.0)
             raise throttle_error()
         if injected == "timeout":
             payload = self._sleep_past_timeout(spec, fn)
             self._record(spec.stage, image, attempt, "timeout", "Sandbox.Timedout", start, injected,
                          fn)
             return json.dumps(payload), True, ""
+        cpu = [0.0]
         try:
-            result = self._call(spec, fn, event, injected)
+            result = self._call_within_timeout(spec, fn, event, injected, cpu, handoff)
             body = json.dumps(result)
+        except FunctionTimedOut as err:
+            self._record(spec.stage, image, attempt, "timeout", "Sandbox.Timedout", start,
+                         injected, fn)
+            return json.dumps({"errorType": "Sandbox.Timedout",
+                               "errorMessage": str(err)}), True, ""
         except Exception as err:  # every handler error becomes a Lambda error payload
             payload = error_payload(err)
             if isinstance(err, TypeError) and "JSON serializable" in str(err):
@@ -366,10 +382,47 @@ class LambdaRouter:
             elif isinstance(err, HandlerImportError):
                 payload["errorType"] = "Runtime.ImportModuleError"  # as Lambda names it
             self._record(spec.stage, image, attempt, "error", payload["errorType"], start,
-                         injected, fn)
+                         injected, fn, cpu_s=cpu[0])
             return json.dumps(payload), True, ""
-        self._record(spec.stage, image, attempt, "ok", None, start, injected, fn, result)
+        self._record(spec.stage, image, attempt, "ok", None, start, injected, fn, result,
+                     cpu_s=cpu[0])
         return body, False, ""
+
+    def _call_within_timeout(self, spec: FunctionSpec, fn: Any, event: Any,
+                             injected: str | None, cpu: list[float], handoff: dict) -> Any:
+        """``_call`` on a thread of its own, answered as Lambda answers: its result or error
+        within the function's ``Timeout``, else ``FunctionTimedOut`` (Lambda stops the
+        function there; a thread cannot be stopped, so the handler runs on, unrecorded, and
+        the local engine notes say so; ``handoff["release"]``, the container, is then
+        released by that thread when it ends). ``cpu[0]``: the handler thread's CPU seconds."""
+        box: dict[str, Any] = {}
+        done, lock = threading.Event(), threading.Lock()
+
+        def run() -> None:
+            t0 = time.thread_time()
+            try:
+                box["result"] = self._call(spec, fn, event, injected)
+            except BaseException as e:  # re-raised in the invoking thread
+                box["error"] = e
+            finally:
+                with lock:
+                    box["cpu_s"] = time.thread_time() - t0
+                    done.set()
+                    release = box.get("release")
+                if release is not None:
+                    release()
+
+        threading.Thread(target=run, name=f"lambda-{spec.stage}", daemon=True).start()
+        timeout = float(fn.timeout)
+        if not done.wait(timeout):
+            with lock:
+                if not done.is_set():
+                    box["release"] = handoff.pop("release", None)
+                    raise FunctionTimedOut(f"Task timed out after {timeout:.2f} seconds")
+        cpu[0] = box["cpu_s"]
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
 
     def _call(self, spec: FunctionSpec, fn: Any, event: Any, injected: str | None) -> Any:
         if injected == "s3_transient":
