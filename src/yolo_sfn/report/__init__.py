@@ -3,7 +3,9 @@ time went. One file, no network, readable with JavaScript off.
 
 * :func:`write_report` - the page for a local run, from what the runner holds;
 * :func:`report_from_dir` - the same from a ``yolo-sfn run --out DIR`` folder;
-* :func:`report_for_execution` - the same for a deployed execution, from what it stored in S3.
+* :func:`report_for_execution` - the same for a deployed execution, from what it stored in S3;
+* :func:`preload` - the first report's one-time work (imports, font, template), to run in a
+  thread while the caller waits on something else.
 
 Modules: :mod:`.data` (pure: summary + results -> what the page shows), :mod:`.plots`
 (matplotlib charts), :mod:`.thumbs` (thumbnails, streamed), :mod:`.html` (Jinja2 template,
@@ -13,6 +15,7 @@ Needs ``jinja2`` and ``matplotlib`` (the ``local`` extra).
 
 from __future__ import annotations
 
+from yolo_sfn.report.html import preload
 from yolo_sfn.report.local import REPORT_NAME, report_from_dir, write_report
 
 
@@ -23,4 +26,4 @@ def report_for_execution(*args, **kwargs):
     return build(*args, **kwargs)
 
 
-__all__ = ["REPORT_NAME", "report_for_execution", "report_from_dir", "write_report"]
+__all__ = ["REPORT_NAME", "preload", "report_for_execution", "report_from_dir", "write_report"]
