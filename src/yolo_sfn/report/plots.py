@@ -34,7 +34,9 @@ MAX_CLASSES = 40  # bars in the class chart; the table below it lists every clas
 SVG_TIMELINE_ROWS = 300  # above this the timeline is a PNG
 FONT_SIZE = 9  # pt
 _RC = {"svg.fonttype": "none", "svg.hashsalt": "yolo-sfn-report", "font.size": FONT_SIZE,
-       "axes.spines.top": False, "axes.spines.right": False}
+       "axes.spines.top": False, "axes.spines.right": False,
+       # written into every <text> of the SVG: the default list of 14 fonts is ~200 bytes each
+       "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"]}
 PAD_IN = 0.12  # figure edge to the outermost text, and tick label to axis label, inches
 TICK_IN = 0.1  # tick mark + its pad, inches
 LINE_IN = 0.2  # one line of 9 pt text, inches
@@ -51,7 +53,7 @@ class Plot:
 def text_width_in(texts, size: float = FONT_SIZE) -> float:
     """Width of the widest of ``texts`` in inches, in matplotlib's default font at ``size`` pt
     (what its renderers measure; a browser showing the SVG's text differs by a few %)."""
-    font = get_font(findfont(FontProperties(size=size)))
+    font = get_font(findfont(FontProperties(family=_RC["font.sans-serif"], size=size)))
     font.set_size(size, 72)
     widest = 0.0
     for t in texts:
@@ -161,7 +163,7 @@ def timeline_chart(children: list[Child]) -> Plot | None:
     n = len(children)
     named = n <= 40
     left = PAD_IN + TICK_IN + (text_width_in([c.id for c in children], 7) if named
-                               else LINE_IN)
+                               else LINE_IN + 0.06 + text_width_in([n]))  # label, numbers
     with matplotlib.rc_context(_RC):
         fig = _figure(7.5, min(12.0, 1.4 + 0.16 * n), left=left, top=PAD_IN + LINE_IN + 0.1,
                       bottom=PAD_IN + 2 * LINE_IN + TICK_IN)
