@@ -8,15 +8,19 @@ time went. One file, no network, readable with JavaScript off.
   thread while the caller waits on something else.
 
 Modules: :mod:`.data` (pure: summary + results -> what the page shows), :mod:`.plots`
-(matplotlib charts), :mod:`.thumbs` (thumbnails, streamed), :mod:`.html` (Jinja2 template,
-streamed to disk), :mod:`.local` and :mod:`.remote` (where the data comes from).
-Needs ``jinja2`` and ``matplotlib`` (the ``local`` extra).
+(matplotlib charts), :mod:`.thumbs` (thumbnails, streamed; :func:`.thumbs.thumb_of_pixels`
+for a caller that holds the pixels), :mod:`.html` (Jinja2 template, streamed to disk),
+:mod:`.local` and :mod:`.remote` (where the data comes from).
+Needs ``jinja2`` and ``matplotlib`` (the ``local`` extra). They are imported on first use of
+the names above (~0.5 s), not by ``import yolo_sfn.report.thumbs`` (numpy and OpenCV only).
 """
 
 from __future__ import annotations
 
-from yolo_sfn.report.html import preload
-from yolo_sfn.report.local import REPORT_NAME, report_from_dir, write_report
+import importlib
+
+_WHERE = {"REPORT_NAME": "local", "report_from_dir": "local", "write_report": "local",
+          "preload": "html"}
 
 
 def report_for_execution(*args, **kwargs):
@@ -24,6 +28,14 @@ def report_for_execution(*args, **kwargs):
     from yolo_sfn.report.remote import report_for_execution as build
 
     return build(*args, **kwargs)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = ["REPORT_NAME", "preload", "report_for_execution", "report_from_dir", "write_report"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from yolo_sfn.core.annotate import class_color_rgb
 from yolo_sfn.report import plots
@@ -63,37 +64,58 @@ def _ink(rgb: tuple[int, int, int]) -> str:
     return "#000" if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140 else "#fff"
 
 
-def _overlay(row: ImageRow, thumb: Thumb) -> list[dict]:
-    """Boxes in thumbnail pixels; the best ``MAX_TAGGED`` get a ``label score`` tag."""
-    out = []
+def _overlay(row: ImageRow, thumb: Thumb) -> Markup:
+    """The SVG elements over a thumbnail, in its pixels: a rectangle per box (unless the boxes
+    are drawn in the pixels already: then only the readable tags), and a ``label score`` tag
+    for the best ``MAX_TAGGED``; the lowest score is drawn first, the best tag on top.
+
+    Built here with f-strings rather than in the template: boxes are most of a big page's
+    markup, and Jinja2 output costs ~1 us per piece (10,000 images: 3x faster this way)."""
     w, h = thumb.width, thumb.height
-    for i, b in enumerate(row.boxes):
+    rects: list[str] = []
+    tags: list[str] = []
+    for i in reversed(range(len(row.boxes))):
+        b = row.boxes[i]
         x1, y1, x2, y2 = b.box_norm
         rgb = class_color_rgb(b.class_id)
-        box = {"x": round(x1 * w, 1), "y": round(y1 * h, 1),
-               "w": round(max(0.0, x2 - x1) * w, 1), "h": round(max(0.0, y2 - y1) * h, 1),
-               "color": _hex(rgb), "tag": None}
+        color = _hex(rgb)
+        x, y = round(x1 * w, 1), round(y1 * h, 1)
+        if not thumb.drawn:
+            rects.append(f'<rect x="{x}" y="{y}" width="{round(max(0.0, x2 - x1) * w, 1)}" '
+                         f'height="{round(max(0.0, y2 - y1) * h, 1)}" fill="none" '
+                         f'stroke="{color}" stroke-width="1.6"/>')
         if i < MAX_TAGGED:
             text = f"{b.label} {b.score:.2f}"
-            tw = 0.58 * TAG_FONT * len(text) + 4
-            tx = min(max(0.0, box["x"]), max(0.0, w - tw))
-            ty = box["y"] - TAG_FONT - 3 if box["y"] >= TAG_FONT + 3 else box["y"]
-            box["tag"] = {"text": text, "x": round(tx, 1), "y": round(ty, 1),
-                          "w": round(tw, 1), "h": TAG_FONT + 3, "ink": _ink(rgb)}
-        out.append(box)
-    return out[::-1]  # lowest score drawn first, best tag on top
+            tw = round(0.58 * TAG_FONT * len(text) + 4, 1)
+            tx = round(min(max(0.0, x), max(0.0, w - tw)), 1)
+            ty = round(y - TAG_FONT - 3 if y >= TAG_FONT + 3 else y, 1)
+            tags.append(f'<rect x="{tx}" y="{ty}" width="{tw}" height="{TAG_FONT + 3}" '
+                        f'fill="{color}"/><text x="{round(tx + 2, 1)}" '
+                        f'y="{round(ty + TAG_FONT, 1)}" font-size="{TAG_FONT}" '
+                        f'font-family="DejaVu Sans, Arial, sans-serif" '
+                        f'fill="{_ink(rgb)}">{escape(text)}</text>')
+    return Markup("".join(rects) + "".join(tags))
 
 
-def _card(row: ImageRow, thumb: Thumb | None, tokens: dict[str, str], links) -> dict:
+@dataclass(slots=True)
+class Card:
+    """One image's card, as the template reads it."""
+
+    row: ImageRow
+    thumb: Thumb | None
+    classes: str  # CSS classes: status and detected classes, for the filters
+    links: list[Link]
+    overlay: Markup  # SVG elements over the thumbnail (see _overlay)
+
+
+def _card(row: ImageRow, thumb: Thumb | None, tokens: dict[str, str], links) -> Card:
     kinds = ["s-ok" if not row.failed else "s-failed"]
     kinds += [tokens[lb] for lb in row.labels if lb in tokens] or ["k-none"]
-    return {"row": row, "thumb": thumb, "classes": " ".join(kinds), "links": links(row),
-            # on an annotated source the boxes are in the pixels: only the (readable) tags
-            "boxes": _overlay(row, thumb) if thumb is not None else [],
-            "rects": thumb is not None and not thumb.drawn}
+    return Card(row, thumb, " ".join(kinds), links(row),
+                _overlay(row, thumb) if thumb is not None else Markup(""))
 
 
-def _cards(data: ReportData, page: Page, tokens: dict[str, str]) -> Iterator[dict]:
+def _cards(data: ReportData, page: Page, tokens: dict[str, str]) -> Iterator[Card]:
     """One card per row, in order; a thumbnail from ``page.thumbs`` where it has one, else
     made from ``page.source`` in the worker threads (only those rows go to them)."""
     given = page.thumbs
