@@ -147,7 +147,6 @@ def duration_chart(durations: dict[str, list[float]]) -> Plot | None:
             if ax is not axes[-1]:  # the shared x axis is drawn once, at the bottom
                 ax.xaxis.set_visible(False)
         ax = axes[-1]  # shared: one locator and formatter for all
-        ax.set_xlim(bins[0], bins[-1])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(_ms))
         ax.set_xlabel(xlabel, loc="left")
