@@ -142,9 +142,11 @@ def test_write_report_uses_the_thumbs_it_is_given(tmp_path, decoded):
     given = thumb_of_pixels(decode_image((IMAGES / "horses.jpg").read_bytes(), name="h"),
                             drawn=True)  # another picture: shows which one the page used
     html = write_report(tmp_path / "r.html", summary=_summary(results), results=results,
-                        inputs=inputs, thumbs={"img1": given}).read_text()
+                        inputs=inputs, thumbs={"img1": given, "img2": None,
+                                               "not in the batch": given}).read_text()
     assert _card_thumb(html, "img1") == given.data_uri
-    # img1's input was never read for a thumbnail; the two others were, once each
+    # img1's input was never read for a thumbnail; the two others were, once each (None is
+    # no thumbnail given)
     assert decoded == [(IMAGES / "dog.jpg").read_bytes(), (IMAGES / "girl.png").read_bytes()]
     assert _card_thumb(html, "img0") == make_thumb(Source(decoded[0])).data_uri
     assert _card_thumb(html, "img2") == make_thumb(Source(decoded[1])).data_uri

@@ -70,7 +70,8 @@ def _overlay(row: ImageRow, thumb: Thumb) -> Markup:
     for the best ``MAX_TAGGED``; the lowest score is drawn first, the best tag on top.
 
     Built here with f-strings rather than in the template: boxes are most of a big page's
-    markup, and Jinja2 output costs ~1 us per piece (10,000 images: 3x faster this way)."""
+    markup, and Jinja2 spends ~1 us on each piece it outputs (bench/report_10k.py with
+    thumbnails given: 4.6 s -> 3.6 s)."""
     w, h = thumb.width, thumb.height
     rects: list[str] = []
     tags: list[str] = []

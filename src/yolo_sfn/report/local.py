@@ -54,8 +54,9 @@ def write_report(
     ``path``; linked when the file exists). execution: ``{"status", "start", "stop",
     "elapsed_s"}``. thumbs: image_id -> :class:`~yolo_sfn.report.thumbs.Thumb` the caller
     made already (:func:`~yolo_sfn.report.thumbs.thumb_of_pixels`); those images are not read
-    or decoded again, the others get theirs from ``inputs`` / ``annotated`` as above. Images
-    that cannot be read get a placeholder instead of a thumbnail.
+    or decoded again, the others (ids not in it, or mapped to None) get theirs from ``inputs``
+    / ``annotated`` as above. Images that cannot be read get a placeholder instead of a
+    thumbnail.
     """
     path = Path(path)
     base = path.parent

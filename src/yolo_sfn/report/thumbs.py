@@ -15,7 +15,7 @@ are drawn over it (the burnt-in ones are too small to read in a thumbnail).
 A caller that already holds an image's pixels (the local run decodes every input to draw its
 annotated copy) makes the thumbnail with :func:`thumb_of_pixels` instead, and hands it to the
 report, which then decodes nothing for that image. Both paths size a thumbnail from the
-image's full-resolution (H, W) (:func:`thumb_size`), so they agree to the pixel.
+image's full-resolution (H, W) (:func:`thumb_size`), so their sizes agree to the pixel.
 """
 
 from __future__ import annotations
@@ -84,15 +84,15 @@ def thumb_size(full_hw: tuple[int, int], size: int = SIZE) -> tuple[int, int]:
 
 
 def _thumb(bgr: np.ndarray, full_hw: tuple[int, int], size: int, drawn: bool, *,
-           rgb: bool = False) -> Thumb | None:
-    """(H, W, 3) uint8 pixels (BGR, or RGB when ``rgb``) at or above the thumbnail's size ->
-    :class:`Thumb`."""
+           is_rgb: bool = False) -> Thumb | None:
+    """(H, W, 3) uint8 pixels (BGR, or RGB when ``is_rgb``) at or above the thumbnail's size
+    -> :class:`Thumb`."""
     w, h = thumb_size(full_hw, size)
     if max(bgr.shape[:2]) > 2 * max(w, h):  # INTER_AREA is slow at odd ratios: 2x by linear
         bgr = cv2.resize(bgr, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
     if bgr.shape[:2] != (h, w):
         bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
-    if rgb:  # after the resize: converting the small image is cheaper
+    if is_rgb:  # after the resize: converting the small image is cheaper
         bgr = cv2.cvtColor(bgr, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
     if not ok:
@@ -121,7 +121,7 @@ def thumb_of_pixels(rgb: np.ndarray, *, drawn: bool, size: int = SIZE,
             or rgb.shape[2] != 3 or not rgb.size):
         return None
     hw = (int(rgb.shape[0]), int(rgb.shape[1])) if full_hw is None else full_hw
-    return _thumb(np.ascontiguousarray(rgb), hw, size, drawn, rgb=True)
+    return _thumb(np.ascontiguousarray(rgb), hw, size, drawn, is_rgb=True)
 
 
 def ordered_map(fn: Callable, items: Iterable, *, workers: int = 4,
