@@ -17,7 +17,7 @@ from urllib.parse import quote
 from yolo_sfn.errors import InputFileError
 from yolo_sfn.report import data as report_data
 from yolo_sfn.report.html import Link, Page, render
-from yolo_sfn.report.thumbs import Source
+from yolo_sfn.report.thumbs import Source, Thumb
 
 REPORT_NAME = "report.html"
 
@@ -42,6 +42,7 @@ def write_report(
     execution: Mapping | None = None,
     title: str | None = None,
     thumb_workers: int = 4,
+    thumbs: Mapping[str, Thumb] | None = None,
 ) -> Path:
     """Write the self-contained HTML report of one batch to ``path`` and return it.
 
@@ -51,7 +52,11 @@ def write_report(
     inputs: image_id -> the input image file (thumbnail source; else ``summary.images[i]
     .local_path``). results_dir: where ``<image_id>.json`` lie (default: ``results/`` next to
     ``path``; linked when the file exists). execution: ``{"status", "start", "stop",
-    "elapsed_s"}``. Images that cannot be read get a placeholder instead of a thumbnail.
+    "elapsed_s"}``. thumbs: image_id -> :class:`~yolo_sfn.report.thumbs.Thumb` the caller
+    made already (:func:`~yolo_sfn.report.thumbs.thumb_of_pixels`); those images are not read
+    or decoded again, the others (ids not in it, or mapped to None) get theirs from ``inputs``
+    / ``annotated`` as above. Images that cannot be read get a placeholder instead of a
+    thumbnail.
     """
     path = Path(path)
     base = path.parent
@@ -82,7 +87,8 @@ def write_report(
     page = Page(title=title or f"yolo-sfn report: {batch}", origin=f"local run {base}",
                 source=source, links=links, notes=list(notes),
                 cost=cost if isinstance(cost, Mapping) else None,
-                execution=dict(execution) if execution else None, thumb_workers=thumb_workers)
+                execution=dict(execution) if execution else None, thumb_workers=thumb_workers,
+                thumbs=dict(thumbs or {}))
     return render(path, built, page)
 
 

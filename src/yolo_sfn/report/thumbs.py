@@ -11,6 +11,11 @@ Boxes are not burnt into the thumbnail: the template draws them as SVG over it, 
 colours of :func:`yolo_sfn.core.annotate.class_color_rgb`. A source that already has boxes
 drawn (the local run's ``annotated/`` JPEG) says so with ``drawn=True``; then only the tags
 are drawn over it (the burnt-in ones are too small to read in a thumbnail).
+
+A caller that already holds an image's pixels (the local run decodes every input to draw its
+annotated copy) makes the thumbnail with :func:`thumb_of_pixels` instead, and hands it to the
+report, which then decodes nothing for that image. Both paths size a thumbnail from the
+image's full-resolution (H, W) (:func:`thumb_size`), so their sizes agree to the pixel.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from yolo_sfn.core.image import DEFAULT_MAX_PIXELS, decode_image, sniff_dimensions
+from yolo_sfn.core.image import DEFAULT_MAX_PIXELS, decode_image, full_size_hw, sniff_dimensions
 
 SIZE = 224  # long side, px
 QUALITY = 70
@@ -68,21 +73,55 @@ def _decode_bgr(data: bytes, size: int) -> np.ndarray | None:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
+def thumb_size(full_hw: tuple[int, int], size: int = SIZE) -> tuple[int, int]:
+    """(W, H) of the thumbnail of an image whose full-resolution shape is ``full_hw`` = (H, W):
+    its long side scaled to ``size``, never enlarged."""
+    h, w = full_hw
+    scale = min(1.0, size / max(h, w))
+    if scale >= 1.0:
+        return w, h
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _thumb(bgr: np.ndarray, full_hw: tuple[int, int], size: int, drawn: bool, *,
+           is_rgb: bool = False) -> Thumb | None:
+    """(H, W, 3) uint8 pixels (BGR, or RGB when ``is_rgb``) at or above the thumbnail's size
+    -> :class:`Thumb`."""
+    w, h = thumb_size(full_hw, size)
+    if max(bgr.shape[:2]) > 2 * max(w, h):  # INTER_AREA is slow at odd ratios: 2x by linear
+        bgr = cv2.resize(bgr, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+    if bgr.shape[:2] != (h, w):
+        bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+    if is_rgb:  # after the resize: converting the small image is cheaper
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+    if not ok:
+        return None
+    return Thumb(w, h, "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode(),
+                 drawn)
+
+
 def make_thumb(source: Source, size: int = SIZE) -> Thumb | None:
     """Encoded image -> :class:`Thumb`, or None when it cannot be decoded."""
     bgr = _decode_bgr(source.data, size)
     if bgr is None:
         return None
-    h, w = bgr.shape[:2]
-    scale = min(1.0, size / max(h, w))
-    if scale < 1.0:
-        w, h = max(1, round(w * scale)), max(1, round(h * scale))
-        bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
-    if not ok:
+    return _thumb(bgr, full_size_hw(source.data, bgr), size, source.drawn)
+
+
+def thumb_of_pixels(rgb: np.ndarray, *, drawn: bool, size: int = SIZE,
+                    full_hw: tuple[int, int] | None = None) -> Thumb | None:
+    """(H, W, 3) uint8 RGB -> :class:`Thumb`, as :func:`make_thumb` makes it from the same
+    image encoded (same size and quality), without decoding anything. ``drawn``: the boxes
+    are already in the pixels (an annotated copy). ``full_hw``: the image's full-resolution
+    (H, W) when ``rgb`` is a reduced decode (:func:`yolo_sfn.core.image.full_size_hw`), so
+    the size matches make_thumb's to the pixel; default ``rgb.shape[:2]``. None when ``rgb``
+    is not such an array. Pure: ``rgb`` is not modified."""
+    if (not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3
+            or rgb.shape[2] != 3 or not rgb.size):
         return None
-    return Thumb(w, h, "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode(),
-                 source.drawn)
+    hw = (int(rgb.shape[0]), int(rgb.shape[1])) if full_hw is None else full_hw
+    return _thumb(np.ascontiguousarray(rgb), hw, size, drawn, is_rgb=True)
 
 
 def ordered_map(fn: Callable, items: Iterable, *, workers: int = 4,
