@@ -504,7 +504,8 @@ def _write_report(run: LocalRun, summary: dict, plan: dict, inputs: Inputs, out:
             results=run.extra.get("results", {}).values(),
             notes=summary["local_engine_notes"], cost=run.cost, annotated=annotated,
             inputs={ids[u]: p for u, p in inputs.uploads.items() if u in ids},
-            execution={"status": run.status, "elapsed_s": run.elapsed_s})
+            execution={"status": run.status, "elapsed_s": run.elapsed_s},
+            thumbs=run.extra.get("thumbs"))
     except (OSError, YoloSfnError) as e:
         written["errors"].append(f"{shown(out / 'report.html')}: cannot write ({e})")
         return
@@ -568,6 +569,7 @@ def _write_results(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
     from concurrent.futures import ThreadPoolExecutor
 
     results = run.extra.setdefault("results", {})
+    thumbs = run.extra.setdefault("thumbs", {})  # image_id -> report thumbnail
     s3 = eng.client("s3")
     jobs = []
     with ThreadPoolExecutor(ANNOTATE_WORKERS) as pool:
@@ -581,8 +583,8 @@ def _write_results(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
             result["local_path"] = img.get("local_path")
             target = plan[img["image_id"]]["annotated"] if annotate else None
             if target is not None and result.get("status") == "succeeded":
-                jobs.append((img, target,
-                             pool.submit(_annotate_one, s3, inputs, img, target, result)))
+                jobs.append((img, target, pool.submit(_annotate_one, s3, inputs, img, target,
+                                                      result, thumbs)))
             path = plan[img["image_id"]]["result"]
             if path is not None and _write(path, json.dumps(result, indent=2), written,
                                            "results"):
@@ -596,12 +598,16 @@ def _write_results(eng: LocalEngine, run: LocalRun, plan: dict, inputs: Inputs,
             img["annotated_path"] = path.relative_to(path.parent.parent).as_posix()
 
 
-def _annotate_one(s3: Any, inputs: Inputs, img: dict, path: Path, result: dict) -> str | None:
-    """Write ``path``, the annotated copy of one image; -> an error line, or None."""
+def _annotate_one(s3: Any, inputs: Inputs, img: dict, path: Path, result: dict,
+                  thumbs: dict) -> str | None:
+    """Write ``path``, the annotated copy of one image, and put the report's thumbnail of its
+    pixels in ``thumbs[image_id]`` (the report then decodes nothing); -> an error line, or
+    None."""
     from yolo_sfn.core.annotate import annotate_file
     from yolo_sfn.core.image import decode_image, full_size_hw
     from yolo_sfn.core.postprocess import Detection
     from yolo_sfn.errors import YoloSfnError
+    from yolo_sfn.report.thumbs import thumb_of_pixels
 
     uri = img["uri"]
     local = inputs.uploads.get(uri)
@@ -612,9 +618,11 @@ def _annotate_one(s3: Any, inputs: Inputs, img: dict, path: Path, result: dict) 
             bucket, key = split_s3_uri(uri)
             data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         rgb = decode_image(data, name=shown(local or uri))
+        full_hw = full_size_hw(data, rgb)  # rgb may be a reduced decode
         dets = [_detection(Detection, d) for d in result.get("detections", [])]
         path.parent.mkdir(parents=True, exist_ok=True)
-        annotate_file(path, rgb, dets, src_hw=full_size_hw(data, rgb))  # rgb may be reduced
+        annotate_file(path, rgb, dets, src_hw=full_hw)  # draws on a copy
+        thumbs[img["image_id"]] = thumb_of_pixels(rgb, drawn=False, full_hw=full_hw)
     except (OSError, YoloSfnError) as e:
         msg = str(e) if isinstance(e, YoloSfnError) else f"{shown(path)}: {e.strerror or e}"
         return f"annotated copy of {shown(local or uri)}: {msg}"
