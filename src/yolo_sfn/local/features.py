@@ -12,13 +12,14 @@ from collections.abc import Iterator
 
 ALWAYS = (
     "Lambda functions run in-process from functions/<stage>/app.py with this Python "
-    "environment (the template's layers, MemorySize and Timeout are not applied; Timeout is "
-    "only used by injected 'timeout' faults).",
+    "environment (the template's layers and MemorySize are not applied; each function's "
+    "Timeout is, on this machine's shared cores: a handler past it answers Sandbox.Timedout).",
     "IAM roles and policies are created but not enforced by moto: a missing permission in "
     "template.yaml does not fail a local run.",
     "All functions share this machine's cores (on Lambda each invoke has its own), so local "
-    "stage times include waiting for the other Map children running at the same time; Task "
-    "TimeoutSeconds are AWS-sized and a loaded machine can exceed them.",
+    "stage times include waiting for the other Map children running at the same time; the "
+    "functions' Timeouts and the Tasks' TimeoutSeconds are AWS-sized and a loaded machine can "
+    "exceed them.",
     "The Infer function's invokes take turns on the one model loaded in this process (on AWS "
     "each concurrent invoke has its own container); the wait for a turn counts neither towards "
     "the Task's TimeoutSeconds nor as billed time.",
