@@ -11,11 +11,10 @@ import json
 import boto3
 import pytest
 from fixtures import stack as resources
-from moto import mock_aws
 
 from yolo_sfn.errors import BatchInUseError
 from yolo_sfn.local.invoke import LambdaContext
-from yolo_sfn.workflow import aws, batchlock, handlers
+from yolo_sfn.workflow import batchlock, handlers
 from yolo_sfn.workflow.config import StageConfig
 from yolo_sfn.workflow.stages import query_batch
 
@@ -31,14 +30,7 @@ def call(stage: str, event: dict) -> dict:
 
 @pytest.fixture
 def env(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", resources.REGION)
-    for k, v in resources.stage_environment().items():
-        monkeypatch.setenv(k, v)
-    with mock_aws():
-        aws.reset_clients()
-        s3 = boto3.client("s3", region_name=resources.REGION)
-        ddb = boto3.client("dynamodb", region_name=resources.REGION)
-        resources.create_resources(s3, ddb)
+    with resources.on_moto(monkeypatch) as (s3, ddb):
         for key in ("a.jpg", "b.jpg"):
             s3.put_object(Bucket=IN, Key=key, Body=b"x")
         sfn = boto3.client("stepfunctions", region_name=resources.REGION)
@@ -50,7 +42,6 @@ def env(monkeypatch):
             return sfn.start_execution(stateMachineArn=sm, name=name)["executionArn"]
 
         yield s3, ddb, sfn, start
-    aws.reset_clients()
 
 
 def plan(arn: str, images=("a.jpg",), batch_id: str = BATCH) -> dict:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 from fixtures import stack as resources
-from moto import mock_aws
 
 from yolo_sfn.errors import InputValidationError, ObjectNotFoundError, S3UriError
 from yolo_sfn.local.invoke import LambdaContext
-from yolo_sfn.workflow import aws, handlers
+from yolo_sfn.workflow import handlers
 from yolo_sfn.workflow.events import load_event
 from yolo_sfn.workflow.stages import image_id_for
 
@@ -28,16 +26,9 @@ IN, ART = resources.INPUT, resources.ARTIFACTS
 
 @pytest.fixture
 def s3(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", resources.REGION)
-    for k, v in resources.stage_environment().items():
-        monkeypatch.setenv(k, v)
-    with mock_aws():
-        aws.reset_clients()
-        s3 = boto3.client("s3", region_name=resources.REGION)
-        resources.create_resources(s3, boto3.client("dynamodb", region_name=resources.REGION))
+    with resources.on_moto(monkeypatch) as (s3, _ddb):
         s3.create_bucket(Bucket="not-allowed")
         yield s3
-    aws.reset_clients()
 
 
 def get_json(s3, bucket: str, key: str):

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 from fixtures import stack as resources
-from moto import mock_aws
 
 from yolo_sfn.errors import ObjectNotFoundError
 from yolo_sfn.local.invoke import LambdaContext
-from yolo_sfn.workflow import aws, handlers
+from yolo_sfn.workflow import handlers
 from yolo_sfn.workflow.events import load_event
 from yolo_sfn.workflow.stages import MAX_FAILURES_IN_OUTPUT, image_id_for
 
@@ -36,16 +34,8 @@ DETECTIONS = [
 
 @pytest.fixture
 def aws_env(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", resources.REGION)
-    for k, v in resources.stage_environment().items():
-        monkeypatch.setenv(k, v)
-    with mock_aws():
-        aws.reset_clients()
-        s3 = boto3.client("s3", region_name=resources.REGION)
-        ddb = boto3.client("dynamodb", region_name=resources.REGION)
-        resources.create_resources(s3, ddb)
-        yield s3, ddb
-    aws.reset_clients()
+    with resources.on_moto(monkeypatch) as clients:
+        yield clients
 
 
 def keys(s3, prefix: str) -> list[str]:
