@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
-from fixtures.toystack import write_toy_project
+from fixtures.toystack import deployed_engine, write_toy_project
 
 from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault
@@ -23,11 +23,7 @@ BATCH = 2
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     toy = write_toy_project(tmp_path_factory.mktemp("batched"), batch_size=BATCH)
-    with LocalEngine(toy, retry_scale=0.0) as eng:
-        eng.deploy()
-        uris, missing = eng.upload_inputs([REPO / "testdata" / "images"])
-        assert not missing
-        eng.test_uris = uris
+    with deployed_engine(toy) as eng:
         yield eng
 
 

@@ -17,11 +17,10 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("samtranslator")
 
-from fixtures.toystack import write_toy_project
+from fixtures.toystack import deployed_engine, write_toy_project
 
 from yolo_sfn.local import features, motohooks
 from yolo_sfn.local.deploy import sub_as_join
-from yolo_sfn.local.engine import LocalEngine
 from yolo_sfn.local.invoke import Fault, batch_of, image_of, images_of, split_environment
 from yolo_sfn.local.template import load_cfn_yaml, read_template
 
@@ -36,11 +35,7 @@ def toy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(toy):
-    with LocalEngine(toy, retry_scale=0.0) as eng:
-        eng.deploy()
-        uris, missing = eng.upload_inputs([REPO / "testdata" / "images"])
-        assert not missing
-        eng.test_uris = uris
+    with deployed_engine(toy) as eng:
         yield eng
 
 
