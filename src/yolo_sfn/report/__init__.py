@@ -3,9 +3,7 @@ time went. One file, no network, readable with JavaScript off.
 
 * :func:`write_report` - the page for a local run, from what the runner holds;
 * :func:`report_from_dir` - the same from a ``yolo-sfn run --out DIR`` folder;
-* :func:`report_for_execution` - the same for a deployed execution, from what it stored in S3;
-* :func:`preload` - the first report's one-time work (imports, font, template), to run in a
-  thread while the caller waits on something else.
+* :func:`report_for_execution` - the same for a deployed execution, from what it stored in S3.
 
 Modules: :mod:`.data` (pure: summary + results -> what the page shows), :mod:`.plots`
 (matplotlib charts), :mod:`.thumbs` (thumbnails, streamed; :func:`.thumbs.thumb_of_pixels`
@@ -19,8 +17,7 @@ from __future__ import annotations
 
 import importlib
 
-_WHERE = {"REPORT_NAME": "local", "report_from_dir": "local", "write_report": "local",
-          "preload": "html"}
+_WHERE = {"REPORT_NAME": "local", "report_from_dir": "local", "write_report": "local"}
 
 
 def report_for_execution(*args, **kwargs):
@@ -38,4 +35,4 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["REPORT_NAME", "preload", "report_for_execution", "report_from_dir", "write_report"]
+__all__ = ["REPORT_NAME", "report_for_execution", "report_from_dir", "write_report"]

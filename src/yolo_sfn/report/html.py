@@ -204,16 +204,6 @@ def context(data: ReportData, page: Page) -> dict[str, Any]:
     }
 
 
-def preload() -> None:
-    """Do the one-time work of the first report in this process now: matplotlib's SVG
-    backend and font, the compiled template. Importing this module already imports
-    matplotlib and Jinja2 (~0.5 s), so a caller that wants all of it off its critical path
-    imports and calls this in a thread while it has other work (the local run: while the
-    execution runs); :func:`render` is the same without it."""
-    plots.preload()
-    _env().get_template("report.html.j2")
-
-
 def render(path: Path, data: ReportData, page: Page) -> Path:
     """Write the page to ``path`` (via a temporary file, so a failed build leaves no half
     page) and return it."""

@@ -62,13 +62,6 @@ def text_width_in(texts, size: float = FONT_SIZE) -> float:
     return widest / 72
 
 
-def preload() -> None:
-    """Import the SVG backend and load the font (what the first chart would do)."""
-    import matplotlib.backends.backend_svg  # noqa: F401
-
-    text_width_in(["0"])
-
-
 def _encode(fig: Figure, fmt: str, alt: str) -> Plot:
     buf = io.BytesIO()
     with matplotlib.rc_context(_RC):
