@@ -186,8 +186,12 @@ def cost_per_1000(
     """(GB-s, {arch: USD incl. requests}, request USD) for 1,000 images."""
     gb_s = gb_s_per_1000(ms_per_image, memory_mb)
     req = 1000 * invocations_per_image * PRICE_PER_REQUEST
-    usd = {arch: gb_s * price + req for arch, price in PRICE_PER_GB_S.items()}
-    return gb_s, usd, req
+    return gb_s, usd_by_arch(gb_s, req), req
+
+
+def usd_by_arch(gb_s: float, request_usd: float) -> dict:
+    """``{arch: USD}`` of ``gb_s`` of compute at each architecture's price plus the requests."""
+    return {arch: gb_s * price + request_usd for arch, price in PRICE_PER_GB_S.items()}
 
 
 def cost_table(
@@ -228,7 +232,7 @@ def deployed_estimate(times: StageTimes, deployment: Deployment) -> dict:
         "est_ms_per_image": sum(s["est_ms_per_image"] for s in measured),
         "gb_s_per_1000": gb_s,
         "request_usd_per_1000": req,
-        "usd_per_1000": {arch: gb_s * price + req for arch, price in PRICE_PER_GB_S.items()},
+        "usd_per_1000": usd_by_arch(gb_s, req),
     }
 
 
